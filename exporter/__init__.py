@@ -1,0 +1,1 @@
+"""pipetrack's Prometheus exporter: reads the canonical record and serves run-state metrics."""

@@ -1,0 +1,30 @@
+-- Optional least-privilege roles for pipetrack. Run once per cluster as a superuser or the schema
+-- owner, after `pipetrack db upgrade`:  psql "$DSN" -f sql/roles.sql
+-- Then give login users membership:  GRANT pipetrack_writer TO etl_user;
+--                                    GRANT pipetrack_reader TO grafana, pipetrack_exporter;
+--   pipetrack_writer  what tracked scripts need: insert and update runs and subtasks, read them
+--   pipetrack_reader  the exporter and Grafana: read everything, write nothing
+-- Neither role owns anything, so neither can drop or alter the tables. The trigger-maintained
+-- tables are written by SECURITY DEFINER functions, so the writer needs no rights on them.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pipetrack_writer') THEN
+        CREATE ROLE pipetrack_writer NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pipetrack_reader') THEN
+        CREATE ROLE pipetrack_reader NOLOGIN;
+    END IF;
+END;
+$$;
+
+REVOKE ALL ON SCHEMA pipetrack FROM PUBLIC;
+GRANT USAGE ON SCHEMA pipetrack TO pipetrack_writer, pipetrack_reader;
+
+GRANT SELECT, INSERT, UPDATE ON pipetrack.pipeline_status, pipetrack.pipeline_subtask
+    TO pipetrack_writer;
+GRANT SELECT ON pipetrack.schema_migrations TO pipetrack_writer;
+
+GRANT SELECT ON ALL TABLES IN SCHEMA pipetrack TO pipetrack_reader;
+-- History partitions and tables added by later migrations are readable too.
+ALTER DEFAULT PRIVILEGES IN SCHEMA pipetrack GRANT SELECT ON TABLES TO pipetrack_reader;

@@ -1,0 +1,5 @@
+"""``python -m tracker`` is the ``pipetrack`` command."""
+
+from tracker.cli import run
+
+run()

@@ -1,0 +1,49 @@
+"""Opening connections to the target database, with errors that never show a password."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import TYPE_CHECKING
+
+from tracker._db import embedded
+from tracker._db.dsn import DatabaseTarget, connect_params, resolve_target
+from tracker.errors import DatabaseUnavailable
+
+if TYPE_CHECKING:
+    import psycopg
+
+SCHEMA = "pipetrack"
+
+
+def ready_target(dsn: str | None = None, *, start_embedded: bool = True) -> DatabaseTarget:
+    """The configured target; for the embedded default, started and with its URI filled in."""
+    target = resolve_target(dsn)
+    if target.embedded and start_embedded:
+        target = dataclasses.replace(target, conninfo=embedded.ensure_running())
+    return target
+
+
+def connect(
+    target: DatabaseTarget, *, autocommit: bool = True, options: str | None = None
+) -> psycopg.Connection[tuple[object, ...]]:
+    """A connection whose search_path finds pipetrack's tables first.
+
+    Raises DatabaseUnavailable, with the DSN redacted, when the server cannot be reached within
+    the connect timeout or refuses the credentials.
+    """
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    # Passing options= replaces the DSN's or PGOPTIONS' own, so keep theirs in front.
+    theirs = conninfo_to_dict(target.conninfo).get("options") or os.environ.get("PGOPTIONS", "")
+    merged = " ".join(
+        str(part) for part in (theirs, f"-c search_path={SCHEMA},public", options) if part
+    )
+    try:
+        return psycopg.connect(connect_params(target), autocommit=autocommit, options=merged)
+    except psycopg.OperationalError as exc:
+        reason = target.redact(" ".join(str(exc).split()))
+        raise DatabaseUnavailable(
+            f"cannot connect to {target.redacted}: {reason}", target=target.redacted
+        ) from None

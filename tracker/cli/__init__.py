@@ -1,0 +1,62 @@
+"""The ``pipetrack`` command: one entry point, subcommands grouped by what they act on."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from tracker.cli import _db
+from tracker.cli._common import (
+    EXIT_NOT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    complain,
+)
+from tracker.errors import ConfigurationError, DatabaseUnavailable, TrackerError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tracker import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="pipetrack",
+        description="Know what every batch pipeline script is doing, how far it is, what it did.",
+    )
+    parser.add_argument("--version", action="version", version=f"pipetrack {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log what pipetrack does (to stderr)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _db.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        code: int = args.handler(args)
+    except ConfigurationError as exc:
+        complain(str(exc))
+        return EXIT_USAGE
+    except DatabaseUnavailable as exc:
+        complain(str(exc))
+        return EXIT_UNAVAILABLE
+    except TrackerError as exc:
+        complain(str(exc))
+        return EXIT_NOT_OK
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
