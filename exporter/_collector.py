@@ -1,0 +1,103 @@
+"""The custom prometheus_client collector: reads the canonical record at scrape time.
+
+``describe()`` lists the families without touching the database, so registering is free;
+``collect()`` reads (or, within ``min_interval`` of the last read, reuses) one snapshot and
+yields fresh families built from it, plus the self-metrics. A failed read yields only the
+self-metrics, saying the database is down: never an exception, never a hang.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator
+
+from prometheus_client.registry import Collector
+
+from exporter import _metrics as m
+from exporter._database import DatabaseReader, ReadFailed
+from exporter._queries import Snapshot
+from exporter._render import Family, render
+from tracker._db.dsn import DatabaseTarget
+from tracker.errors import ConfigurationError
+
+logger = logging.getLogger("exporter")
+
+# Below Prometheus' default scrape timeout of 10 s, with room for connecting (3 s) first.
+DEFAULT_STATEMENT_TIMEOUT = 5.0
+
+
+class PipetrackCollector(Collector):
+    """Run-state metrics of every task, read from PostgreSQL when Prometheus scrapes."""
+
+    def __init__(
+        self,
+        target: DatabaseTarget,
+        *,
+        min_interval: float = 0.0,
+        statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+    ) -> None:
+        if not math.isfinite(min_interval) or min_interval < 0:
+            raise ConfigurationError(f"min interval must be 0 or more seconds, not {min_interval}")
+        if not math.isfinite(statement_timeout) or statement_timeout <= 0:
+            raise ConfigurationError(
+                f"statement timeout must be more than 0 seconds, not {statement_timeout}"
+            )
+        from tracker import __version__
+
+        self._version = __version__
+        self._min_interval = min_interval
+        self._reader = DatabaseReader(target, statement_timeout=statement_timeout)
+        self._redacted = target.redacted
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._error: ReadFailed | None = None
+        self._read_at = -math.inf  # time.monotonic() of the last read
+        self._read_seconds = 0.0
+
+    def describe(self) -> list[Family]:
+        return m.describe_all()
+
+    def collect(self) -> Iterator[Family]:
+        with self._lock:
+            self._refresh()
+            snapshot, error, seconds = self._snapshot, self._error, self._read_seconds
+        if snapshot is not None:
+            yield from render(snapshot)
+        yield _gauge(m.DATABASE_UP, 0.0 if error is not None and not error.reachable else 1.0)
+        yield _gauge(m.LAST_SCRAPE_ERROR, 0.0 if error is None else 1.0)
+        yield _gauge(m.SCRAPE_DURATION, seconds)
+        info = m.BUILD_INFO.family()
+        info.add_metric([self._version], 1.0)
+        yield info
+
+    def _refresh(self) -> None:
+        """Read the database unless the last read is younger than ``min_interval``."""
+        started = time.monotonic()
+        if started - self._read_at < self._min_interval:
+            return
+        try:
+            snapshot = self._reader.read()
+        except ReadFailed as exc:
+            if self._error is None or str(self._error) != str(exc):
+                logger.warning("cannot read %s: %s", self._redacted, exc)
+            self._snapshot, self._error = None, exc
+        else:
+            if self._error is not None:
+                logger.warning("reading %s again", self._redacted)
+            self._snapshot, self._error = snapshot, None
+        self._read_at = time.monotonic()
+        self._read_seconds = self._read_at - started
+
+    def close(self) -> None:
+        """Close the database connection (a later scrape opens a new one)."""
+        with self._lock:
+            self._reader.close()
+
+
+def _gauge(spec: m.MetricSpec, value: float) -> Family:
+    family = spec.family()
+    family.add_metric([], value)
+    return family

@@ -1,0 +1,151 @@
+"""The exporter's one long-lived database connection: opened lazily, reopened after an outage.
+
+A read is bounded three ways, so a scrape always gets an answer before Prometheus gives up:
+1. connecting: ``connect_timeout`` (3 s unless the DSN or PGCONNECT_TIMEOUT says otherwise);
+2. each statement: ``SET LOCAL statement_timeout`` (the server cancels it);
+3. a server that never answers at all (a stalled network or pooler): a watchdog shuts the
+   socket down ``statement_timeout`` + 1 s after the read began, which fails the read at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import threading
+from typing import TYPE_CHECKING
+
+from exporter._queries import Snapshot, read_snapshot
+from tracker._db.connect import connect
+from tracker._db.dsn import DatabaseTarget
+from tracker.errors import DatabaseUnavailable
+
+if TYPE_CHECKING:
+    import psycopg
+
+logger = logging.getLogger("exporter")
+
+DEFAULT_CONNECT_TIMEOUT = 3
+WATCHDOG_GRACE_SECONDS = 1.0
+
+
+class ReadFailed(Exception):
+    """A read of the database failed; ``reachable`` says whether the server answered at all."""
+
+    def __init__(self, message: str, *, reachable: bool) -> None:
+        super().__init__(message)
+        self.reachable = reachable
+
+
+def exporter_target(target: DatabaseTarget, *, statement_timeout: float) -> DatabaseTarget:
+    """``target`` with the exporter's connect timeout, TCP timeouts and application name.
+
+    Settings the DSN (or libpq's environment) already makes are left alone.
+    """
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    given = conninfo_to_dict(target.conninfo) if target.conninfo else {}
+    extra: dict[str, str] = {}
+    if "connect_timeout" not in given and not os.environ.get("PGCONNECT_TIMEOUT"):
+        extra["connect_timeout"] = str(DEFAULT_CONNECT_TIMEOUT)
+    if "application_name" not in given and not os.environ.get("PGAPPNAME"):
+        extra["application_name"] = "pipetrack-exporter"
+    # Data unacknowledged this long means the peer is gone (ignored on Unix sockets).
+    if "tcp_user_timeout" not in given:
+        extra["tcp_user_timeout"] = str(round((statement_timeout + WATCHDOG_GRACE_SECONDS) * 1000))
+    if not extra:
+        return target
+    return dataclasses.replace(target, conninfo=make_conninfo(target.conninfo, **extra))
+
+
+class DatabaseReader:
+    """Reads snapshots over one connection, reconnecting on the next read after a failure.
+
+    Not thread-safe: the collector serialises reads.
+    """
+
+    def __init__(self, target: DatabaseTarget, *, statement_timeout: float) -> None:
+        self._target = exporter_target(target, statement_timeout=statement_timeout)
+        self._redacted = target.redacted
+        self._statement_timeout = statement_timeout
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def read(self) -> Snapshot:
+        """One snapshot. Raises ReadFailed (never anything else from the database)."""
+        import psycopg
+
+        conn = self._connection()
+        watchdog = _Watchdog(conn, self._statement_timeout + WATCHDOG_GRACE_SECONDS)
+        try:
+            return read_snapshot(conn, self._statement_timeout)
+        except psycopg.Error as exc:
+            reason = self._target.redact(" ".join(str(exc).split()) or type(exc).__name__)
+            if watchdog.fired:
+                reason = f"no answer within {self._statement_timeout + WATCHDOG_GRACE_SECONDS:g} s"
+            broken = conn.closed or conn.broken or watchdog.fired
+            if broken or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                self.close()
+            raise ReadFailed(reason, reachable=not broken) from None
+        finally:
+            watchdog.cancel()
+
+    def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
+        import psycopg
+
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        try:
+            conn = connect(self._target)
+        except DatabaseUnavailable as exc:
+            raise ReadFailed(str(exc), reachable=False) from None
+        # Every read is one consistent, read-only snapshot (see _queries).
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        logger.debug("exporter connected to %s", self._redacted)
+        self._conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+class _Watchdog:
+    """Shuts a connection's socket down if the read outlives ``seconds``.
+
+    libpq waits on the socket without a client-side limit; shutting it down makes that wait
+    end with an error in the reading thread, which then discards the connection.
+    """
+
+    def __init__(self, conn: psycopg.Connection[tuple[object, ...]], seconds: float) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._done = False
+        self.fired = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.name = "pipetrack-exporter-watchdog"
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            try:
+                fd = os.dup(self._conn.pgconn.socket)
+            except Exception:  # OSError, or psycopg.OperationalError once the conn is closed
+                return
+            with socket.socket(fileno=fd) as sock:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    logger.debug("watchdog: socket already shut down")
+        logger.warning("database read exceeded its time limit; dropping the connection")
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()

@@ -1,0 +1,156 @@
+"""The metrics the exporter serves: names, types, labels and HELP text, in one place.
+
+docs/metrics.md documents the same list; a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+TASK_LABELS = ("task", "task_stage")
+STATUSES = ("STARTED", "RUNNING", "FINISHED", "FAILED", "CANCELLED")
+FINAL_STATUSES = ("FINISHED", "FAILED", "CANCELLED")
+RUNNING_STATUSES = ("STARTED", "RUNNING")
+UNKNOWN_STAGE = "UNKNOWN"
+QUANTILES = (0.5, 0.9, 1.0)
+RECENT_RUNS = 20  # the length of pipeline_task_last_outcome.recent_durations (sql/0005)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    kind: str  # "gauge" or "counter"
+    help: str
+    labels: tuple[str, ...] = ()
+
+    def family(self) -> GaugeMetricFamily | CounterMetricFamily:
+        """A fresh, empty family of this metric, to fill with samples."""
+        if self.kind == "counter":
+            return CounterMetricFamily(self.name, self.help, labels=self.labels)
+        return GaugeMetricFamily(self.name, self.help, labels=self.labels)
+
+
+def _task(name: str, help_text: str, *extra: str, kind: str = "gauge") -> MetricSpec:
+    return MetricSpec(name, kind, help_text, (*TASK_LABELS, *extra))
+
+
+LAST_RUN_STATUS = _task(
+    "pipetrack_task_last_run_status",
+    "1 for the status of the task's latest run, 0 for the other statuses.",
+    "status",
+)
+RUNNING_RUNS = _task("pipetrack_task_running_runs", "Runs of the task now STARTED or RUNNING.")
+OVERALL_PROGRESS = _task(
+    "pipetrack_task_overall_progress_ratio",
+    "Overall progress of the task's current run, 0-1 (the newest running run).",
+)
+SUBTASK_PROGRESS = _task(
+    "pipetrack_task_subtask_progress_ratio",
+    "Progress of the current run within its current subtask, 0-1.",
+)
+CURRENT_SUBTASK = _task(
+    "pipetrack_task_current_subtask",
+    "Number (1-based) of the subtask the current run is in.",
+)
+SUBTASKS_COMPLETED = _task(
+    "pipetrack_task_subtasks_completed", "Subtasks the current run has completed."
+)
+SUBTASKS_TOTAL = _task(
+    "pipetrack_task_subtasks_total", "Subtasks the current run declared it has in total."
+)
+LAST_START = _task(
+    "pipetrack_task_last_start_timestamp_seconds",
+    "Start of the task's latest run, Unix time.",
+)
+LAST_END = _task(
+    "pipetrack_task_last_end_timestamp_seconds",
+    "End of the task's latest ended run (any final status), Unix time.",
+)
+LAST_SUCCESS = _task(
+    "pipetrack_task_last_success_timestamp_seconds",
+    "End of the task's latest FINISHED run, Unix time.",
+)
+LAST_FAILURE = _task(
+    "pipetrack_task_last_failure_timestamp_seconds",
+    "End of the task's latest FAILED run, Unix time.",
+)
+LAST_DURATION = _task(
+    "pipetrack_task_last_duration_seconds",
+    "Duration of the task's latest ended run.",
+)
+LAST_HEARTBEAT = _task(
+    "pipetrack_task_last_heartbeat_timestamp_seconds",
+    "Last update (heartbeat) of the task's current run, Unix time.",
+)
+LAST_PROGRESS = _task(
+    "pipetrack_task_last_progress_timestamp_seconds",
+    "When the progress of the task's current run last moved, Unix time.",
+)
+MEMORY = _task(
+    "pipetrack_task_memory_bytes",
+    "Resident memory of the task's running runs, summed.",
+)
+CPU = _task(
+    "pipetrack_task_cpu_ratio",
+    "CPU use of the task's running runs, summed (1 = one core busy).",
+)
+PREDICTED_END = _task(
+    "pipetrack_task_predicted_end_timestamp_seconds",
+    "Predicted finish of the task's current run from its progress rate, Unix time.",
+)
+RUNS = _task(
+    "pipetrack_task_runs",
+    "Runs of the task that reached a final status; monotonic across archiving.",
+    "status",
+    kind="counter",
+)
+RECENT_DURATION = _task(
+    "pipetrack_task_recent_duration_seconds",
+    f"Quantiles of the durations of the task's last {RECENT_RUNS} FINISHED runs.",
+    "quantile",
+)
+DATABASE_UP = MetricSpec(
+    "pipetrack_database_up", "gauge", "1 if the last scrape reached the database, else 0."
+)
+SCRAPE_DURATION = MetricSpec(
+    "pipetrack_scrape_duration_seconds", "gauge", "Time the last read of the database took."
+)
+LAST_SCRAPE_ERROR = MetricSpec(
+    "pipetrack_last_scrape_error",
+    "gauge",
+    "1 if the last read of the database failed (unreachable, timeout, missing rights), else 0.",
+)
+BUILD_INFO = MetricSpec(
+    "pipetrack_exporter_build_info", "gauge", "Version of the exporter; always 1.", ("version",)
+)
+
+TASK_METRICS = (
+    LAST_RUN_STATUS,
+    RUNNING_RUNS,
+    OVERALL_PROGRESS,
+    SUBTASK_PROGRESS,
+    CURRENT_SUBTASK,
+    SUBTASKS_COMPLETED,
+    SUBTASKS_TOTAL,
+    LAST_START,
+    LAST_END,
+    LAST_SUCCESS,
+    LAST_FAILURE,
+    LAST_DURATION,
+    LAST_HEARTBEAT,
+    LAST_PROGRESS,
+    MEMORY,
+    CPU,
+    PREDICTED_END,
+    RUNS,
+    RECENT_DURATION,
+)
+SELF_METRICS = (DATABASE_UP, SCRAPE_DURATION, LAST_SCRAPE_ERROR, BUILD_INFO)
+ALL_METRICS = TASK_METRICS + SELF_METRICS
+
+
+def describe_all() -> list[GaugeMetricFamily | CounterMetricFamily]:
+    """Empty families of every metric, for registration without touching the database."""
+    return [spec.family() for spec in ALL_METRICS]

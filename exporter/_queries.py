@@ -1,0 +1,120 @@
+"""The few SQL statements behind a scrape, and the snapshot they produce.
+
+Each reads a structure whose size grows with tasks, not runs:
+  latest      pipeline_latest_run (sql/0004): pipeline_task_latest joined by key to the run
+  running     the partial index idx_pipeline_status_active (only STARTED/RUNNING rows)
+  outcomes    pipeline_task_outcomes (sql/0004), the trigger-kept counter source
+  last_ended  pipeline_task_last_outcome (sql/0005), last run and durations per final status
+All four run in one REPEATABLE READ, READ ONLY transaction, so a scrape sees one moment.
+Times come back as float8 epoch seconds: converting 10,000 datetimes per scrape costs more
+than the queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import psycopg
+
+LATEST_SQL = """
+SELECT task_name, task_stage, execution_status,
+       extract(epoch FROM execution_start)::float8
+FROM pipeline_latest_run
+"""
+
+# Newest first within a task, so the first row of each task is its current run.
+RUNNING_SQL = """
+SELECT task_name,
+       extract(epoch FROM execution_start)::float8,
+       extract(epoch FROM last_update)::float8,
+       extract(epoch FROM last_progress)::float8,
+       overall_percent_complete::float8,
+       subtask_percent_complete::float8,
+       current_subtask,
+       total_subtasks,
+       subtask_status,
+       subtask_items_total,
+       subtask_items_complete,
+       memory_mb,
+       cpu_percent::float8
+FROM pipeline_status
+WHERE execution_status IN ('STARTED', 'RUNNING')
+ORDER BY task_name, execution_start DESC, run_id DESC
+"""
+
+OUTCOMES_SQL = "SELECT task_name, execution_status, runs FROM pipeline_task_outcomes"
+
+LAST_ENDED_SQL = """
+SELECT task_name, execution_status,
+       extract(epoch FROM execution_start)::float8,
+       extract(epoch FROM execution_end)::float8,
+       recent_durations
+FROM pipeline_task_last_outcome
+"""
+
+
+@dataclass(frozen=True)
+class LatestRun:
+    task: str
+    stage: str | None
+    status: str
+    start: float
+
+
+@dataclass(frozen=True)
+class RunningRun:
+    task: str
+    start: float
+    last_update: float
+    last_progress: float | None
+    overall_percent: float | None
+    subtask_percent: float | None
+    current_subtask: int | None
+    total_subtasks: int | None
+    subtask_status: str | None
+    items_total: int | None
+    items_complete: int | None
+    memory_mb: int | None
+    cpu_percent: float | None
+
+
+@dataclass(frozen=True)
+class LastEnded:
+    task: str
+    status: str
+    start: float
+    end: float
+    recent_durations: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one read of the database returned; ``at`` is the database's clock then."""
+
+    at: float
+    latest: tuple[LatestRun, ...]
+    running: tuple[RunningRun, ...]
+    outcomes: tuple[tuple[str, str, int], ...]
+    last_ended: tuple[LastEnded, ...]
+
+
+def read_snapshot(conn: psycopg.Connection[tuple[object, ...]], timeout: float) -> Snapshot:
+    """Run the scrape's statements in one read-only transaction, each bounded by ``timeout``."""
+    with conn.transaction():
+        # Rows are untyped tuples; the dataclasses above give them their types.
+        cur = cast("psycopg.Cursor[tuple[Any, ...]]", conn.cursor())
+        # SET LOCAL takes no parameters; the value is a number formatted here.
+        cur.execute(f"SET LOCAL statement_timeout = {max(1, round(timeout * 1000))}")
+        at_row = cur.execute("SELECT extract(epoch FROM statement_timestamp())::float8").fetchone()
+        at = float(at_row[0]) if at_row else 0.0
+        latest = tuple(LatestRun(*row) for row in cur.execute(LATEST_SQL))
+        running = tuple(RunningRun(*row) for row in cur.execute(RUNNING_SQL))
+        outcomes = tuple((str(t), str(s), int(n)) for t, s, n in cur.execute(OUTCOMES_SQL))
+        last_ended = tuple(
+            LastEnded(str(task), str(status), float(start), float(end), tuple(durations or ()))
+            for task, status, start, end, durations in cur.execute(LAST_ENDED_SQL)
+        )
+        cur.close()
+    return Snapshot(at, latest, running, outcomes, last_ended)

@@ -1,0 +1,164 @@
+"""Turning a database snapshot into metric families: the rules docs/metrics.md states.
+
+Pure functions of the snapshot (no I/O), so every rule is testable from rows alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from exporter import _metrics as m
+from exporter._queries import LastEnded, RunningRun, Snapshot
+
+_MIB = 1024 * 1024
+
+Family = GaugeMetricFamily | CounterMetricFamily
+_Add = Callable[[m.MetricSpec, Iterable[str], float], None]
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile of ``values``, interpolating linearly between closest ranks.
+
+    The same rule as PostgreSQL's percentile_cont and numpy's default.
+    """
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    lower = math.floor(position)
+    upper = math.ceil(position)
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
+
+
+def _ratio(value: float) -> float:
+    return min(1.0, max(0.0, value))
+
+
+def overall_ratio(run: RunningRun) -> float | None:
+    """The run's reported overall percentage as a 0-1 ratio; None before it reports one."""
+    if run.overall_percent is None:
+        return None
+    return _ratio(run.overall_percent / 100)
+
+
+def subtask_ratio(run: RunningRun) -> float | None:
+    """The reported subtask percentage, else items complete / items total (capped at 1)."""
+    if run.subtask_percent is not None:
+        return _ratio(run.subtask_percent / 100)
+    if run.items_total and run.items_complete is not None:
+        return _ratio(min(run.items_complete, run.items_total) / run.items_total)
+    return None
+
+
+def subtasks_completed(run: RunningRun) -> int | None:
+    """Subtasks done: the current one counts once its status is COMPLETED."""
+    if run.current_subtask is None:
+        return None
+    if run.subtask_status == "COMPLETED":
+        return run.current_subtask
+    return max(0, run.current_subtask - 1)
+
+
+def predicted_end(run: RunningRun) -> float | None:
+    """Start + elapsed / progress, elapsed measured at the last progress (or heartbeat).
+
+    None before any progress. A start in the future counts as no time elapsed.
+    """
+    ratio = overall_ratio(run)
+    if not ratio:
+        return None
+    measured_at = run.last_progress if run.last_progress is not None else run.last_update
+    elapsed = max(0.0, measured_at - run.start)
+    return run.start + elapsed / ratio
+
+
+def _stage(raw: str | None) -> str:
+    return raw if raw else m.UNKNOWN_STAGE
+
+
+def render(snapshot: Snapshot) -> list[Family]:
+    """The task families for one snapshot, each a fresh object."""
+    families = {spec.name: spec.family() for spec in m.TASK_METRICS}
+
+    def add(spec: m.MetricSpec, labels: Iterable[str], value: float) -> None:
+        families[spec.name].add_metric(list(labels), value)
+
+    stages = {run.task: _stage(run.stage) for run in snapshot.latest}
+    running: dict[str, list[RunningRun]] = {}
+    for run in snapshot.running:  # newest first within each task (RUNNING_SQL's order)
+        running.setdefault(run.task, []).append(run)
+    ended: dict[str, dict[str, LastEnded]] = {}
+    for row in snapshot.last_ended:
+        ended.setdefault(row.task, {})[row.status] = row
+    outcomes = {(task, status): runs for task, status, runs in snapshot.outcomes}
+
+    tasks = sorted(
+        set(stages) | set(running) | set(ended) | {task for task, _ in outcomes},
+    )
+    for task in tasks:
+        key = (task, stages.get(task, m.UNKNOWN_STAGE))
+        add(m.RUNNING_RUNS, key, len(running.get(task, ())))
+        for status in m.FINAL_STATUSES:
+            add(m.RUNS, (*key, status), outcomes.get((task, status), 0))
+
+    for latest in snapshot.latest:
+        key = (latest.task, stages[latest.task])
+        for status in m.STATUSES:
+            add(m.LAST_RUN_STATUS, (*key, status), 1.0 if latest.status == status else 0.0)
+        add(m.LAST_START, key, latest.start)
+
+    for task, runs in running.items():
+        key = (task, stages.get(task, m.UNKNOWN_STAGE))
+        _render_current(add, key, runs[0])
+        memory = [run.memory_mb for run in runs if run.memory_mb is not None]
+        if memory:
+            add(m.MEMORY, key, float(sum(memory) * _MIB))
+        cpu = [run.cpu_percent for run in runs if run.cpu_percent is not None]
+        if cpu:
+            add(m.CPU, key, sum(cpu) / 100)
+
+    for task, by_status in ended.items():
+        _render_ended(add, (task, stages.get(task, m.UNKNOWN_STAGE)), by_status)
+
+    return [families[spec.name] for spec in m.TASK_METRICS]
+
+
+def _render_current(
+    add: _Add,
+    key: tuple[str, str],
+    run: RunningRun,
+) -> None:
+    """Series about a task's current run (its newest running run)."""
+    add(m.LAST_HEARTBEAT, key, run.last_update)
+    optional: list[tuple[m.MetricSpec, float | None]] = [
+        (m.OVERALL_PROGRESS, overall_ratio(run)),
+        (m.SUBTASK_PROGRESS, subtask_ratio(run)),
+        (m.CURRENT_SUBTASK, run.current_subtask),
+        (m.SUBTASKS_COMPLETED, subtasks_completed(run)),
+        (m.SUBTASKS_TOTAL, run.total_subtasks),
+        (m.LAST_PROGRESS, run.last_progress),
+        (m.PREDICTED_END, predicted_end(run)),
+    ]
+    for spec, value in optional:
+        if value is not None:
+            add(spec, key, float(value))
+
+
+def _render_ended(add: _Add, key: tuple[str, str], by_status: dict[str, LastEnded]) -> None:
+    """Series about a task's ended runs: last end, success, failure, durations."""
+    if "FINISHED" in by_status:
+        finished = by_status["FINISHED"]
+        add(m.LAST_SUCCESS, key, finished.end)
+        if finished.recent_durations:
+            for q in m.QUANTILES:
+                add(
+                    m.RECENT_DURATION,
+                    (*key, f"{q:g}"),
+                    quantile(finished.recent_durations, q),
+                )
+    if "FAILED" in by_status:
+        add(m.LAST_FAILURE, key, by_status["FAILED"].end)
+    last = max(by_status.values(), key=lambda row: row.end)
+    add(m.LAST_END, key, last.end)
+    add(m.LAST_DURATION, key, max(0.0, last.end - last.start))
