@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from tracker.cli import _db
+from tracker.cli import _db, _ops
 from tracker.cli._common import (
     EXIT_NOT_OK,
     EXIT_UNAVAILABLE,
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _db.register(commands)
+    _ops.register(commands)
     return parser
 
 
