@@ -1,11 +1,15 @@
-"""Suite-wide set-up: the database plugin, a clean environment, and strict mode."""
+"""Suite-wide set-up: the database plugin, a clean environment, strict mode, and a check that
+no log line the suite produces contains a test password."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 
 import pytest
+
+from tests.secrets import all_test_passwords
 
 pytest_plugins = ["tests.fix_db"]
 
@@ -23,3 +27,36 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         mp.setenv("PIPETRACK_DATA_DIR", str(tmp_path_factory.mktemp("pipetrack-data")))
         mp.setenv("PIPETRACK_STRICT", "1")
         yield
+
+
+class _EveryLine(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_password_in_any_log_line() -> Iterator[None]:
+    """pipetrack's own loggers at DEBUG (every other logger at WARNING) for the whole session;
+    at the end, no captured line may contain a test password."""
+    handler = _EveryLine()
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    ours = [logging.getLogger(name) for name in ("tracker", "exporter")]
+    saved = [(logger, logger.level) for logger in (root, *ours)]
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    for logger in ours:
+        logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        for logger, level in saved:
+            logger.setLevel(level)
+    leaks = [line for line in handler.lines for secret in all_test_passwords() if secret in line]
+    assert not leaks, f"test passwords in {len(leaks)} log lines, e.g. {leaks[0]!r}"
+    assert handler.lines, "the suite logged nothing: the capture is not working"

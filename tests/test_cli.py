@@ -12,10 +12,11 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fix_db import libpq_params
+from tests.secrets import CLI_PASSWORD
 from tracker.cli import build_parser
 from tracker.cli._common import EXIT_NOT_OK, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 
-PASSWORD = "hunter2-Zq9"
+PASSWORD = CLI_PASSWORD
 
 
 def pipetrack(*args, env=None, timeout=60):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.secrets import DSN_PASSWORD
 from tracker._db.dsn import REDACTED, connect_params, redact_dsn, redact_text, resolve_target
 from tracker.errors import ConfigurationError
 
-SECRET = "s3cr3t-P@ss w0rd"
+SECRET = DSN_PASSWORD
 
 
 def test_nothing_configured_means_embedded():
