@@ -129,7 +129,7 @@ def failures() -> JSON:
                        count(*) AS runs, count(DISTINCT task_name) AS tasks,
                        string_agg(DISTINCT task_name, ', ') AS "which tasks",
                        max(execution_end) AS "last seen"
-                FROM pipeline_runs
+                FROM pipetrack.pipeline_runs
                 WHERE execution_status = 'FAILED' AND $__timeFilter(execution_start)
                 GROUP BY 1
                 ORDER BY runs DESC
@@ -149,13 +149,14 @@ def failures() -> JSON:
             sql(
                 """
                 WITH runs AS (
-                    SELECT run_id, task_name FROM pipeline_runs
+                    SELECT run_id, task_name FROM pipetrack.pipeline_runs
                     WHERE $__timeFilter(execution_start)
                 ), subtasks AS (
-                    SELECT run_id, subtask_name, subtask_status, ended_at FROM pipeline_subtask
+                    SELECT run_id, subtask_name, subtask_status, ended_at
+                    FROM pipetrack.pipeline_subtask
                     UNION ALL
                     SELECT run_id, subtask_name, subtask_status, ended_at
-                    FROM pipeline_subtask_history
+                    FROM pipetrack.pipeline_subtask_history
                 )
                 SELECT r.task_name AS task, s.subtask_name AS subtask, count(*) AS failures,
                        max(s.ended_at) AS "last failure"
@@ -184,7 +185,7 @@ def failures() -> JSON:
                        subtask_name AS "in subtask", exit_code AS "exit code",
                        split_part(error_message, E'\\n', 1) AS error, hostname AS host,
                        git_commit AS "git commit", trace_id AS trace
-                FROM pipeline_runs
+                FROM pipetrack.pipeline_runs
                 WHERE execution_status IN ('FAILED', 'CANCELLED')
                   AND $__timeFilter(execution_start)
                 ORDER BY execution_end DESC NULLS LAST

@@ -194,7 +194,7 @@ def overview() -> JSON:
                        EXTRACT(EPOCH FROM now() - last_update) AS "heartbeat age",
                        memory_mb * 1048576.0 AS memory,
                        trace_id AS trace
-                FROM pipeline_status
+                FROM pipetrack.pipeline_status
                 WHERE execution_status IN ('STARTED', 'RUNNING')
                 ORDER BY execution_start
                 """
@@ -355,7 +355,7 @@ def overview() -> JSON:
                        COALESCE(task_stage, 'UNKNOWN') AS stage, hostname AS host,
                        exit_code AS "exit code", split_part(error_message, E'\\n', 1) AS error,
                        trace_id AS trace
-                FROM pipeline_runs
+                FROM pipetrack.pipeline_runs
                 WHERE execution_status = 'FAILED' AND $__timeFilter(execution_start)
                 ORDER BY execution_end DESC NULLS LAST
                 LIMIT 200

@@ -183,7 +183,7 @@ def stages() -> JSON:
                        count(*) FILTER (WHERE execution_status IN ('STARTED', 'RUNNING'))
                            AS running,
                        min(execution_start) AS "first start", max(execution_end) AS "last end"
-                FROM pipeline_runs
+                FROM pipetrack.pipeline_runs
                 WHERE $__timeFilter(execution_start)
                 GROUP BY 1
                 ORDER BY 1
@@ -208,7 +208,7 @@ def stages() -> JSON:
                 """
                 SELECT COALESCE(task_stage, 'UNKNOWN') AS stage, task_name AS task,
                        execution_start AS "last start", execution_status AS "last status"
-                FROM pipeline_latest_run
+                FROM pipetrack.pipeline_latest_run
                 WHERE execution_start < $__timeFrom()
                 ORDER BY 1, 3
                 """

@@ -159,7 +159,7 @@ def task_detail() -> JSON:
                 """
                 SELECT execution_start AS time,
                        EXTRACT(EPOCH FROM execution_end - execution_start) AS duration
-                FROM pipeline_runs
+                FROM pipetrack.pipeline_runs
                 WHERE task_name = '$task' AND execution_status = 'FINISHED'
                   AND $__timeFilter(execution_start)
                 ORDER BY 1
@@ -180,12 +180,14 @@ def task_detail() -> JSON:
             sql(
                 """
                 WITH runs AS (
-                    SELECT run_id, execution_start FROM pipeline_runs
+                    SELECT run_id, execution_start FROM pipetrack.pipeline_runs
                     WHERE task_name = '$task' AND $__timeFilter(execution_start)
                 ), subtasks AS (
-                    SELECT run_id, subtask_name, started_at, ended_at FROM pipeline_subtask
+                    SELECT run_id, subtask_name, started_at, ended_at
+                    FROM pipetrack.pipeline_subtask
                     UNION ALL
-                    SELECT run_id, subtask_name, started_at, ended_at FROM pipeline_subtask_history
+                    SELECT run_id, subtask_name, started_at, ended_at
+                    FROM pipetrack.pipeline_subtask_history
                 )
                 SELECT r.execution_start AS time, s.subtask_name AS metric,
                        EXTRACT(EPOCH FROM s.ended_at - s.started_at) AS value
@@ -214,12 +216,14 @@ def task_detail() -> JSON:
             sql(
                 """
                 WITH runs AS (
-                    SELECT run_id FROM pipeline_runs
+                    SELECT run_id FROM pipetrack.pipeline_runs
                     WHERE task_name = '$task' AND $__timeFilter(execution_start)
                 ), subtasks AS (
-                    SELECT run_id, subtask_name, started_at, ended_at FROM pipeline_subtask
+                    SELECT run_id, subtask_name, started_at, ended_at
+                    FROM pipetrack.pipeline_subtask
                     UNION ALL
-                    SELECT run_id, subtask_name, started_at, ended_at FROM pipeline_subtask_history
+                    SELECT run_id, subtask_name, started_at, ended_at
+                    FROM pipetrack.pipeline_subtask_history
                 )
                 SELECT s.subtask_name AS subtask,
                        percentile_cont(0.5) WITHIN GROUP
@@ -277,7 +281,7 @@ def task_detail() -> JSON:
                        exit_code AS "exit code", split_part(error_message, E'\\n', 1) AS error,
                        hostname AS host, user_name AS "user", git_commit AS "git commit",
                        peak_memory_mb * 1048576.0 AS "peak memory", trace_id AS trace
-                FROM pipeline_runs
+                FROM pipetrack.pipeline_runs
                 WHERE task_name = '$task' AND $__timeFilter(execution_start)
                 ORDER BY execution_start DESC
                 LIMIT 500
@@ -304,15 +308,15 @@ def task_detail() -> JSON:
             sql(
                 """
                 WITH latest AS (
-                    SELECT run_id FROM pipeline_latest_run WHERE task_name = '$task'
+                    SELECT run_id FROM pipetrack.pipeline_latest_run WHERE task_name = '$task'
                 ), subtasks AS (
                     SELECT run_id, subtask_index, subtask_name, subtask_status, started_at,
                            ended_at, items_total, items_complete, message
-                    FROM pipeline_subtask
+                    FROM pipetrack.pipeline_subtask
                     UNION ALL
                     SELECT run_id, subtask_index, subtask_name, subtask_status, started_at,
                            ended_at, items_total, items_complete, message
-                    FROM pipeline_subtask_history
+                    FROM pipetrack.pipeline_subtask_history
                 )
                 SELECT s.subtask_index AS "#", s.subtask_name AS subtask,
                        s.subtask_status AS status, s.started_at AS started,
