@@ -1,15 +1,122 @@
-"""pipetrack's tracker: the library pipeline scripts import to record what they are doing."""
+"""pipetrack's tracker: the library pipeline scripts import to record what they are doing.
+
+Two faces on one machinery (see the README):
+
+* Pythonic: ``with tracker.run("DAILY_01_BDC_Locations", total_subtasks=112) as run:``,
+  ``with run.subtask("Loading Delaware", items_total=8) as st: st.advance()``,
+  ``for s in tracker.progress(states, "Processing states"):``, ``@tracker.track``;
+* the original design's: ``track_init``, ``track_status``, ``track_task_progress``,
+  ``track_finish``, ``track_error``, ``genter``/``gexit``/``gmessage``.
+
+Progress calls do no I/O; a writer thread upserts the canonical record in PostgreSQL and spools
+to local files while the database is unreachable.
+"""
 
 from __future__ import annotations
 
-from tracker.errors import ConfigurationError, DatabaseUnavailable, MigrationError, TrackerError
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+from tracker._compat import (
+    genter,
+    gexit,
+    gmessage,
+    track_error,
+    track_finish,
+    track_init,
+    track_status,
+    track_task_progress,
+)
+from tracker._run import Run, Subtask
+from tracker._tracker import Tracker, configure, current_run, default_tracker
+from tracker.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    InvalidStatus,
+    InvalidValue,
+    MigrationError,
+    NoActiveRun,
+    RunClosed,
+    SubtaskOrderError,
+    TrackerError,
+)
 
 __version__ = "0.1.0"
+
+T = TypeVar("T")
+
+
+def run(
+    task_name: str | None = None,
+    total_subtasks: int | None = None,
+    stage: str | None = None,
+    *,
+    task_type: str | None = None,
+    log_path: str | None = None,
+    parent_run_id: str | None = None,
+) -> Run:
+    """Start a run and make it current; use it as a context manager (FINISHED on leaving,
+    FAILED on an exception). ``task_name`` defaults to the script's name; ``stage`` to the
+    name's prefix (DAILY_, STATIC_ …)."""
+    return default_tracker().run(
+        task_name,
+        total_subtasks,
+        stage,
+        task_type=task_type,
+        log_path=log_path,
+        parent_run_id=parent_run_id,
+    )
+
+
+def progress(
+    iterable: Iterable[T], desc: str | None = None, *, total: int | None = None
+) -> Iterator[T]:
+    """Iterate ``iterable`` as a subtask of the current run (started if none), counting items."""
+    return default_tracker().progress(iterable, desc, total=total)
+
+
+def track(name: Any = None, *, total_subtasks: int | None = None) -> Any:
+    """Decorator: a call is a run when none is going, else a subtask of the current run."""
+    return default_tracker().track(name, total_subtasks=total_subtasks)
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait until everything tracked so far is written or spooled; False if not in time."""
+    return default_tracker().flush(timeout)
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """End the runs still going (FINISHED) and write their final state; what exit does."""
+    return default_tracker().shutdown(timeout)
+
 
 __all__ = [
     "ConfigurationError",
     "DatabaseUnavailable",
+    "InvalidStatus",
+    "InvalidValue",
     "MigrationError",
+    "NoActiveRun",
+    "Run",
+    "RunClosed",
+    "Subtask",
+    "SubtaskOrderError",
+    "Tracker",
     "TrackerError",
     "__version__",
+    "configure",
+    "current_run",
+    "flush",
+    "genter",
+    "gexit",
+    "gmessage",
+    "progress",
+    "run",
+    "shutdown",
+    "track",
+    "track_error",
+    "track_finish",
+    "track_init",
+    "track_status",
+    "track_task_progress",
 ]

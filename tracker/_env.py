@@ -33,3 +33,31 @@ LIBPQ_TARGET_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "
 
 TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
 FALSE_VALUES = frozenset({"0", "false", "no", "off", ""})
+
+# The tracker library (see tracker._settings for defaults and parsing).
+PIPETRACK_FLUSH_INTERVAL = "PIPETRACK_FLUSH_INTERVAL"
+"""Seconds between writes of ordinary progress (transitions are written at once). Default 0.5."""
+
+PIPETRACK_HEARTBEAT_INTERVAL = "PIPETRACK_HEARTBEAT_INTERVAL"
+"""Seconds between heartbeats (last_update, memory, CPU) of a running run. Default 15."""
+
+PIPETRACK_EXIT_TIMEOUT = "PIPETRACK_EXIT_TIMEOUT"
+"""Seconds the process waits at exit for its final states to be written or spooled. Default 5."""
+
+PIPETRACK_SPOOL_MAX_BYTES = "PIPETRACK_SPOOL_MAX_BYTES"
+"""Size cap of the spool folder in bytes; beyond it, non-final snapshots are dropped (counted
+and warned). Default 64 MiB."""
+
+PIPETRACK_ENV_ALLOWLIST = "PIPETRACK_ENV_ALLOWLIST"
+"""Comma-separated names (shell-style patterns allowed, e.g. ``BDC_*``) of the environment
+variables recorded in a run's ``environment`` column. Secret-looking names are redacted."""
+
+PIPETRACK_LOG_PATH = "PIPETRACK_LOG_PATH"
+"""Path of the script's log file, recorded as the run's ``log_path``/``log_file``."""
+
+PIPETRACK_CONSOLE = "PIPETRACK_CONSOLE"
+"""``0``/``false`` silences the console lines genter()/gexit()/gmessage() print to stderr."""
+
+PIPETRACK_RUN_ID = "PIPETRACK_RUN_ID"
+"""The run id of the enclosing run, for child processes: a run started in a process that has it
+records it as ``parent_run_id``."""

@@ -3,12 +3,29 @@
 TrackerError
 ├── ConfigurationError (ValueError)   a setting or DSN that cannot be used
 ├── DatabaseUnavailable (ConnectionError)   the database cannot be reached in time
-└── MigrationError   the schema could not be brought up to date
+├── MigrationError   the schema could not be brought up to date
+├── InvalidValue (ValueError)   a progress figure, count, name or message the tracker cannot use
+│   └── InvalidStatus   a status name that is not one of the known ones
+├── RunClosed (RuntimeError)   a call on a run that already reached a final status
+├── SubtaskOrderError (RuntimeError)   gexit() without genter(), or subtasks closed out of order
+└── NoActiveRun (RuntimeError)   a module-level call when no run is being tracked
+
+The tracker raises the last four only in strict mode; otherwise it logs a warning and sanitizes.
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigurationError", "DatabaseUnavailable", "MigrationError", "TrackerError"]
+__all__ = [
+    "ConfigurationError",
+    "DatabaseUnavailable",
+    "InvalidStatus",
+    "InvalidValue",
+    "MigrationError",
+    "NoActiveRun",
+    "RunClosed",
+    "SubtaskOrderError",
+    "TrackerError",
+]
 
 
 class TrackerError(Exception):
@@ -42,3 +59,51 @@ class MigrationError(TrackerError):
     def __init__(self, message: str, *, version: int | None = None) -> None:
         super().__init__(message)
         self.version = version
+
+
+class InvalidValue(TrackerError, ValueError):
+    """A progress figure, item count, name or message the tracker cannot use as given."""
+
+    __module__ = "tracker"
+
+    def __init__(
+        self, message: str, *, run_id: str | None = None, argument: str = "", value: object = None
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        #: the parameter that received the value, e.g. ``"overall_percent"``
+        self.argument = argument
+        self.value = value
+
+
+class InvalidStatus(InvalidValue):
+    """A run or subtask status name that is not one of the known ones."""
+
+    __module__ = "tracker"
+
+
+class RunClosed(TrackerError, RuntimeError):
+    """A call on a run that already reached FINISHED, FAILED or CANCELLED."""
+
+    __module__ = "tracker"
+
+    def __init__(self, message: str, *, run_id: str | None = None, status: str = "") -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status
+
+
+class SubtaskOrderError(TrackerError, RuntimeError):
+    """``gexit()`` without an open subtask, or a subtask closed while its children are open."""
+
+    __module__ = "tracker"
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class NoActiveRun(TrackerError, RuntimeError):
+    """A module-level tracking call while no run is being tracked in this process."""
+
+    __module__ = "tracker"

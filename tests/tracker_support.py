@@ -1,0 +1,126 @@
+"""Shared helpers of the tracker tests: a Tracker on the test's database, row readers, polling,
+and running the scripts in tests/scripts/ as real child processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from psycopg.rows import dict_row
+
+import tracker
+from tracker import _tracker
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+@contextmanager
+def default_tracker_on(dsn: str, spool: Path, **settings: Any) -> Iterator[tracker.Tracker]:
+    """The default Tracker, writing to ``dsn`` (strict, no process hooks), shut down after."""
+    instance = make_tracker(dsn, spool, **settings)
+    previous = _tracker.set_default(instance)
+    try:
+        yield instance
+    finally:
+        instance.shutdown(5.0)
+        _tracker.set_default(previous)
+
+
+def make_tracker(dsn: str, spool: Path, **settings: Any) -> tracker.Tracker:
+    options: dict[str, Any] = {
+        "dsn": dsn,
+        "flush_interval": 0.05,
+        "spool_dir": spool,
+        "lifecycle": False,
+        "console": False,
+    }
+    options.update(settings)
+    return tracker.Tracker(**options)
+
+
+def fetch_run(db: Any, run_id: str) -> dict[str, Any]:
+    with db.cursor(row_factory=dict_row) as cur:
+        row = cur.execute("SELECT * FROM pipeline_status WHERE run_id = %s", (run_id,)).fetchone()
+    assert row is not None, f"no row for run {run_id}"
+    return dict(row)
+
+
+def fetch_subtasks(db: Any, run_id: str) -> list[dict[str, Any]]:
+    with db.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT * FROM pipeline_subtask WHERE run_id = %s ORDER BY subtask_index", (run_id,)
+        ).fetchall()
+    return [dict(r) for r in rows]
+
+
+def pct(value: float | None) -> Decimal | None:
+    """A percentage as NUMERIC(5,2) returns it."""
+    return None if value is None else Decimal(str(round(value, 2))).quantize(Decimal("0.01"))
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def child_env(dsn: str | None, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPETRACK_", "PG"))}
+    env["PIPETRACK_DATA_DIR"] = str(data_dir)
+    env["PIPETRACK_STRICT"] = "1"
+    env["PIPETRACK_FLUSH_INTERVAL"] = "0.05"
+    if dsn is not None:
+        env["PIPETRACK_DSN"] = dsn
+    env.update(extra)
+    return env
+
+
+def start_script(name: str, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPTS / name), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_script(
+    name: str, env: dict[str, str], *args: str, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def read_line(process: subprocess.Popen[str], timeout: float = 30.0) -> str:
+    """The child's next stdout line (scripts print READY <run_id> when they are in their loop)."""
+    import selectors
+
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            process.kill()
+            _, err = process.communicate()
+            pytest.fail(f"child printed nothing in {timeout} s; stderr:\n{err}")
+    return process.stdout.readline().strip()

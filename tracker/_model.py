@@ -1,0 +1,491 @@
+"""The in-memory state of a run and its subtasks, and the rows a snapshot of it writes.
+
+Callers mutate this state under the run's lock (a progress call only bumps a counter); the writer
+thread takes snapshots of it. Two-level progress is derived here, at snapshot time:
+
+1. A *unit* is a subtask without children (a subtask that gains a child stops being one), so an
+   enclosing ``genter`` does not count against ``total_subtasks`` — the original design's worked
+   example (1 outer + 2 x 56 inner against a total of 112) comes out right.
+2. overall = (completed units + Σ fraction of open units) / total_subtasks, clamped to 0-100; a
+   unit's fraction is its explicit percent, else complete/total of its items (complete capped at
+   total), else 0 — unfinished work never shows as done.
+3. An explicit overall percentage holds until the next subtask boundary; FINISHED shows 100.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from tracker._text import clean_column
+
+TERMINAL = frozenset({"FINISHED", "FAILED", "CANCELLED"})
+UNLIMITED = 2**63 - 1
+CLOSED_LIMIT = -1
+"""A closed subtask's ``_limit``: any advance takes the slow path, which reports the misuse."""
+
+STAGE_PREFIXES = (
+    "STATIC",
+    "DAILY",
+    "ANNUAL_DEC",
+    "ANNUAL_SEPT",
+    "ANNUAL_JUNE",
+    "PERIODIC",
+    "PREREQ",
+)
+
+
+def detect_stage(task_name: str) -> str:
+    """The stage a task name's prefix names (``DAILY_01_…`` → ``DAILY``), else ``UNKNOWN``."""
+    for stage in STAGE_PREFIXES:
+        if task_name.startswith(stage + "_"):
+            return stage
+    return "UNKNOWN"
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+
+
+class SubtaskCore:
+    """One subtask's state. ``_complete``/``_limit`` are what the hot path touches."""
+
+    __slots__ = (
+        "_complete",
+        "_limit",
+        "_lock",
+        "_percent",
+        "_run",
+        "_total",
+        "_written_complete",
+        "ended",
+        "has_children",
+        "index",
+        "is_unit",
+        "message",
+        "name",
+        "parent_index",
+        "started",
+        "status",
+        "thread",
+    )
+
+    def __init__(
+        self,
+        run: RunCore,
+        index: int,
+        name: str,
+        *,
+        parent_index: int | None,
+        items_total: int | None,
+        thread: int,
+        started: float,
+    ) -> None:
+        self._run = run
+        self._lock = run._lock
+        self.index = index
+        self.parent_index = parent_index
+        self.name = name
+        self.status = "RUNNING"
+        self.started = started
+        self.ended: float | None = None
+        self._complete = 0
+        self._total = items_total
+        self._limit = UNLIMITED if items_total is None else items_total
+        self._percent: float | None = None
+        self._written_complete = -1
+        self.message: str | None = None
+        self.is_unit = True
+        self.has_children = False
+        self.thread = thread
+
+    @property
+    def items_complete(self) -> int:
+        return self._complete
+
+    @property
+    def items_total(self) -> int | None:
+        return self._total
+
+    @property
+    def closed(self) -> bool:
+        return self.ended is not None
+
+    def _set_total(self, total: int | None) -> None:
+        self._total = total
+        if self.ended is None:
+            self._limit = UNLIMITED if total is None else total
+
+    def fraction(self) -> float:
+        """How much of this subtask is done, 0-1, never counting unfinished items as done."""
+        if self.status == "COMPLETED":
+            return 1.0
+        if self._percent is not None:
+            return self._percent / 100.0
+        if self._total:
+            return min(self._complete, self._total) / self._total
+        return 0.0
+
+    def percent(self) -> float | None:
+        if self.status == "COMPLETED":
+            return 100.0
+        if self._percent is not None:
+            return self._percent
+        if self._total is None:
+            return None
+        if self._total == 0:
+            return 0.0
+        return round(100.0 * min(self._complete, self._total) / self._total, 2)
+
+    def row(self, run: RunCore, seq: int) -> dict[str, Any]:
+        name = run.cleaned("subtask_name", self.name) or ""
+        message = run.cleaned("message", self.message)
+        return {
+            "run_id": run.run_id,
+            "subtask_index": self.index,
+            "parent_index": self.parent_index,
+            "subtask_name": name,
+            "subtask_status": self.status,
+            "started_at": iso(run.wall(self.started)),
+            "ended_at": iso(run.wall(self.ended)) if self.ended is not None else None,
+            "items_total": self._total,
+            "items_complete": self._complete,
+            "message": message,
+            "seq": seq,
+        }
+
+
+class Snapshot:
+    """What one write carries: the run's row and the subtask rows that changed, one ``seq``."""
+
+    __slots__ = ("final", "run_id", "seq", "status_row", "subtask_rows")
+
+    def __init__(
+        self,
+        run_id: str,
+        seq: int,
+        status_row: dict[str, Any],
+        subtask_rows: list[dict[str, Any]],
+        *,
+        final: bool,
+    ) -> None:
+        self.run_id = run_id
+        self.seq = seq
+        self.status_row = status_row
+        self.subtask_rows = subtask_rows
+        self.final = final
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run": self.status_row, "subtasks": self.subtask_rows}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Snapshot:
+        row = data["run"]
+        return cls(
+            str(row["run_id"]),
+            int(row["seq"]),
+            row,
+            list(data.get("subtasks") or []),
+            final=row.get("execution_status") in TERMINAL,
+        )
+
+
+class RunCore:
+    """A run's state: identity, context, status, subtasks, and the flags the writer polls."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        task_name: str,
+        task_stage: str,
+        total_subtasks: int | None,
+        context: dict[str, Any],
+        max_pending: int,
+    ) -> None:
+        self._lock = threading.RLock()
+        self.run_id = run_id
+        self.task_name = task_name
+        self.task_stage = task_stage
+        self.total_subtasks = total_subtasks
+        self.context = context
+        self.trace_id: str | None = None
+        self.start_wall = time.time()
+        self.start_mono = time.monotonic()
+        self.end_mono: float | None = None
+        self.status = "STARTED"
+        self.owner_thread = threading.get_ident()
+        self.done_units = 0
+        self.next_index = 1
+        self.open: list[SubtaskCore] = []
+        self.stacks: dict[int, list[SubtaskCore]] = {}
+        self.shown: SubtaskCore | None = None
+        self.implicit = SubtaskCore(
+            self, 0, "", parent_index=None, items_total=None, thread=0, started=self.start_mono
+        )
+        self.implicit_active = False
+        self.current_override: int | None = None
+        self.overall_explicit: float | None = None
+        self.overall_message: str | None = None
+        self.error_message: str | None = None
+        self.error_detail: str | None = None
+        self.exit_code: int | None = None
+        self.memory_mb: int | None = None
+        self.peak_memory_mb: int | None = None
+        self.cpu_percent: float | None = None
+        self.seq = 0
+        self.last_progress: float | None = None
+        self.last_update = self.start_wall
+        # Flags the writer polls: _dirty (something changed), _moved (progress moved),
+        # _urgent (a transition: write at once).
+        self._dirty = True
+        self._moved = False
+        self._urgent = True
+        self._pending: dict[int, SubtaskCore] = {}
+        self.max_pending = max_pending
+        self.dropped_rows = 0
+        self.exported_seq = 0
+        self.final_seq = 0
+
+    # -- time -----------------------------------------------------------------------------
+    def wall(self, mono: float) -> float:
+        """A monotonic reading as wall time: monotonic offsets keep end ≥ start when the clock
+        steps back."""
+        return self.start_wall + max(mono - self.start_mono, 0.0)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    # -- mutations (caller holds self._lock) ------------------------------------------------
+    def mark(self, *, urgent: bool = False, moved: bool = False) -> None:
+        self._dirty = True
+        if moved:
+            self._moved = True
+        if urgent:
+            self._urgent = True
+
+    def begin_work(self) -> bool:
+        """STARTED → RUNNING; True if this call made the transition."""
+        if self.status == "STARTED":
+            self.status = "RUNNING"
+            self.mark(urgent=True)
+            return True
+        return False
+
+    def innermost(self, thread: int) -> SubtaskCore | None:
+        stack = self.stacks.get(thread)
+        if stack:
+            return stack[-1]
+        stack = self.stacks.get(self.owner_thread)
+        return stack[-1] if stack else None
+
+    def enter(self, sub_factory: Any, name: str, items_total: int | None) -> SubtaskCore:
+        thread = threading.get_ident()
+        parent = self.innermost(thread)
+        if parent is not None and not parent.has_children:
+            parent.has_children = True
+            parent.is_unit = False  # its children are the units now
+        sub: SubtaskCore = sub_factory(
+            self,
+            self.next_index,
+            name,
+            parent_index=parent.index if parent is not None else None,
+            items_total=items_total,
+            thread=thread,
+            started=time.monotonic(),
+        )
+        self.next_index += 1
+        self.open.append(sub)
+        self.stacks.setdefault(thread, []).append(sub)
+        self.shown = sub
+        self.implicit_active = False
+        self.overall_explicit = None
+        self.current_override = None
+        self._queue_row(sub)
+        self.begin_work()
+        self.mark(urgent=True, moved=True)
+        return sub
+
+    def above(self, sub: SubtaskCore) -> list[SubtaskCore]:
+        """Subtasks of ``sub``'s thread entered after it and still open (its unclosed children)."""
+        stack = self.stacks.get(sub.thread, [])
+        if sub not in stack:
+            return []
+        return stack[stack.index(sub) + 1 :]
+
+    def close(self, sub: SubtaskCore, status: str, *, at: float | None = None) -> None:
+        if sub.ended is not None:
+            return
+        for child in reversed(self.above(sub)):
+            self.close(child, status, at=at)
+        sub.ended = time.monotonic() if at is None else at
+        sub.status = status
+        sub._limit = CLOSED_LIMIT
+        if sub.is_unit and status == "COMPLETED":
+            self.done_units += 1
+        if sub in self.open:
+            self.open.remove(sub)
+        stack = self.stacks.get(sub.thread)
+        if stack and sub in stack:
+            stack.remove(sub)
+            if not stack:
+                del self.stacks[sub.thread]
+        # The row shows the newest open subtask, or this one (COMPLETED) when none is open.
+        self.shown = self.open[-1] if self.open else sub
+        self.overall_explicit = None
+        self.current_override = None
+        self._queue_row(sub)
+        self.mark(urgent=True, moved=True)
+
+    def end(self, status: str, *, exit_code: int | None = None) -> bool:
+        """Reach a final status; False (and no change) if the run already had one."""
+        if self.terminal:
+            return False
+        now = time.monotonic()
+        for sub in reversed(list(self.open)):
+            self.close(sub, "COMPLETED" if status == "FINISHED" else "FAILED", at=now)
+        self.status = status
+        self.end_mono = now
+        if exit_code is not None:
+            self.exit_code = exit_code
+        self.mark(urgent=True, moved=status == "FINISHED")
+        return True
+
+    def _queue_row(self, sub: SubtaskCore) -> None:
+        self._pending.pop(sub.index, None)
+        if len(self._pending) >= self.max_pending:
+            # Bounded: drop the oldest closed row waiting to be written (open ones are written
+            # again anyway with their latest state).
+            for index, waiting in self._pending.items():
+                if waiting.ended is not None and waiting is not sub:
+                    del self._pending[index]
+                    self.dropped_rows += 1
+                    break
+        self._pending[sub.index] = sub
+
+    # -- derived figures ------------------------------------------------------------------
+    def current_subtask(self) -> int | None:
+        if self.current_override is not None:
+            return self.current_override
+        open_units = sum(1 for s in self.open if s.is_unit)
+        if self.next_index == 1 and not self.implicit_active and self.done_units == 0:
+            return None
+        return self.done_units + (open_units or (1 if self.implicit_active else 0))
+
+    def overall_percent(self) -> float | None:
+        if self.status == "FINISHED":
+            return 100.0
+        if self.overall_explicit is not None:
+            return self.overall_explicit
+        total = self.total_subtasks
+        if not total:
+            return None
+        fractions = sum(s.fraction() for s in self.open if s.is_unit)
+        if not any(s.is_unit for s in self.open) and self.implicit_active:
+            fractions = self.implicit.fraction()
+        done = min(self.done_units + fractions, float(total))
+        return round(min(max(100.0 * done / total, 0.0), 100.0), 2)
+
+    # -- snapshot (writer thread, or the main thread at exit) -------------------------------
+    def snapshot(self, now_wall: float | None = None) -> Snapshot:
+        """The rows to write now, under a fresh seq; clears the dirty flags."""
+        with self._lock:
+            now_wall = time.time() if now_wall is None else now_wall
+            # Never before the run's start, whatever the wall clock did meanwhile.
+            now_wall = max(now_wall, self.start_wall)
+            if self._moved:
+                self.last_progress = now_wall
+            self.last_update = now_wall
+            self.seq += 1
+            seq = self.seq
+            rows = [sub.row(self, seq) for sub in self._pending.values()]
+            written = set(self._pending)
+            for sub in self.open:
+                if sub.index not in written and sub._complete != sub._written_complete:
+                    rows.append(sub.row(self, seq))
+            for sub in self.open:
+                sub._written_complete = sub._complete
+            self._pending = {}
+            status_row = self._status_row(seq, now_wall)
+            self._dirty = self._moved = self._urgent = False
+            final = self.terminal
+            if final:
+                self.final_seq = seq
+            return Snapshot(self.run_id, seq, status_row, rows, final=final)
+
+    def _status_row(self, seq: int, now_wall: float) -> dict[str, Any]:
+        shown = self.shown
+        ctx = self.context
+        row: dict[str, Any] = {
+            "run_id": self.run_id,
+            "task_name": self.task_name,
+            "task_stage": self.task_stage,
+            "task_type": ctx.get("task_type"),
+            "hostname": ctx.get("hostname") or "unknown",
+            "process_id": ctx.get("process_id") or 0,
+            "user_name": ctx.get("user_name"),
+            "script_path": ctx.get("script_path"),
+            "script_file": ctx.get("script_file"),
+            "log_path": ctx.get("log_path"),
+            "log_file": ctx.get("log_file"),
+            "execution_start": iso(self.start_wall),
+            "execution_end": iso(self.wall(self.end_mono)) if self.end_mono is not None else None,
+            "last_update": iso(now_wall),
+            "last_progress": iso(self.last_progress) if self.last_progress is not None else None,
+            "execution_status": self.status,
+            "total_subtasks": self.total_subtasks,
+            "current_subtask": self.current_subtask(),
+            "subtask_name": shown.name if shown is not None and shown.name else None,
+            "subtask_status": shown.status if shown is not None else None,
+            "overall_percent_complete": self.overall_percent(),
+            "overall_progress_message": self.overall_message,
+            "subtask_percent_complete": shown.percent() if shown is not None else None,
+            "subtask_progress_message": shown.message if shown is not None else None,
+            "subtask_items_total": shown._total if shown is not None else None,
+            "subtask_items_complete": shown._complete if shown is not None else None,
+            "memory_mb": self.memory_mb,
+            "peak_memory_mb": self.peak_memory_mb,
+            "cpu_percent": self.cpu_percent,
+            "error_message": self.error_message,
+            "error_detail": self.error_detail,
+            "exit_code": self.exit_code,
+            "git_commit": ctx.get("git_commit"),
+            "environment": ctx.get("environment"),
+            "seq": seq,
+            "trace_id": self.trace_id,
+            "parent_run_id": ctx.get("parent_run_id"),
+        }
+        for column in (
+            "task_name",
+            "task_stage",
+            "task_type",
+            "hostname",
+            "user_name",
+            "script_path",
+            "script_file",
+            "log_path",
+            "log_file",
+            "subtask_name",
+            "overall_progress_message",
+            "subtask_progress_message",
+            "error_message",
+            "error_detail",
+            "git_commit",
+        ):
+            row[column] = self.cleaned(column, row[column])
+        return row
+
+    def cleaned(self, column: str, value: str | None) -> str | None:
+        """``value`` made storable in ``column``; problems go to ``report_text``."""
+        if value is None:
+            return None
+        text, problems = clean_column(column, value)
+        if problems:
+            self.report_text(column, problems)
+        return text
+
+    def report_text(self, column: str, problems: tuple[str, ...]) -> None:
+        """Told when a value had to be sanitized to be stored (the public Run logs it)."""

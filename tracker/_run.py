@@ -1,0 +1,476 @@
+"""The Pythonic face: ``Run`` and ``Subtask`` objects (context managers) and ``progress()``.
+
+Everything here runs on the caller's thread and does no I/O: it validates, updates the state in
+``_model`` under the run's lock, and wakes the writer only at transitions (ordinary progress is
+picked up by the writer's timer through the run's dirty flags). ``Subtask.advance`` is the hot
+path: one type check, a lock, an add, a compare and two stores.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tracker import _observers
+from tracker._checks import IGNORE, SUBTASK_STATUSES, Checker
+from tracker._model import RunCore, SubtaskCore
+from tracker.errors import InvalidValue, RunClosed, SubtaskOrderError
+
+if TYPE_CHECKING:
+    from tracker._tracker import Tracker
+
+T = TypeVar("T")
+_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class Subtask(SubtaskCore):
+    """One step of a run (a ``genter``/``gexit`` block). Use it as a context manager.
+
+    ``with run.subtask("Loading Delaware", items_total=8) as st: ... st.advance()``
+    """
+
+    __slots__ = ()
+
+    _run: Run
+
+    def advance(self, n: int = 1) -> None:
+        """``n`` more items done (the hot path: no I/O, no clock)."""
+        if n.__class__ is not int or n < 1:
+            self._advance_slow(n)
+            return
+        with self._lock:
+            complete = self._complete + n
+            if complete > self._limit:
+                self._advance_slow(n)
+                return
+            self._complete = complete
+            self._run._moved = True
+
+    def _advance_slow(self, n: object) -> None:
+        run = self._run
+        count = run._checker.count(n, "n")
+        if not isinstance(count, int):
+            return
+        with self._lock:
+            if not self._usable("advance"):
+                return
+            complete = self._complete + count
+            if self._total is not None and complete > self._total:
+                run._checker.problem(
+                    InvalidValue(
+                        f"subtask {self.name!r}: {complete} items complete exceeds the total "
+                        f"{self._total}; the percentage stays at 100",
+                        run_id=run.run_id,
+                        argument="items_complete",
+                        value=complete,
+                    ),
+                    "items:over",
+                )
+            self._complete = complete
+            run._moved = True
+
+    def update(
+        self,
+        complete: int | None = None,
+        *,
+        total: int | None = None,
+        percent: float | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Set the items done and/or total, an explicit percent, or a message."""
+        run = self._run
+        checker = run._checker
+        new_total = checker.count(total, "items_total") if total is not None else IGNORE
+        new_complete = checker.count(complete, "items_complete") if complete is not None else IGNORE
+        new_percent = checker.percent(percent, "subtask_percent") if percent is not None else IGNORE
+        new_message = checker.text(message, "message") if message is not None else IGNORE
+        with self._lock:
+            if not self._usable("update"):
+                return
+            total_now = new_total if isinstance(new_total, int) else self._total
+            if isinstance(new_complete, int) and total_now is not None and new_complete > total_now:
+                checker.problem(
+                    InvalidValue(
+                        f"subtask {self.name!r}: {new_complete} items complete exceeds the "
+                        f"total {total_now}; the percentage stays at 100",
+                        run_id=run.run_id,
+                        argument="items_complete",
+                        value=new_complete,
+                    ),
+                    "items:over",
+                )
+            moved = False
+            if isinstance(new_total, int) and new_total != self._total:
+                self._set_total(new_total)
+                moved = True
+            if isinstance(new_complete, int) and new_complete != self._complete:
+                self._complete = new_complete
+                moved = True
+            if isinstance(new_percent, float) and new_percent != self._percent:
+                self._percent = new_percent
+                moved = True
+            if isinstance(new_message, str):
+                self.message = new_message
+            run.begin_work()
+            run.mark(moved=moved)
+        run._wake_if_urgent()
+
+    def _usable(self, action: str) -> bool:
+        run = self._run
+        if run.terminal:
+            run._closed(action)
+            return False
+        if self.ended is not None:
+            run._checker.problem(
+                SubtaskOrderError(
+                    f"cannot {action} subtask {self.name!r}: it already ended", run_id=run.run_id
+                ),
+                "subtask:ended",
+            )
+            return False
+        return True
+
+    def close(self, status: str = "COMPLETED") -> None:
+        """End this subtask (and any of its children still open in the same thread)."""
+        run = self._run
+        checked = run._checker.status(status, SUBTASK_STATUSES[2:], "subtask_status")
+        if checked is IGNORE:
+            checked = "COMPLETED"
+        with self._lock:
+            if self.ended is not None:
+                return
+            if run.terminal:
+                return
+            children = run.above(self)
+            if children:
+                names = ", ".join(repr(c.name) for c in children)
+                run._checker.problem(
+                    SubtaskOrderError(
+                        f"subtask {self.name!r} ended while {names} inside it were open; "
+                        "closing them too",
+                        run_id=run.run_id,
+                    ),
+                    "subtask:order",
+                )
+            ended = [*reversed(children), self]
+            run.close(self, str(checked))
+        run._wake()
+        for sub in ended:
+            _observers.notify("on_subtask_end", run, sub)
+
+    def fail(self) -> None:
+        """End this subtask as FAILED."""
+        self.close("FAILED")
+
+    @property
+    def run(self) -> Run:
+        return self._run
+
+    def __enter__(self) -> Subtask:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        failed = exc is not None and not (isinstance(exc, SystemExit) and exc.code in (0, None))
+        self.close("FAILED" if failed else "COMPLETED")
+
+    def __repr__(self) -> str:
+        return f"<Subtask {self.index} {self.name!r} {self.status} {self._complete}/{self._total}>"
+
+
+class Run(RunCore):
+    """One execution of a pipeline script, as recorded in ``pipeline_status``.
+
+    Create one with ``tracker.run(...)`` (a context manager) or ``track_init(...)``.
+    """
+
+    def __init__(self, tracker: Tracker, *, checker: Checker, **core: Any) -> None:
+        super().__init__(**core)
+        self._tracker = tracker
+        self._checker = checker
+        # Progress reported while no subtask is open (track_task_progress without genter).
+        self.implicit: Subtask = Subtask(
+            self, 0, "", parent_index=None, items_total=None, thread=0, started=self.start_mono
+        )
+
+    # -- read-only view -----------------------------------------------------------------
+    @property
+    def stage(self) -> str:
+        return self.task_stage
+
+    @property
+    def parent_run_id(self) -> str | None:
+        value = self.context.get("parent_run_id")
+        return str(value) if value else None
+
+    def set_trace_id(self, trace_id: str) -> None:
+        """Record the OpenTelemetry trace this run belongs to (32 lowercase hex digits)."""
+        if not isinstance(trace_id, str) or not _TRACE_ID.match(trace_id):
+            self._checker.problem(
+                InvalidValue(
+                    f"trace_id {trace_id!r} is not 32 lowercase hex digits; ignored",
+                    run_id=self.run_id,
+                    argument="trace_id",
+                    value=trace_id,
+                ),
+                "trace_id",
+            )
+            return
+        with self._lock:
+            self.trace_id = trace_id
+            self.mark()
+
+    @property
+    def subtasks_open(self) -> list[Subtask]:
+        with self._lock:
+            return [s for s in self.open if isinstance(s, Subtask)]
+
+    def innermost_subtask(self) -> Subtask | None:
+        """The innermost open subtask of the calling thread (else of the run's thread)."""
+        import threading
+
+        with self._lock:
+            sub = self.innermost(threading.get_ident())
+        return sub if isinstance(sub, Subtask) else None
+
+    # -- transitions ----------------------------------------------------------------------
+    def subtask(self, name: str, *, items_total: int | None = None) -> Subtask:
+        """Enter a subtask now; leave it with ``close()`` or by ending the ``with`` block."""
+        checker = self._checker
+        text = checker.text(name, "subtask_name")
+        if text is IGNORE:
+            text = ""
+        total = checker.count(items_total, "items_total") if items_total is not None else None
+        with self._lock:
+            if self.terminal:
+                self._closed("start a subtask")
+                return _detached(self, str(text))
+            if self.total_subtasks is not None:
+                units = self.done_units + sum(1 for s in self.open if s.is_unit)
+                parent = self.innermost(_thread_id())
+                extra = 0 if parent is not None and parent.is_unit else 1
+                if units + extra > self.total_subtasks:
+                    checker.problem(
+                        InvalidValue(
+                            f"subtask {units + extra} ({str(text)!r}) exceeds total_subtasks="
+                            f"{self.total_subtasks}; overall progress stays at 100",
+                            run_id=self.run_id,
+                            argument="total_subtasks",
+                            value=self.total_subtasks,
+                        ),
+                        "subtasks:over",
+                    )
+            sub = self.enter(Subtask, str(text), total if isinstance(total, int) else None)
+        if not isinstance(sub, Subtask):  # enter() builds what it is given
+            raise TypeError(sub)
+        self._wake()
+        _observers.notify("on_subtask_start", self, sub)
+        return sub
+
+    def progress(
+        self, iterable: Iterable[T], desc: str | None = None, *, total: int | None = None
+    ) -> Iterator[T]:
+        """Iterate ``iterable`` inside a subtask named ``desc``, counting items as they pass."""
+        return _progress(self, iterable, desc, total)
+
+    def message(self, text: str) -> None:
+        """Set the run's progress message (``overall_progress_message``)."""
+        value = self._checker.text(text, "message")
+        if value is IGNORE:
+            return
+        with self._lock:
+            if self.terminal:
+                self._closed("set a message")
+                return
+            self.overall_message = str(value)
+            self.begin_work()
+            self.mark()
+        self._wake_if_urgent()
+        _observers.notify("on_message", self, str(value))
+
+    def set_progress(self, percent: float | None = None, *, message: str | None = None) -> None:
+        """An explicit overall percentage (it holds until the next subtask boundary)."""
+        value = self._checker.percent(percent, "overall_percent") if percent is not None else IGNORE
+        text = self._checker.text(message, "message") if message is not None else IGNORE
+        with self._lock:
+            if self.terminal:
+                self._closed("set progress")
+                return
+            if isinstance(value, float):
+                self.overall_explicit = value
+            if isinstance(text, str):
+                self.overall_message = text
+            self.begin_work()
+            self.mark(moved=isinstance(value, float))
+        self._wake_if_urgent()
+
+    def finish(self, message: str | None = None) -> bool:
+        """End the run as FINISHED. A second finish (or one after a failure) is a warned no-op."""
+        text = self._checker.text(message, "message") if message is not None else IGNORE
+        with self._lock:
+            if self.terminal:
+                self._checker.problem(
+                    RunClosed(
+                        f"run already ended as {self.status}; finish() ignored",
+                        run_id=self.run_id,
+                        status=self.status,
+                    ),
+                    "finish:twice",
+                    always_warn=True,
+                )
+                return False
+            if isinstance(text, str):
+                self.overall_message = text
+            self.end("FINISHED")
+        self._ended()
+        return True
+
+    def fail(
+        self,
+        error: BaseException | str | None = None,
+        detail: str | None = None,
+        *,
+        exit_code: int | None = None,
+    ) -> bool:
+        """End the run as FAILED with an error message (an exception gives its traceback)."""
+        message, trace = _describe(error)
+        if detail is not None:
+            checked = self._checker.text(detail, "error_detail")
+            trace = str(checked) if checked is not IGNORE else trace
+        return self._end_with("FAILED", message, trace, exit_code)
+
+    def cancel(self, reason: str | None = None, *, exit_code: int | None = None) -> bool:
+        """End the run as CANCELLED (what a signal does)."""
+        return self._end_with("CANCELLED", reason or "cancelled", None, exit_code)
+
+    def _end_with(
+        self, status: str, message: str | None, detail: str | None, exit_code: int | None
+    ) -> bool:
+        with self._lock:
+            if self.terminal:
+                self._closed(f"mark it {status}")
+                return False
+            self.error_message = message
+            if detail is not None:
+                self.error_detail = detail
+            self.end(status, exit_code=exit_code)
+        self._ended()
+        return True
+
+    def _ended(self) -> None:
+        self._wake()
+        _observers.notify("on_run_end", self)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until this process's tracking state is written (or spooled); False on timeout."""
+        return self._tracker.flush(timeout)
+
+    # -- context manager ------------------------------------------------------------------
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if not self.terminal:
+                if exc is None:
+                    self.finish()
+                else:
+                    self.end_from_exception(exc)
+        finally:
+            self._tracker._forget(self)
+
+    def end_from_exception(self, exc: BaseException) -> None:
+        """FAILED (CANCELLED for KeyboardInterrupt; per exit code for SystemExit)."""
+        if isinstance(exc, KeyboardInterrupt):
+            self.cancel("KeyboardInterrupt", exit_code=130)
+        elif isinstance(exc, SystemExit):
+            code = exc.code
+            if code in (0, None):
+                self.finish()
+            else:
+                self.fail(f"SystemExit: {code}", exit_code=code if isinstance(code, int) else 1)
+        else:
+            self.fail(exc, exit_code=1)
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _closed(self, action: str) -> None:
+        self._checker.problem(
+            RunClosed(
+                f"cannot {action}: run {self.task_name!r} already ended as {self.status}",
+                run_id=self.run_id,
+                status=self.status,
+            ),
+            f"closed:{action}",
+        )
+
+    def _wake(self) -> None:
+        self._tracker._wake()
+
+    def _wake_if_urgent(self) -> None:
+        if self._urgent:
+            self._tracker._wake()
+
+    def report_text(self, column: str, problems: tuple[str, ...]) -> None:
+        self._checker.warn(f"{column}: {'; '.join(problems)}", f"text:{column}")
+
+    def __repr__(self) -> str:
+        return f"<Run {self.run_id} {self.task_name!r} {self.status}>"
+
+
+def _thread_id() -> int:
+    import threading
+
+    return threading.get_ident()
+
+
+def _detached(run: Run, name: str) -> Subtask:
+    """A subtask handle for a call made after the run ended: accepts calls, records nothing."""
+    sub = Subtask(run, 0, name, parent_index=None, items_total=None, thread=0, started=0.0)
+    sub.ended = 0.0
+    sub._limit = -1
+    sub.status = "FAILED"
+    return sub
+
+
+def _describe(error: BaseException | str | None) -> tuple[str | None, str | None]:
+    if error is None:
+        return None, None
+    if isinstance(error, BaseException):
+        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        return text, trace
+    return str(error), None
+
+
+def _progress(run: Run, iterable: Iterable[T], desc: str | None, total: int | None) -> Iterator[T]:
+    if total is None:
+        try:
+            total = len(iterable)  # type: ignore[arg-type]
+        except (TypeError, AttributeError):
+            total = None
+    sub = run.subtask(desc if desc is not None else "progress", items_total=total)
+    advance = sub.advance
+    try:
+        for item in iterable:
+            yield item
+            advance()
+    except GeneratorExit:
+        # The loop ended early (a break, or an exception in its body that the run records).
+        sub.close()
+        raise
+    except BaseException:
+        sub.close("FAILED")  # the iterable itself raised
+        raise
+    sub.close()

@@ -1,0 +1,261 @@
+"""The writer's side of PostgreSQL: one connection, idempotent upserts, and error triage.
+
+Every write is an upsert guarded by ``seq`` (``… WHERE pipeline_status.seq < EXCLUDED.seq``), so
+a replayed or late snapshot never regresses a row. ``task_name`` and ``execution_start`` are
+never updated (a trigger forbids it). Errors are sorted into two kinds:
+
+* ``Unavailable`` — the database cannot take the write now (down, schema missing, no rights):
+  the snapshot goes to the spool and is replayed later;
+* ``Rejected`` — the database refuses this data for good: logged and dropped, because spooling
+  it would block every later replay.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from tracker._model import Snapshot
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from tracker._db.dsn import DatabaseTarget
+
+logger = logging.getLogger("tracker")
+
+STATUS_COLUMNS = (
+    "run_id",
+    "task_name",
+    "task_stage",
+    "task_type",
+    "hostname",
+    "process_id",
+    "user_name",
+    "script_path",
+    "script_file",
+    "log_path",
+    "log_file",
+    "execution_start",
+    "execution_end",
+    "last_update",
+    "last_progress",
+    "execution_status",
+    "total_subtasks",
+    "current_subtask",
+    "subtask_name",
+    "subtask_status",
+    "overall_percent_complete",
+    "overall_progress_message",
+    "subtask_percent_complete",
+    "subtask_progress_message",
+    "subtask_items_total",
+    "subtask_items_complete",
+    "memory_mb",
+    "peak_memory_mb",
+    "cpu_percent",
+    "error_message",
+    "error_detail",
+    "exit_code",
+    "git_commit",
+    "environment",
+    "seq",
+    "trace_id",
+    "parent_run_id",
+)
+_IMMUTABLE = ("run_id", "task_name", "execution_start")
+
+SUBTASK_COLUMNS = (
+    "run_id",
+    "subtask_index",
+    "parent_index",
+    "subtask_name",
+    "subtask_status",
+    "started_at",
+    "ended_at",
+    "items_total",
+    "items_complete",
+    "message",
+    "seq",
+)
+
+
+def _upsert(
+    table: str, columns: tuple[str, ...], key: tuple[str, ...], fixed: tuple[str, ...]
+) -> str:
+    names = ", ".join(columns)
+    marks = ", ".join(["%s"] * len(columns))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in fixed)
+    return (
+        f"INSERT INTO {table} ({names}) VALUES ({marks}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates} "
+        f"WHERE {table}.seq < EXCLUDED.seq"
+    )
+
+
+UPSERT_STATUS = _upsert("pipeline_status", STATUS_COLUMNS, ("run_id",), _IMMUTABLE)
+UPSERT_SUBTASK = _upsert(
+    "pipeline_subtask", SUBTASK_COLUMNS, ("run_id", "subtask_index"), ("run_id", "subtask_index")
+)
+
+
+class Unavailable(Exception):
+    """The database cannot take the write now; spool it."""
+
+
+class Rejected(Exception):
+    """The database refuses this snapshot for good; drop it."""
+
+
+def target_key(target: DatabaseTarget) -> str:
+    """A stable name for the database a target reaches, so a spool is replayed only into it."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from tracker._db import embedded
+    from tracker._db.dsn import connect_params
+
+    if target.embedded:
+        return f"embedded:{embedded.pgdata_dir()}"
+    params = {k: str(v) for k, v in conninfo_to_dict(connect_params(target)).items() if v}
+    user = params.get("user") or os.environ.get("PGUSER") or _os_user()
+    parts = {
+        "host": params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST", ""),
+        "port": params.get("port") or os.environ.get("PGPORT", "5432"),
+        "dbname": params.get("dbname") or os.environ.get("PGDATABASE") or user,
+        "user": user,
+    }
+    return "postgresql " + " ".join(f"{k}={v}" for k, v in parts.items())
+
+
+def _os_user() -> str:
+    from tracker._context import user_name
+
+    return user_name() or ""
+
+
+class Store:
+    """One connection to the target database, opened and re-opened on demand."""
+
+    def __init__(self, dsn: str | None) -> None:
+        self._dsn = dsn
+        self._target: DatabaseTarget | None = None
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._schema_warned = False
+        self.key: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed and not self._conn.broken
+
+    def resolve(self) -> str:
+        """Resolve the target (without starting anything) and return its spool key."""
+        if self.key is None:
+            from tracker._db.dsn import resolve_target
+            from tracker.errors import ConfigurationError
+
+            try:
+                self._target = resolve_target(self._dsn)
+                self.key = target_key(self._target)
+            except ConfigurationError as exc:
+                logger.warning("cannot use the configured database: %s; spooling", exc)
+                self.key = "unusable"
+        return self.key
+
+    def connect(self) -> None:
+        """Open the connection (starting and migrating the embedded server if it is the target).
+
+        Raises Unavailable.
+        """
+        if self.connected:
+            return
+        self.close()
+        self.resolve()
+        if self._target is None:
+            raise Unavailable("the configured database cannot be used")
+        from tracker._db import migrate
+        from tracker._db.connect import connect, ready_target
+        from tracker.errors import TrackerError
+
+        try:
+            target = ready_target(self._dsn) if self._target.embedded else self._target
+            conn = connect(target)
+        except TrackerError as exc:
+            raise Unavailable(str(exc)) from None
+        try:
+            if target.embedded:
+                # A newcomer's first script just works: the embedded server is ours to migrate.
+                migrate.upgrade(conn)
+            elif not _schema_present(conn):
+                if not self._schema_warned:
+                    self._schema_warned = True
+                    logger.warning(
+                        "the pipetrack tables are missing in %s: run `pipetrack db upgrade`; "
+                        "spooling statuses until then",
+                        target.redacted,
+                    )
+                conn.close()
+                raise Unavailable("schema missing")
+        except TrackerError as exc:
+            conn.close()
+            raise Unavailable(str(exc)) from None
+        except Unavailable:
+            raise
+        except Exception as exc:
+            conn.close()
+            raise Unavailable(f"{type(exc).__name__}: {exc}") from None
+        self._conn = conn
+        logger.debug("writer connected to %s", target.redacted)
+
+    def write(self, snapshot: Snapshot) -> None:
+        """Upsert one snapshot in one transaction. Raises Unavailable or Rejected."""
+        self.connect()
+        conn = self._conn
+        if conn is None:
+            raise Unavailable("not connected")
+        import psycopg
+        from psycopg.types.json import Jsonb
+
+        row = dict(snapshot.status_row)
+        env = row.get("environment")
+        row["environment"] = Jsonb(env) if env is not None else None
+        params = [row.get(c) for c in STATUS_COLUMNS]
+        sub_params = [[r.get(c) for c in SUBTASK_COLUMNS] for r in snapshot.subtask_rows]
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(UPSERT_STATUS, params)
+                if sub_params:
+                    cur.executemany(UPSERT_SUBTASK, sub_params)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self.close()
+            raise Unavailable(" ".join(str(exc).split())) from None
+        except (
+            psycopg.errors.UndefinedTable,
+            psycopg.errors.UndefinedColumn,
+            psycopg.errors.InvalidSchemaName,
+            psycopg.errors.InsufficientPrivilege,
+            psycopg.errors.ReadOnlySqlTransaction,
+        ) as exc:
+            self.close()
+            raise Unavailable(" ".join(str(exc).split())) from None
+        except psycopg.Error as exc:
+            if conn.broken or conn.closed:
+                self.close()
+                raise Unavailable(" ".join(str(exc).split())) from None
+            raise Rejected(" ".join(str(exc).split())) from exc
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                logger.debug("closing the writer's connection failed", exc_info=True)
+
+
+def _schema_present(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    row = conn.execute(
+        "SELECT to_regclass('pipetrack.pipeline_status') IS NOT NULL"
+        " AND to_regclass('pipetrack.pipeline_subtask') IS NOT NULL"
+    ).fetchone()
+    return bool(row and row[0])

@@ -1,0 +1,359 @@
+"""``Tracker``: the runs of a process, their settings and their writer; and the default one.
+
+The module-level API (``tracker.run``, ``genter`` …) acts on the default Tracker, created on
+first use from the environment (or by ``configure``). Other Trackers are for code that wants its
+own settings or database (tests, libraries); they share nothing but the process's exit hooks.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+from tracker import _env, _observers
+from tracker._checks import IGNORE, Checker
+from tracker._model import detect_stage
+from tracker._run import Run
+from tracker._settings import Settings
+from tracker._writer import Writer
+from tracker.errors import ConfigurationError, InvalidValue
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Every Tracker alive in this process, for the exit/exception/signal hooks and live_runs().
+_trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+
+class Tracker:
+    """The runs this process tracks with one set of settings, written by one writer thread.
+
+    Arguments default to ``None`` and then fall back to the ``PIPETRACK_*`` variables (see
+    ``tracker._env``), read when the Tracker is created. ``lifecycle=False`` leaves the process's
+    exit, exception and signal hooks alone (the default Tracker installs them).
+    """
+
+    def __init__(
+        self,
+        *,
+        dsn: str | None = None,
+        strict: bool | None = None,
+        flush_interval: float | None = None,
+        heartbeat_interval: float | None = None,
+        exit_timeout: float | None = None,
+        spool_dir: str | Path | None = None,
+        spool_max_bytes: int | None = None,
+        env_allowlist: Sequence[str] | None = None,
+        log_path: str | None = None,
+        console: bool | None = None,
+        lifecycle: bool = True,
+    ) -> None:
+        self.settings = Settings(
+            dsn=dsn,
+            strict=strict,
+            flush_interval=flush_interval,
+            heartbeat_interval=heartbeat_interval,
+            exit_timeout=exit_timeout,
+            spool_dir=spool_dir,
+            spool_max_bytes=spool_max_bytes,
+            env_allowlist=env_allowlist,
+            log_path=log_path,
+            console=console,
+        )
+        self.checker = Checker(strict=self.settings.strict)
+        self._lifecycle = lifecycle
+        self._lock = threading.RLock()
+        self._runs: list[Run] = []
+        self._writer: Writer | None = None
+        self._closed = False
+        _trackers.add(self)
+
+    @property
+    def strict(self) -> bool:
+        return self.settings.strict
+
+    @property
+    def writer(self) -> Writer:
+        with self._lock:
+            if self._writer is None:
+                self._writer = Writer(self.settings)
+            return self._writer
+
+    # -- runs -------------------------------------------------------------------------------
+    def run(
+        self,
+        task_name: str | None = None,
+        total_subtasks: int | None = None,
+        stage: str | None = None,
+        *,
+        task_type: str | None = None,
+        log_path: str | None = None,
+        parent_run_id: str | None = None,
+    ) -> Run:
+        """Start a run (STARTED) and make it the current one. Use it as a context manager."""
+        from tracker import _context
+
+        checker = self.checker
+        name = self._task_name(task_name)
+        total = (
+            checker.count(total_subtasks, "total_subtasks") if total_subtasks is not None else None
+        )
+        stage_text = checker.text(stage, "stage") if stage is not None else IGNORE
+        stage_value = str(stage_text) if isinstance(stage_text, str) and stage_text else None
+        type_text = checker.text(task_type, "task_type") if task_type is not None else IGNORE
+        with self._lock:
+            current = self.current_run()
+            parent = self._parent(parent_run_id, current)
+        context = _context.capture(
+            log_path=log_path if log_path is not None else self.settings.log_path,
+            allowlist=self.settings.env_allowlist,
+            task_type=str(type_text) if isinstance(type_text, str) else None,
+        )
+        context["parent_run_id"] = parent
+        run_id = str(uuid.uuid4())
+        run = Run(
+            self,
+            checker=Checker(strict=self.settings.strict, run_id=run_id),
+            run_id=run_id,
+            task_name=name,
+            task_stage=stage_value or detect_stage(name),
+            total_subtasks=total if isinstance(total, int) else None,
+            context=context,
+            max_pending=self.settings.max_pending,
+        )
+        with self._lock:
+            # Ended runs other than the newest are of no use as "current"; keep the list short.
+            self._runs = [r for r in self._runs if not r.terminal] + [run]
+        if self._lifecycle:
+            from tracker import _lifecycle
+
+            _lifecycle.install()
+        _observers.notify("on_run_start", run)
+        self.writer.register(run)
+        return run
+
+    def _task_name(self, task_name: object) -> str:
+        from tracker._context import default_task_name
+
+        if task_name is None:
+            return default_task_name()
+        text = self.checker.text(task_name, "task_name")
+        if isinstance(text, str) and text.strip():
+            return text
+        self.checker.problem(
+            InvalidValue(
+                f"task_name {task_name!r} is empty; using the script's name",
+                argument="task_name",
+                value=task_name,
+            ),
+            "task_name:empty",
+        )
+        return default_task_name()
+
+    def _parent(self, explicit: str | None, current: Run | None) -> str | None:
+        if explicit is not None:
+            try:
+                return str(uuid.UUID(str(explicit)))
+            except ValueError:
+                self.checker.problem(
+                    InvalidValue(
+                        f"parent_run_id {explicit!r} is not a UUID; ignored",
+                        argument="parent_run_id",
+                        value=explicit,
+                    ),
+                    "parent_run_id",
+                )
+                return None
+        if current is not None and not current.terminal:
+            return current.run_id
+        inherited = os.environ.get(_env.PIPETRACK_RUN_ID)
+        if inherited:
+            try:
+                return str(uuid.UUID(inherited))
+            except ValueError:
+                self.checker.warn(
+                    f"ignoring {_env.PIPETRACK_RUN_ID}={inherited!r}: not a UUID", "env:run_id"
+                )
+        return None
+
+    def current_run(self) -> Run | None:
+        """The newest run still going; else the newest that ended (so late calls are caught)."""
+        with self._lock:
+            for run in reversed(self._runs):
+                if not run.terminal:
+                    return run
+            return self._runs[-1] if self._runs else None
+
+    def active_run(self, *, start: bool) -> Run | None:
+        """The current run if it is still going; with ``start``, a new one named after the
+        script when there is none (what the first ``genter`` does)."""
+        with self._lock:
+            run = self.current_run()
+            if run is not None and (not run.terminal or not start):
+                return run
+            if not start:
+                return None
+            return self.run()
+
+    def runs(self) -> list[Run]:
+        with self._lock:
+            return list(self._runs)
+
+    def _forget(self, run: Run) -> None:
+        with self._lock:
+            if run in self._runs:
+                self._runs.remove(run)
+
+    # -- conveniences -----------------------------------------------------------------------
+    def progress(
+        self, iterable: Iterable[T], desc: str | None = None, *, total: int | None = None
+    ) -> Iterator[T]:
+        """``for x in tracker.progress(xs, "Processing")``: a subtask counting items as they pass.
+
+        Starts a run named after the script if none is going.
+        """
+        run = self.active_run(start=True)
+        if run is None:  # active_run(start=True) always returns a run
+            raise RuntimeError("no run")
+        return run.progress(iterable, desc, total=total)
+
+    @overload
+    def track(self, name: F) -> F: ...
+
+    @overload
+    def track(
+        self, name: str | None = None, *, total_subtasks: int | None = None
+    ) -> Callable[[F], F]: ...
+
+    def track(
+        self, name: str | Callable[..., Any] | None = None, *, total_subtasks: int | None = None
+    ) -> Any:
+        """Decorator: each call of the function is a run when no run is going (named ``name``,
+        else after the script), else a subtask of the current run (named ``name``, else after the
+        function). ``@track`` and ``@track("name")`` both work."""
+        if callable(name):
+            return self.track()(name)
+        label = name
+
+        def decorate(function: F) -> F:
+            @functools.wraps(function)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                current = self.active_run(start=False)
+                if current is None or current.terminal:
+                    with self.run(label, total_subtasks=total_subtasks):
+                        return function(*args, **kwargs)
+                with current.subtask(label or function.__name__):
+                    return function(*args, **kwargs)
+
+            return wrapper  # type: ignore[return-value]
+
+        return decorate
+
+    # -- writer -----------------------------------------------------------------------------
+    def _wake(self) -> None:
+        writer = self._writer
+        if writer is not None:
+            writer.wake()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every change so far is written (or spooled); False if not in time."""
+        writer = self._writer
+        return True if writer is None else writer.force_flush(timeout)
+
+    def shutdown(self, timeout: float | None = None, *, finish: bool = True) -> bool:
+        """End the runs still going as FINISHED (unless ``finish=False``), write their final
+        state within ``timeout`` (default: the exit timeout), stop the writer. Idempotent."""
+        if finish:
+            for run in self.runs():
+                if not run.terminal:
+                    run.finish()
+        with self._lock:
+            self._closed = True
+            writer = self._writer
+        return True if writer is None else writer.shutdown(timeout)
+
+    # -- process events (called by tracker._lifecycle) ----------------------------------------
+    def _on_exception(self, exc: BaseException, where: str = "") -> None:
+        for run in self.runs():
+            if not run.terminal:
+                run.end_from_exception(exc)
+                if where:
+                    with run._lock:
+                        run.error_detail = f"{run.error_detail or ''}\n(in {where})".lstrip()
+
+    def _on_signal(self, signum: int, name: str) -> None:
+        """CANCELLED with execution_end; then wait (bounded) for the final state to be out."""
+        held = False
+        for run in self.runs():
+            if not run.terminal:
+                run.cancel(f"{name} received", exit_code=128 + signum)
+            # The handler may have interrupted this very thread inside the run's lock; the
+            # writer could then never snapshot the run, so spool it from here instead.
+            held = held or run._lock._is_owned()  # type: ignore[attr-defined]
+        writer = self._writer
+        if writer is None:
+            return
+        if held or not writer.force_flush(self.settings.exit_timeout):
+            writer.shutdown(0.0)
+
+    def _after_fork(self) -> None:
+        # The child has no writer thread and must not write the parent's runs.
+        self._lock = threading.RLock()
+        self._runs = []
+        self._writer = None
+
+
+# -- the default Tracker ---------------------------------------------------------------------
+_default: Tracker | None = None
+_default_lock = threading.Lock()
+
+
+def default_tracker() -> Tracker:
+    """The Tracker the module-level API uses, created from the environment on first use."""
+    global _default  # noqa: PLW0603 - see configure
+    tracker = _default
+    if tracker is not None:
+        return tracker
+    with _default_lock:
+        if _default is None:
+            _default = Tracker()
+        return _default
+
+
+def configure(**settings: Any) -> Tracker:
+    """Settings for the module-level API (``dsn``, ``strict``, ``flush_interval`` … as for
+    ``Tracker``), before its first run. Raises ConfigurationError after it."""
+    global _default  # noqa: PLW0603 - the module-level API's one Tracker
+    with _default_lock:
+        if _default is not None and _default.runs():
+            raise ConfigurationError("configure() must be called before the first run starts")
+        _default = Tracker(**settings)
+        return _default
+
+
+def set_default(tracker: Tracker | None) -> Tracker | None:
+    """Swap the default Tracker (for tests); returns the previous one."""
+    global _default
+    with _default_lock:
+        previous, _default = _default, tracker
+        return previous
+
+
+def current_run() -> Run | None:
+    """The run the module-level functions act on (None before any run starts)."""
+    return default_tracker().current_run()
+
+
+def live_runs() -> list[Run]:
+    """Every run still going in this process, across Trackers (for telemetry gauges)."""
+    return [run for tracker in list(_trackers) for run in tracker.runs() if not run.terminal]
+
+
+def all_trackers() -> list[Tracker]:
+    return list(_trackers)

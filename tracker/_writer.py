@@ -1,0 +1,316 @@
+"""The writer thread: the only place the tracker talks to PostgreSQL or touches the spool.
+
+Shaped like OpenTelemetry's BatchProcessor: a named daemon thread started on first use; a
+reentrant condition to wake it early (reentrant because a signal handler on the main thread may
+wake it while the main thread is inside ``wake`` already); a lock around export; ``force_flush``
+returning whether it finished in time; an idempotent ``shutdown(timeout)`` joining against a
+deadline; ``logger.exception`` so the thread never dies.
+
+Each cycle (every flush interval, or at once when a transition wakes it):
+
+1. snapshot every run that changed (latest state wins: one snapshot per run per cycle), plus a
+   heartbeat snapshot of every live run when the heartbeat is due (resources sampled first);
+2. if the database is in back-off after a failure, append the snapshots to the spool;
+3. otherwise connect if needed; on each (re)connect first replay the spool, oldest first;
+4. write each snapshot; on ``Unavailable`` spool it and the rest and back off; on ``Rejected``
+   log and drop it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from tracker._model import RunCore, Snapshot
+from tracker._settings import Settings
+
+if TYPE_CHECKING:
+    from tracker._resources import ResourceSampler
+    from tracker._spool import Spool
+    from tracker._store import Store
+
+logger = logging.getLogger("tracker")
+
+BACKOFF_FIRST = 0.25
+BACKOFF_MAX = 10.0
+
+
+class Writer:
+    """Writes the runs of one Tracker; see the module docstring."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._runs: dict[str, RunCore] = {}
+        self._runs_lock = threading.Lock()
+        self._cond = threading.Condition(threading.RLock())
+        self._wake = False
+        self._shutdown = False
+        self._requested = 0
+        self._done = 0
+        self._export_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._store: Store | None = None
+        self._spool: Spool | None = None
+        self._sampler: ResourceSampler | None = None
+        self._retry_at = 0.0
+        self._backoff = BACKOFF_FIRST
+        self._replay_due = True
+        self._next_heartbeat = time.monotonic() + settings.heartbeat_interval
+        self._git_cache: dict[str | None, str | None] = {}
+        self.rejected = 0
+        self.written = 0
+        self.spooled = 0
+
+    # -- called from the user's threads -----------------------------------------------------
+    def register(self, run: RunCore) -> None:
+        with self._runs_lock:
+            self._runs[run.run_id] = run
+        self._ensure_thread()
+        self.wake()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._wake = True
+            self._cond.notify_all()
+
+    def _ensure_thread(self) -> None:
+        with self._cond:
+            if self._thread is not None or self._shutdown:
+                return
+            self._thread = threading.Thread(target=self._loop, name="pipetrack-writer", daemon=True)
+            self._thread.start()
+
+    def force_flush(self, timeout: float | None = None) -> bool:
+        """Write (or spool) every change made before this call; False if not done in time."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                return not self._pending_runs()
+            self._requested += 1
+            wanted = self._requested
+            self._wake = True
+            self._cond.notify_all()
+            while self._done < wanted:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                if not self._thread.is_alive():
+                    return False
+                self._cond.wait(remaining if remaining is None else min(remaining, 0.5))
+        return True
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Write the final states, stop the thread; spool what is left if time runs out.
+
+        Idempotent. Returns True if everything was written or spooled in time.
+        """
+        timeout = self._settings.exit_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._shutdown = True
+            self._wake = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(deadline - time.monotonic(), 0.0))
+            if thread.is_alive():
+                logger.warning(
+                    "the database did not take the final status within %.1f s; spooling it",
+                    timeout,
+                )
+                self._emergency_spool()
+                return False
+        elif thread is None and self._pending_runs():
+            # Never started (or started from a forked parent): do the last cycle here.
+            self._cycle(final=True)
+        return True
+
+    @property
+    def dropped(self) -> int:
+        """Snapshots and subtask rows dropped (spool full, or the pending rows bound)."""
+        with self._runs_lock:
+            rows = sum(run.dropped_rows for run in self._runs.values())
+        return rows + (self._spool.dropped if self._spool is not None else 0)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- the thread -------------------------------------------------------------------------
+    def _loop(self) -> None:
+        interval = self._settings.flush_interval
+        next_tick = time.monotonic() + interval
+        while True:
+            with self._cond:
+                while not self._wake and not self._shutdown:
+                    remaining = next_tick - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                self._wake = False
+                stopping = self._shutdown
+                wanted = self._requested
+            try:
+                self._cycle(final=stopping)
+            except Exception:
+                logger.exception("pipetrack writer cycle failed; continuing")
+            with self._cond:
+                self._done = max(self._done, wanted)
+                self._cond.notify_all()
+            if stopping:
+                break
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + interval
+        if self._store is not None:
+            self._store.close()
+
+    def _pending_runs(self) -> list[RunCore]:
+        with self._runs_lock:
+            return [
+                r
+                for r in self._runs.values()
+                if r._dirty
+                or r._moved
+                or (r.terminal and r.exported_seq < r.final_seq)
+                or (r.terminal and r.final_seq == 0)
+            ]
+
+    def _cycle(self, *, final: bool = False) -> None:
+        now = time.monotonic()
+        heartbeat = now >= self._next_heartbeat
+        if heartbeat:
+            self._next_heartbeat = now + self._settings.heartbeat_interval
+        with self._runs_lock:
+            runs = list(self._runs.values())
+        snapshots: list[Snapshot] = []
+        for run in runs:
+            first = run.seq == 0
+            ending = run.terminal and run.final_seq == 0
+            if not (run._dirty or run._moved or heartbeat or ending or first):
+                continue
+            if first:
+                self._fill_git(run)
+            if first or ending or (heartbeat and not run.terminal):
+                self._sample(run)
+            snapshots.append(run.snapshot())
+        if snapshots:
+            self._export(snapshots)
+        # A run is done with once its final snapshot is out (in the database or the spool).
+        with self._runs_lock:
+            for run in runs:
+                out = run.terminal and run.final_seq and run.exported_seq >= run.final_seq
+                if out and not (run._dirty or run._moved):
+                    self._runs.pop(run.run_id, None)
+
+    def _fill_git(self, run: RunCore) -> None:
+        from tracker._context import git_commit
+
+        path = run.context.get("script_path")
+        if path not in self._git_cache:
+            try:
+                self._git_cache[path] = git_commit(path)
+            except Exception:
+                logger.debug("cannot read the git commit of %s", path, exc_info=True)
+                self._git_cache[path] = None
+        with run._lock:
+            if run.context.get("git_commit") is None:
+                run.context["git_commit"] = self._git_cache[path]
+
+    def _sample(self, run: RunCore) -> None:
+        if self._sampler is None:
+            from tracker._resources import ResourceSampler
+
+            self._sampler = ResourceSampler()
+        memory, peak, cpu = self._sampler.sample()
+        with run._lock:
+            if memory is not None:
+                run.memory_mb, run.peak_memory_mb, run.cpu_percent = memory, peak, cpu
+            run._dirty = True
+
+    # -- export -----------------------------------------------------------------------------
+    def _stores(self) -> tuple[Store, Spool]:
+        if self._store is None or self._spool is None:
+            from tracker._spool import Spool
+            from tracker._store import Store
+
+            self._store = Store(self._settings.dsn)
+            self._spool = Spool(
+                self._settings.resolved_spool_dir(), max_bytes=self._settings.spool_max_bytes
+            )
+        return self._store, self._spool
+
+    def _export(self, snapshots: list[Snapshot]) -> None:
+        from tracker._store import Rejected, Unavailable
+
+        with self._export_lock:
+            store, spool = self._stores()
+            key = store.resolve()
+            if time.monotonic() < self._retry_at:
+                self._to_spool(key, snapshots)
+                return
+            try:
+                store.connect()
+                if self._replay_due:
+                    result = spool.replay(key, store.write)
+                    if result.unavailable is not None:
+                        raise Unavailable(result.unavailable)
+                    self._replay_due = False
+            except Unavailable as exc:
+                self._went_down(str(exc))
+                self._to_spool(key, snapshots)
+                return
+            for position, snapshot in enumerate(snapshots):
+                try:
+                    store.write(snapshot)
+                except Unavailable as exc:
+                    self._went_down(str(exc))
+                    self._to_spool(key, snapshots[position:])
+                    return
+                except Rejected as exc:
+                    self.rejected += 1
+                    logger.warning(
+                        "the database rejected the status of run %s (seq %d): %s; dropped",
+                        snapshot.run_id,
+                        snapshot.seq,
+                        exc,
+                    )
+                self.written += 1
+                self._exported(snapshot)
+            self._backoff = BACKOFF_FIRST
+
+    def _went_down(self, reason: str) -> None:
+        if self._backoff == BACKOFF_FIRST:
+            logger.warning("pipetrack cannot write to the database (%s); spooling", reason)
+        else:
+            logger.debug("database still unavailable (%s)", reason)
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+        # Whatever is spooled from now on must be replayed once it answers again.
+        self._replay_due = True
+
+    def _to_spool(self, key: str, snapshots: list[Snapshot]) -> None:
+        _, spool = self._stores()
+        spool.append(key, snapshots)
+        self.spooled += len(snapshots)
+        for snapshot in snapshots:
+            self._exported(snapshot)
+
+    def _exported(self, snapshot: Snapshot) -> None:
+        with self._runs_lock:
+            run = self._runs.get(snapshot.run_id)
+        if run is not None:
+            run.exported_seq = max(run.exported_seq, snapshot.seq)
+
+    def _emergency_spool(self) -> None:
+        """At exit, when the thread is stuck (e.g. connecting): spool the final states here."""
+        store, spool = self._stores()
+        key = store.resolve()
+        snapshots = [run.snapshot() for run in self._pending_runs()]
+        if snapshots:
+            spool.append(key, snapshots)
+            self.spooled += len(snapshots)
+            for snapshot in snapshots:
+                self._exported(snapshot)
