@@ -28,6 +28,7 @@ from tracker._compat import (
     track_task_progress,
 )
 from tracker._run import Run, Subtask
+from tracker._telemetry import child_env
 from tracker._tracker import Tracker, configure, current_run, default_tracker
 from tracker.errors import (
     ConfigurationError,
@@ -104,6 +105,7 @@ __all__ = [
     "Tracker",
     "TrackerError",
     "__version__",
+    "child_env",
     "configure",
     "current_run",
     "flush",
