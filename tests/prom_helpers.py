@@ -609,3 +609,18 @@ def rules() -> list[dict[str, Any]]:
         for group in yaml.safe_load(path.read_text())["groups"]
         for rule in group["rules"]
     ]
+
+
+# --- the real exporter, as a process -------------------------------------------------------------
+
+
+@contextmanager
+def running_exporter(dsn: str, log: Path) -> Iterator[str]:
+    """``python -m exporter --dsn DSN --listen 127.0.0.1:PORT``; yields its host:port."""
+    import sys
+
+    port = free_port()
+    argv = [sys.executable, "-m", "exporter", "--dsn", dsn, "--listen", f"127.0.0.1:{port}"]
+    address = f"127.0.0.1:{port}"
+    with _daemon(argv, f"http://{address}/-/healthy", log, "exporter"):
+        yield address
