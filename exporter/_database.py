@@ -98,7 +98,9 @@ class DatabaseReader:
         try:
             conn = connect(self._target)
         except DatabaseUnavailable as exc:
-            raise ReadFailed(str(exc), reachable=False) from None
+            # The collector names the database itself; keep only libpq's reason.
+            reason = str(exc).removeprefix(f"cannot connect to {self._target.redacted}: ")
+            raise ReadFailed(reason, reachable=False) from None
         # Every read is one consistent, read-only snapshot (see _queries).
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True

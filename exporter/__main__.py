@@ -1,0 +1,10 @@
+"""``python -m exporter``: the same as ``pipetrack exporter``, with the same flags."""
+
+from __future__ import annotations
+
+import sys
+
+from tracker.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["exporter", *sys.argv[1:]]))

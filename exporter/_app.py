@@ -1,0 +1,144 @@
+"""The exporter as an application: settings from arguments and environment, then serve.
+
+Arguments win; ``None`` falls back to the environment variable, read at call time, then to the
+default. Every bad setting raises ConfigurationError before anything is served.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from exporter._collector import DEFAULT_STATEMENT_TIMEOUT, PipetrackCollector
+from exporter._server import DEFAULT_PORT, ExporterServer
+from exporter._webconfig import WebConfig, load_web_config
+from tracker.errors import ConfigurationError
+
+logger = logging.getLogger("exporter")
+
+LISTEN_ENV = "PIPETRACK_EXPORTER_LISTEN"
+"""``HOST:PORT`` the exporter listens on (``:PORT`` for every IPv4 interface)."""
+
+WEB_CONFIG_ENV = "PIPETRACK_EXPORTER_WEB_CONFIG"
+"""Path of the exporter-toolkit style web configuration file (TLS, basic auth)."""
+
+MIN_INTERVAL_ENV = "PIPETRACK_EXPORTER_MIN_INTERVAL"
+"""Seconds between database reads; scrapes in between get the last read's answer."""
+
+DEFAULT_LISTEN = f":{DEFAULT_PORT}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    web_config: WebConfig
+    min_interval: float
+    statement_timeout: float
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (every IPv4 interface) as (host, port)."""
+    value = text.strip()
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        raise ConfigurationError(
+            f"listen address {text!r} must be HOST:PORT (e.g. :{DEFAULT_PORT})"
+        )
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ConfigurationError(f"listen address {text!r}: write an IPv6 host in brackets")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigurationError(f"listen address {text!r}: port must be a number 0-65535")
+    return (host or "0.0.0.0"), int(port_text)  # noqa: S104  (an exporter serves the network)
+
+
+def _seconds(value: str | float, what: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigurationError(f"{what} must be a number of seconds, not {value!r}") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigurationError(f"{what} must be 0 or more seconds, not {value!r}")
+    return seconds
+
+
+def settings(
+    *,
+    listen: str | None = None,
+    web_config: str | Path | None = None,
+    min_interval: float | str | None = None,
+    statement_timeout: float | None = None,
+) -> Settings:
+    """Resolve the exporter's settings from arguments, then environment, then defaults."""
+    env = os.environ
+    host, port = parse_listen(
+        listen if listen is not None else env.get(LISTEN_ENV) or DEFAULT_LISTEN
+    )
+    config_path = web_config if web_config is not None else env.get(WEB_CONFIG_ENV)
+    config = load_web_config(config_path) if config_path else WebConfig()
+    interval = min_interval if min_interval is not None else env.get(MIN_INTERVAL_ENV) or 0.0
+    timeout = DEFAULT_STATEMENT_TIMEOUT if statement_timeout is None else statement_timeout
+    if _seconds(timeout, "statement timeout") == 0:
+        raise ConfigurationError("statement timeout must be more than 0 seconds")
+    return Settings(host, port, config, _seconds(interval, "min interval"), float(timeout))
+
+
+def serve(
+    dsn: str | None = None,
+    *,
+    listen: str | None = None,
+    web_config: str | Path | None = None,
+    min_interval: float | str | None = None,
+    statement_timeout: float | None = None,
+) -> int:
+    """Run the exporter until SIGTERM or SIGINT; returns the process exit code (0).
+
+    The database may be down at start: the exporter starts anyway and says so in its metrics.
+    """
+    from prometheus_client import CollectorRegistry
+
+    from tracker._db.connect import ready_target
+
+    chosen = settings(
+        listen=listen,
+        web_config=web_config,
+        min_interval=min_interval,
+        statement_timeout=statement_timeout,
+    )
+    target = ready_target(dsn)
+    collector = PipetrackCollector(
+        target, min_interval=chosen.min_interval, statement_timeout=chosen.statement_timeout
+    )
+    registry = CollectorRegistry()
+    registry.register(collector)
+    server = ExporterServer(
+        registry, host=chosen.host, port=chosen.port, web_config=chosen.web_config
+    )
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # shutdown() waits for the serve loop, which runs in this thread: ask from another.
+        threading.Thread(target=server.shutdown, name="pipetrack-exporter-stop").start()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    print(
+        f"pipetrack exporter: serving {server.url}metrics from {target.redacted}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.shutdown()
+        collector.close()
+    return 0

@@ -1,0 +1,104 @@
+"""`pipetrack exporter` and `python -m exporter` as a user runs them: flags, environment,
+one-line refusals of bad settings, and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from exporter._app import DEFAULT_LISTEN, LISTEN_ENV, parse_listen, settings
+from exporter._server import DEFAULT_PORT
+from tests.test_exporter_support import free_port
+from tracker.errors import ConfigurationError
+
+
+def pipetrack(*args, timeout=60):
+    return subprocess.run(
+        [sys.executable, "-m", "tracker", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--listen", "nonsense"], "must be HOST:PORT"),
+        (["--listen", ":99999"], "port must be a number"),
+        (["--listen", "::1:80"], "IPv6 host in brackets"),
+        (["--min-interval", "-1"], "min interval must be 0 or more"),
+        (["--min-interval", "soon"], "min interval must be a number"),
+        (["--statement-timeout", "0"], "statement timeout must be more than 0"),
+        (["--web-config", "/nonexistent/web.yml"], "cannot read web config"),
+        (["--dsn", "host='unterminated"], "malformed DSN"),
+    ],
+)
+def test_bad_settings_refuse_to_start_with_one_line(args, message):
+    result = pipetrack("exporter", "--dsn", "host=127.0.0.1 port=1", *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("pipetrack: error: ")
+    assert message in lines[0]
+
+
+def test_listen_addresses_parse():
+    assert parse_listen(":8479") == ("0.0.0.0", 8479)  # noqa: S104
+    assert parse_listen("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert parse_listen("[::1]:9999") == ("::1", 9999)
+    assert parse_listen("localhost:80") == ("localhost", 80)
+    assert f":{DEFAULT_PORT}" == DEFAULT_LISTEN
+
+
+def test_listen_comes_from_the_environment_unless_given(monkeypatch):
+    monkeypatch.setenv(LISTEN_ENV, "127.0.0.1:12345")
+    assert (settings().host, settings().port) == ("127.0.0.1", 12345)
+    assert settings(listen=":1").port == 1
+    monkeypatch.setenv(LISTEN_ENV, "bad")
+    with pytest.raises(ConfigurationError, match="bad"):
+        settings()
+    monkeypatch.delenv(LISTEN_ENV)
+    assert settings().port == DEFAULT_PORT
+
+
+def _wait_for_metrics(url, process, deadline):
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"exporter exited with {process.returncode}: {process.stderr.read()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (our URL)
+                return response.read().decode()
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.05)  # polling a starting process, bounded by the deadline
+    pytest.fail("the exporter did not answer in time")
+
+
+@pytest.mark.parametrize("entry", [["-m", "exporter"], ["-m", "tracker", "exporter"]])
+def test_exporter_serves_and_stops_cleanly_on_sigterm(db_dsn, entry):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, *entry, "--dsn", db_dsn, "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        body = _wait_for_metrics(f"http://127.0.0.1:{port}/metrics", process, time.monotonic() + 60)
+        assert "pipetrack_database_up 1.0" in body
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert "Traceback" not in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+        process.stderr.close()

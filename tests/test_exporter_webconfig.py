@@ -1,0 +1,95 @@
+"""The web config file: what it accepts, and a clear refusal for everything else."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter import WebConfig, load_web_config
+from tracker.errors import ConfigurationError
+
+HASH = "$2y$10$mDwo.lAisC94iLAyP81MCesa29IzH37oigHC/42V2pdJlUprsJPze"
+
+
+def write(tmp_path, text):
+    path = tmp_path / "web.yml"
+    path.write_text(text)
+    return path
+
+
+def test_an_empty_file_means_plain_http_without_auth(tmp_path):
+    config = load_web_config(write(tmp_path, "# nothing\n"))
+    assert config == WebConfig()
+    assert config.ssl_context() is None
+    assert config.authenticator() is None
+
+
+def test_users_without_tls_are_accepted(tmp_path):
+    config = load_web_config(write(tmp_path, f"basic_auth_users:\n  alice: {HASH}\n"))
+    assert config.tls is None
+    assert dict(config.users) == {"alice": HASH}
+
+
+def test_tls_section_without_files_means_plain_http(tmp_path):
+    assert load_web_config(write(tmp_path, "tls_server_config: {}\n")).tls is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: [unclosed\n", "not valid YAML"),
+        ("- a\n- b\n", "must be a mapping"),
+        ("tls_config: {}\n", "unknown key 'tls_config'"),
+        ("rate_limit:\n  interval: 1s\n", "rate_limit is not supported"),
+        ("http_server_config:\n  http2: false\n", "http_server_config is not supported"),
+        ("tls_server_config:\n  cert_file: a.crt\n", "key_file is missing"),
+        ("tls_server_config:\n  key_file: a.key\n", "cert_file is missing"),
+        ("tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n", "cannot load certificate"),
+        (
+            "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_ca_file: ca.crt\n",
+            "client_auth_type is NoClientCert",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n",
+            "needs client_ca_file",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n"
+            "  client_auth_type: RequestClientCert\n",
+            "is not supported",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n"
+            "  client_auth_type: Sometimes\n",
+            "unknown client_auth_type",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  min_version: TLS14\n",
+            "unknown min_version",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n"
+            "  min_version: TLS13\n  max_version: TLS12\n",
+            "min_version is above max_version",
+        ),
+        ("basic_auth_users:\n  alice: hunter2\n", "not a bcrypt hash"),
+        ("basic_auth_users:\n  alice:\n", "not a bcrypt hash"),
+        ("basic_auth_users: [alice]\n", "must be a mapping"),
+        (f"basic_auth_users:\n  'a:b': {HASH}\n", "without ':'"),
+    ],
+)
+def test_bad_files_are_refused_with_the_reason(tmp_path, text, message):
+    with pytest.raises(ConfigurationError, match=message) as caught:
+        load_web_config(write(tmp_path, text))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_missing_file_is_refused(tmp_path):
+    with pytest.raises(ConfigurationError, match="cannot read web config"):
+        load_web_config(tmp_path / "absent.yml")
+
+
+def test_a_password_is_never_echoed_in_the_refusal(tmp_path):
+    with pytest.raises(ConfigurationError) as caught:
+        load_web_config(write(tmp_path, "basic_auth_users:\n  alice: s3cret-plain\n"))
+    assert "s3cret-plain" not in str(caught.value)
