@@ -84,10 +84,15 @@ class Collected:
         self.trace_requests: list[TraceRequest] = []
         self.metric_requests: list[MetricsRequest] = []
         self.transports: list[str] = []
+        #: the request headers (gRPC metadata), lower-cased names, one dict per request
+        self.headers: list[dict[str, str]] = []
         self._cond = threading.Condition()
 
-    def add(self, request: TraceRequest | MetricsRequest, transport: str) -> None:
+    def add(
+        self, request: TraceRequest | MetricsRequest, transport: str, headers: dict[str, str]
+    ) -> None:
         with self._cond:
+            self.headers.append(headers)
             if isinstance(request, TraceRequest):
                 self.trace_requests.append(request)
             else:
@@ -180,12 +185,16 @@ def _points(m: Any, resource: dict[str, Any]) -> Iterator[Point]:
             )
 
 
+def _metadata(context: Any) -> dict[str, str]:
+    return {k.lower(): v for k, v in context.invocation_metadata() if isinstance(v, str)}
+
+
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
     def __init__(self, collected: Collected) -> None:
         self._collected = collected
 
     def Export(self, request: TraceRequest, context: Any) -> Any:
-        self._collected.add(request, "grpc")
+        self._collected.add(request, "grpc", _metadata(context))
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
@@ -194,7 +203,7 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):  # type:
         self._collected = collected
 
     def Export(self, request: MetricsRequest, context: Any) -> Any:
-        self._collected.add(request, "grpc")
+        self._collected.add(request, "grpc", _metadata(context))
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
@@ -225,7 +234,7 @@ def _http_handler(collected: Collected) -> type[BaseHTTPRequestHandler]:
             request_type, response_type = route
             request = request_type()
             request.ParseFromString(body)
-            collected.add(request, "http")
+            collected.add(request, "http", {k.lower(): v for k, v in self.headers.items()})
             payload = response_type().SerializeToString()
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")

@@ -122,3 +122,20 @@ def test_a_collector_that_never_answers_costs_the_pipeline_nothing(black_hole, p
     assert len(values["trace_id"]) == 32
     assert "Traceback" not in stderr
     assert stderr.count("did not accept data") <= 1
+
+
+def test_spans_dropped_by_a_full_queue_are_counted_and_logged_once():
+    with running_receiver() as receiver:
+        _, stderr = run_pipeline(
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
+                "OTEL_BSP_MAX_QUEUE_SIZE": "4",
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4",
+                "OTEL_BSP_SCHEDULE_DELAY": "600000",
+            }
+        )
+        received = len(receiver.collected.spans())
+    lost = 51 - received
+    assert lost > 0
+    assert f"telemetry: {lost} of 51 span(s) and 0 metric export(s) were not delivered" in stderr
+    assert stderr.count("Queue full") == 1

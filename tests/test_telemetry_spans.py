@@ -203,3 +203,12 @@ def test_a_span_whose_run_ended_ignores_late_calls(otlp):
     (root,) = flush_and_collect(otlp, 1)
     assert root.attributes["cicd.pipeline.result"] == "success"
     assert root.events == []
+
+
+def test_headers_from_the_standard_variable_reach_the_collector(otlp, monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme,authorization=Bearer%20t0k")
+    run = start()
+    run.run_ended("FINISHED")
+    flush_and_collect(otlp, 1)
+    assert otlp.collected.headers[0]["x-tenant"] == "acme"
+    assert otlp.collected.headers[0]["authorization"] == "Bearer t0k"

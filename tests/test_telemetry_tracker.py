@@ -231,3 +231,43 @@ def test_a_silent_collector_leaves_the_pipeline_on_time_and_its_row_complete(
         (run_id,),
     ).fetchall()
     assert statuses == [("COMPLETED", 5)] * 20
+
+
+UNCAUGHT = """
+import tracker
+run = tracker.run("DAILY_UNCAUGHT")
+print(run.run_id, flush=True)
+run.subtask("parsing")
+raise RuntimeError("kaput")
+"""
+
+
+def test_an_uncaught_exception_fails_the_run_and_its_spans_still_leave_at_exit(otlp, db, db_dsn):
+    # The exception object is gone by the time sys.excepthook reports it; the spans carry its
+    # type and traceback from the text the tracker recorded, and pipetrack's exit flush runs
+    # after the tracker's exit hook has ended the run.
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(UNCAUGHT)],
+        env=dict(os.environ, PIPETRACK_DSN=db_dsn),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "RuntimeError: kaput" in result.stderr
+    run_id = result.stdout.strip()
+
+    assert otlp.collected.wait_for(lambda: len(otlp.collected.spans()) >= 2)
+    spans = by_name(otlp.collected.spans())
+    root = spans["DAILY_UNCAUGHT"]
+    assert root.status_code == STATUS_ERROR
+    assert root.attributes["error.type"] == "RuntimeError"
+    (exception,) = [e[2] for e in root.events if e[0] == "exception"]
+    assert exception["exception.type"] == "RuntimeError"
+    assert exception["exception.stacktrace"].startswith("Traceback (most recent call last)")
+    assert "line 6" in exception["exception.stacktrace"]
+    assert spans["parsing"].attributes["cicd.pipeline.task.run.result"] == "failure"
+    status, trace_id, _, error_message = row(db, run_id)
+    assert (status, error_message) == ("FAILED", "RuntimeError: kaput")
+    assert trace_id == root.trace_id

@@ -289,13 +289,13 @@ def _otlp_tracer_provider(resource: Any, delivery: DeliveryLog) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from tracker._telemetry._export import GuardedSpanExporter
+    from tracker._telemetry._export import CountingSpanProcessor, GuardedSpanExporter
 
     # shutdown_on_exit=False: the SDK's own atexit hook would wait up to 30 s on a dead
     # collector; pipetrack's exit hook bounds that wait.
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     exporter = GuardedSpanExporter(_span_exporter(protocol("traces")), delivery)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(CountingSpanProcessor(BatchSpanProcessor(exporter), delivery))
     return provider
 
 

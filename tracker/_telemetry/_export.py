@@ -12,8 +12,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.context import Context
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 logger = logging.getLogger("tracker")
@@ -52,7 +53,9 @@ class DeliveryLog:
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
-        self.spans_dropped = 0
+        self.spans_ended = 0  # handed to the batch processor
+        self.spans_exported = 0  # accepted by the collector
+        self.spans_dropped = 0  # in batches the collector refused or never answered
         self.metric_exports_failed = 0
         self._lock = threading.Lock()
         self._logged = False
@@ -84,14 +87,25 @@ class DeliveryLog:
                 self.endpoint,
             )
 
-    def report(self) -> None:
-        """Log the totals once at exit, if anything was lost."""
+    def note_ended(self) -> None:
+        # A plain increment: under the GIL, and only ever read after the processor shut down.
+        self.spans_ended += 1
+
+    def note_exported(self, spans: int) -> None:
         with self._lock:
-            spans, metrics = self.spans_dropped, self.metric_exports_failed
-        if spans or metrics:
+            self.spans_exported += spans
+
+    def report(self) -> None:
+        """Log once, at exit, what did not reach the collector: spans it refused, spans the
+        batch processor's full queue dropped, and spans still queued when time ran out."""
+        with self._lock:
+            lost = max(self.spans_ended - self.spans_exported, 0)
+            ended, metrics = self.spans_ended, self.metric_exports_failed
+        if lost or metrics:
             logger.warning(
-                "telemetry: %d span(s) and %d metric export(s) were not delivered to %s",
-                spans,
+                "telemetry: %d of %d span(s) and %d metric export(s) were not delivered to %s",
+                lost,
+                ended,
                 metrics,
                 self.endpoint,
             )
@@ -110,7 +124,9 @@ class GuardedSpanExporter(SpanExporter):
         except Exception:
             logger.debug("telemetry: span export raised", exc_info=True)
             result = SpanExportResult.FAILURE
-        if result is not SpanExportResult.SUCCESS:
+        if result is SpanExportResult.SUCCESS:
+            self._log.note_exported(len(spans))
+        else:
             self._log.note_failure(spans=len(spans))
         return result
 
@@ -149,3 +165,25 @@ class GuardedMetricExporter(MetricExporter):
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+class CountingSpanProcessor(SpanProcessor):
+    """Counts the spans handed to the batch processor, so that what its bounded queue dropped
+    (ended, but neither exported nor failed) is known at exit."""
+
+    def __init__(self, inner: SpanProcessor, log: DeliveryLog) -> None:
+        self._inner = inner
+        self._log = log
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self._inner.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._log.note_ended()
+        self._inner.on_end(span)
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
