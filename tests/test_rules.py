@@ -90,7 +90,11 @@ def test_every_alert_has_a_case_where_it_fires_and_one_where_it_must_not():
                 for alert in expected:
                     # a firing case checks labels and every annotation, not just presence
                     assert alert["exp_labels"]["severity"] in SEVERITIES
-                    assert set(alert["exp_annotations"]) >= {"summary", "description", "runbook_url"}
+                    assert set(alert["exp_annotations"]) >= {
+                        "summary",
+                        "description",
+                        "runbook_url",
+                    }
     names = {str(a["alert"]) for a in alerts()}
     assert names - fires == set(), "alerts without a firing test case"
     assert names - quiet == set(), "alerts without a must-not-fire test case"
@@ -152,3 +156,29 @@ def test_every_metric_used_by_rules_and_dashboards_is_served_by_the_exporter(db,
     # and the recording rules read only served metrics too
     for rule in rules():
         assert metric_names_in(str(rule["expr"])) <= allowed, rule
+
+
+def test_the_stacks_prometheus_config_is_valid_and_loads_the_shipped_rules(tmp_path):
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    # In the stack the rules are mounted at /etc/prometheus/rules; here they are in the repo.
+    config["rule_files"] = [str(RULES_DIR / "*.yml")]
+    copy = tmp_path / "prometheus.yml"
+    copy.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [promtool(), "check", "config", str(copy)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(list(RULES_DIR.glob('*.yml')))} rule files found" in result.stdout
+
+
+def test_the_stacks_alertmanager_config_is_valid():
+    from tests.prom_helpers import require_program
+
+    amtool = require_program("amtool")
+    result = subprocess.run(
+        [amtool, "check-config", str(ROOT / "prometheus" / "alertmanager.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
