@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from tracker.cli import _db, _exporter, _ops
+from tracker.cli import _db, _exporter, _ops, _report, _run, _views
 from tracker.cli._common import (
     EXIT_NOT_OK,
     EXIT_UNAVAILABLE,
@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _db.register(commands)
     _ops.register(commands)
+    _run.register(commands)
+    _report.register(commands)
+    _views.register(commands)
     _exporter.register(commands)
     return parser
 
