@@ -7,6 +7,7 @@ from _grafana import (
     STAGE,
     Board,
     by_name,
+    failure_annotation,
     merge_and_rename,
     prom,
     sql,
@@ -25,6 +26,7 @@ def failures() -> JSON:
         [*standard_variables(), STAGE],
         time_from="now-7d",
     )
+    b.annotations.append(failure_annotation(""))
     b.add(
         "table",
         "Firing alerts",

@@ -42,6 +42,28 @@ def status_mappings() -> list[JSON]:
     return [{"type": "value", "options": options}]
 
 
+def failure_annotation(where: str) -> JSON:
+    """Marks failed runs on every time axis of a board, with the first line of their error."""
+    return {
+        "name": "Failed runs",
+        "enable": True,
+        "iconColor": "red",
+        "datasource": PG,
+        "target": dict(
+            refId="Anno",
+            **sql(
+                f"""
+            SELECT execution_end AS time, task_name AS tags,
+                   task_name || ' failed: ' || split_part(error_message, E'\\n', 1) AS text
+            FROM pipetrack.pipeline_runs
+            WHERE execution_status = 'FAILED' AND $__timeFilter(execution_end) {where}
+            ORDER BY execution_end
+            """
+            ),
+        ),
+    }
+
+
 def thresholds(*steps: tuple[float | None, str]) -> JSON:
     return {
         "mode": "absolute",
@@ -218,6 +240,7 @@ class Board:
     variables: list[JSON]
     time_from: str = "now-24h"
     panels: list[JSON] = field(default_factory=list)
+    annotations: list[JSON] = field(default_factory=list)
     _x: int = 0
     _y: int = 0
     _row_height: int = 0
@@ -304,7 +327,7 @@ class Board:
             "refresh": "30s",
             "time": {"from": self.time_from, "to": "now"},
             "timezone": "browser",
-            "annotations": {"list": []},
+            "annotations": {"list": self.annotations},
             "links": [
                 {
                     "type": "dashboards",

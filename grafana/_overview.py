@@ -11,6 +11,7 @@ from _grafana import (
     STAGE,
     Board,
     by_name,
+    failure_annotation,
     merge_and_rename,
     prom,
     sql,
@@ -29,6 +30,7 @@ def overview() -> JSON:
         "What runs now and how far it is, the latest status of every task, and what failed.",
         [*standard_variables(), STAGE],
     )
+    b.annotations.append(failure_annotation(""))
     b.row("Now")
     stats = [
         ("Running runs", "Runs now STARTED or RUNNING.", "sum(pipetrack_task_running_runs)", None),

@@ -8,6 +8,7 @@ from _grafana import (
     TASK,
     Board,
     by_name,
+    failure_annotation,
     prom,
     sql,
     standard_variables,
@@ -26,6 +27,7 @@ def task_detail() -> JSON:
         [*standard_variables(), TASK],
         time_from="now-7d",
     )
+    b.annotations.append(failure_annotation("AND task_name = '$task'"))
     b.row("Now")
     b.add(
         "stat",

@@ -8,10 +8,15 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.prom_helpers import dashboard_queries, seed_pipeline
+from tests.prom_helpers import dashboard_queries, dashboards, seed_pipeline
 from tracker._db.migrate import sql_dir
 
 SQL_QUERIES = dashboard_queries("rawSql")
+ANNOTATIONS = [
+    (name, annotation["name"], annotation["target"])
+    for name, board in dashboards().items()
+    for annotation in board["annotations"]["list"]
+]
 
 
 def expand_macros(raw: str, *, start: datetime, end: datetime, task: str) -> str:
@@ -63,6 +68,22 @@ def test_postgres_panel_query_runs_as_the_reader_and_returns_rows(reader, board,
     if "trace" in columns:
         traces = [row[columns.index("trace")] for row in rows]
         assert all(re.fullmatch(r"[0-9a-f]{32}", str(t)) for t in traces if t is not None)
+
+
+@pytest.mark.parametrize(
+    ("board", "name", "target"), ANNOTATIONS, ids=[f"{b}:{n}" for b, n, _ in ANNOTATIONS]
+)
+def test_annotation_query_runs_as_the_reader_and_marks_failures(reader, board, name, target):
+    now = datetime.now(timezone.utc)
+    query = expand_macros(
+        target["rawSql"], start=now - timedelta(days=7), end=now, task="DAILY_01_extract"
+    )
+    cursor = reader.execute(query)
+    columns = [column.name for column in cursor.description]
+    rows = cursor.fetchall()
+    assert rows, f"{board} / {name}: no failures marked"
+    assert columns == ["time", "tags", "text"]
+    assert all(" failed: " in row[2] for row in rows)
 
 
 def test_reader_role_cannot_write_through_a_panel(reader):
