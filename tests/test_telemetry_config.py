@@ -120,7 +120,7 @@ def test_an_application_provider_is_used_and_never_replaced():
         metrics.set_meter_provider(meter_provider)
 
         from tracker._telemetry import RunTelemetry, _config
-        from tracker._telemetry._metrics import Progress
+        from tracker._telemetry._run import Progress
         assert _config.plan() == _config.Plan("application", "application"), _config.plan()
         with trace.get_tracer("app").start_as_current_span("app work"):
             run = RunTelemetry(run_id=str(uuid.uuid4()), task_name="T", stage="UNKNOWN",

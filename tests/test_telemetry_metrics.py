@@ -13,8 +13,8 @@ from tracker._telemetry._metrics import (
     RUN_DURATION,
     RUN_PROGRESS,
     SUBTASK_PROGRESS,
-    Progress,
 )
+from tracker._telemetry._run import Progress
 
 
 @pytest.fixture(params=PROTOCOLS)

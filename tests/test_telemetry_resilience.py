@@ -37,7 +37,7 @@ def report():  # registered first, so it runs last: after pipetrack's exit flush
 atexit.register(report)
 
 from tracker._telemetry import RunTelemetry
-from tracker._telemetry._metrics import Progress
+from tracker._telemetry._run import Progress
 
 started = time.monotonic()
 run = RunTelemetry(run_id=str(uuid.uuid4()), task_name="T", stage="UNKNOWN",

@@ -12,11 +12,11 @@ from tests.telemetry_support import (
     pointed_receiver,
 )
 from tracker._telemetry import RunTelemetry, _config
-from tracker._telemetry._metrics import Progress
+from tracker._telemetry._run import Progress
 from tracker._telemetry._spans import MESSAGE_EVENT, RunSpans
 
 SERVER, INTERNAL = 2, 1  # OTLP Span.SpanKind
-STATUS_OK, STATUS_ERROR = 1, 2
+STATUS_UNSET, STATUS_ERROR = 0, 2
 
 
 @pytest.fixture(params=PROTOCOLS)
@@ -64,7 +64,7 @@ def test_nested_subtasks_export_a_span_tree_with_cicd_attributes(otlp):
     assert root.attributes["pipetrack.stage"] == "DAILY"
     assert root.attributes["pipetrack.total_subtasks"] == 2
     assert root.attributes["pipetrack.overall_percent_complete"] == 100.0
-    assert root.status_code == STATUS_OK
+    assert root.status_code == STATUS_UNSET  # OK is for applications to set, not libraries
     assert "error.type" not in root.attributes
 
     assert download.attributes["cicd.pipeline.task.name"] == "download"

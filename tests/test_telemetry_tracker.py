@@ -271,3 +271,33 @@ def test_an_uncaught_exception_fails_the_run_and_its_spans_still_leave_at_exit(o
     status, trace_id, _, error_message = row(db, run_id)
     assert (status, error_message) == ("FAILED", "RuntimeError: kaput")
     assert trace_id == root.trace_id
+
+
+QUIET = """
+import sys
+import tracker
+with tracker.run("DAILY_QUIET", total_subtasks=3) as run:
+    for i in range(3):
+        with run.subtask(f"part {i}", items_total=2) as step:
+            step.advance(2)
+            run.message(f"part {i}")
+assert tracker.flush(30)
+print(run.run_id)
+print(sorted({m.split(".")[0] for m in sys.modules if m.startswith(("opentelemetry", "grpc"))}))
+"""
+
+
+def test_a_tracked_pipeline_with_nothing_configured_loads_no_telemetry(db, db_dsn):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(QUIET)],
+        env=dict(env, PIPETRACK_DSN=db_dsn),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    run_id, modules = result.stdout.split()
+    assert modules == "[]"
+    assert row(db, run_id)[:2] == ("FINISHED", None)

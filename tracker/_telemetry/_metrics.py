@@ -12,12 +12,17 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
+
+# Imported only when telemetry is on (tracker._telemetry._run loads this module lazily).
+from opentelemetry.metrics import Observation
+
+from tracker._telemetry._run import Progress, ProgressSource
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import CallbackOptions, Meter, Observation
+    from opentelemetry.metrics import CallbackOptions, Meter
 
 logger = logging.getLogger("tracker")
 
@@ -33,16 +38,6 @@ DURATION_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 18
 DURATION_BUCKETS += (7200, 14400, 28800, 86400)
 
 _GAUGES = (RUN_PROGRESS, SUBTASK_PROGRESS, MEMORY_USAGE)
-
-
-class Progress(NamedTuple):
-    """A run's progress as ratios 0 to 1; ``None`` where there is none (no subtask open)."""
-
-    overall: float | None
-    subtask: float | None
-
-
-ProgressSource = Callable[[], Progress]
 
 
 @dataclass
@@ -156,24 +151,18 @@ class Instruments:
                 yield attributes, progress
 
     def _observe_overall(self, options: CallbackOptions) -> Iterable[Observation]:
-        from opentelemetry.metrics import Observation
-
         for attributes, progress in self._progress(RUN_PROGRESS):
             value = _ratio(progress.overall)
             if value is not None:
                 yield Observation(value, attributes)
 
     def _observe_subtask(self, options: CallbackOptions) -> Iterable[Observation]:
-        from opentelemetry.metrics import Observation
-
         for attributes, progress in self._progress(SUBTASK_PROGRESS):
             value = _ratio(progress.subtask)
             if value is not None:
                 yield Observation(value, attributes)
 
     def _observe_memory(self, options: CallbackOptions) -> Iterable[Observation]:
-        from opentelemetry.metrics import Observation
-
         # Only live runs: an ended run's process memory no longer belongs to it.
         live = [a for a, item in self._snapshot(MEMORY_USAGE) if not isinstance(item, Progress)]
         rss = self._rss() if live else None

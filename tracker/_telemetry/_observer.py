@@ -12,11 +12,10 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from tracker._telemetry._run import RunTelemetry
+from tracker._telemetry._run import Progress, RunTelemetry
 
 if TYPE_CHECKING:
     from tracker._run import Run, Subtask
-    from tracker._telemetry._metrics import Progress
 
 # "KeyError: 'x'" / "SystemExit: 3" / "pkg.Error" - what Run.fail() makes of an exception.
 _TYPE_PREFIX = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
@@ -24,8 +23,6 @@ _TYPE_PREFIX = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
 
 def progress_of(run: Run) -> Progress:
     """A run's progress as ratios, read under its lock (called at metric collection only)."""
-    from tracker._telemetry._metrics import Progress
-
     with run._lock:
         overall = run.overall_percent()
         shown = run.shown

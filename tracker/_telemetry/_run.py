@@ -8,15 +8,27 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 from tracker._telemetry import _config, _context
 
 if TYPE_CHECKING:
-    from tracker._telemetry._metrics import Instruments, ProgressSource
+    from tracker._telemetry._metrics import Instruments
     from tracker._telemetry._spans import RunSpans
 
 logger = logging.getLogger("tracker")
+
+
+class Progress(NamedTuple):
+    """A run's progress as ratios 0 to 1; ``None`` where there is none (no subtask open)."""
+
+    overall: float | None
+    subtask: float | None
+
+
+ProgressSource = Callable[[], Progress]
+"""How the gauges read a run's progress: called at metric collection, never on progress calls."""
 
 
 class RunTelemetry:
@@ -176,8 +188,6 @@ class RunTelemetry:
     ) -> None:
         """End the run's spans and metrics. ``detail``/``error_type`` describe a failure whose
         exception object is no longer at hand (its traceback text and class name)."""
-        from tracker._telemetry._spans import RUN_RESULTS
-
         _context.leave(self.run_id)
         try:
             if self.spans is not None:
@@ -193,7 +203,7 @@ class RunTelemetry:
             if self._instruments is not None and self._metric_key is not None:
                 from tracker._telemetry import _spans
 
-                result = RUN_RESULTS.get(status, "error")
+                result = _spans.RUN_RESULTS.get(status, "error")
                 failed = result in ("failure", "error")
                 self._instruments.run_ended(
                     self._metric_key,

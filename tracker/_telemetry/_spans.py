@@ -14,6 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+# Imported only when telemetry is on (tracker._telemetry._run loads this module lazily), so the
+# API is imported here once rather than on every call.
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import Span, Tracer
@@ -88,8 +93,6 @@ class RunSpans:
         min_event_interval: float = MIN_EVENT_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from opentelemetry.trace import SpanKind
-
         self._tracer = tracer
         self._run_id = run_id
         self._interval = min_event_interval
@@ -137,8 +140,6 @@ class RunSpans:
         parent_index: int | None = None,
         items_total: int | None = None,
     ) -> None:
-        from opentelemetry import trace
-
         with self._lock:
             if self._ended or index in self._subtasks:
                 return
@@ -204,8 +205,6 @@ class RunSpans:
         items_complete: int | None = None,
         items_total: int | None = None,
     ) -> None:
-        from opentelemetry.trace import Status, StatusCode
-
         events = self._events.pop(index, _Events())
         self._flush_pending(span, events)
         result = SUBTASK_RESULTS.get(status, "error")
@@ -213,7 +212,6 @@ class RunSpans:
             _clean(
                 {
                     "cicd.pipeline.task.run.result": result,
-                    "pipetrack.subtask.status": status,
                     "pipetrack.percent_complete": percent,
                     "pipetrack.items.complete": items_complete,
                     "pipetrack.items.total": items_total,
@@ -222,8 +220,6 @@ class RunSpans:
             )
         )
         self._set_outcome(span, result, error=error, message=message)
-        if result == "success":
-            span.set_status(Status(StatusCode.OK))
         span.end()
 
     # -- messages ------------------------------------------------------------------------------
@@ -288,8 +284,6 @@ class RunSpans:
         detail: str | None = None,
         error_type_hint: str | None = None,
     ) -> None:
-        from opentelemetry.trace import Status, StatusCode
-
         if error is not None:
             span.record_exception(error)
         elif detail:
@@ -328,8 +322,6 @@ class RunSpans:
 
         ``detail`` (a traceback as text) and ``error_type_hint`` stand in for ``error`` when
         only the failure's description is known."""
-        from opentelemetry.trace import Status, StatusCode
-
         with self._lock:
             if self._ended:
                 return
@@ -371,6 +363,4 @@ class RunSpans:
                 detail=detail,
                 error_type_hint=error_type_hint,
             )
-            if result == "success":
-                self._run.set_status(Status(StatusCode.OK))
             self._run.end()
