@@ -268,3 +268,27 @@ def test_demo_pipeline_runs_every_stage_through_the_tracker_as_the_writer_login(
     ).fetchone()
     # 12 subtasks in all; the failing task's last one is FAILED
     assert subtasks == (11, 12)
+
+
+def test_dockerfile_copies_what_exists_and_runs_the_pipetrack_command():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    base = re.search(r"^FROM (\S+)", dockerfile, re.M)
+    assert base
+    assert re.fullmatch(r"[\w./-]+:\d[\w.-]*", base.group(1)), "base image pinned to a version"
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    for sources in re.findall(r"^COPY (.+) \S+$", dockerfile, re.M):
+        for source in sources.split():
+            assert (ROOT / source).exists(), source
+            assert source not in ignored, f"{source} is copied but .dockerignore drops it"
+    assert 'ENTRYPOINT ["pipetrack"]' in dockerfile
+    assert "USER 10001" in dockerfile  # never root at run time
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'pipetrack = "tracker.cli:run"' in pyproject
+    # every service built from it runs a command the image has
+    for name in ("migrate", "exporter", "demo"):
+        assert services()[name]["image"] == "pipetrack:0.1.0"
+    assert services()["demo"]["entrypoint"] == ["python", "examples/demo_pipeline.py"]
