@@ -301,3 +301,38 @@ def test_a_tracked_pipeline_with_nothing_configured_loads_no_telemetry(db, db_ds
     run_id, modules = result.stdout.split()
     assert modules == "[]"
     assert row(db, run_id)[:2] == ("FINISHED", None)
+
+
+def test_a_command_wrapped_by_pipetrack_run_joins_the_wrapper_trace(otlp, db, db_dsn):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tracker",
+            "run",
+            "--task",
+            "DAILY_WRAPPER",
+            "--",
+            sys.executable,
+            "-c",
+            textwrap.dedent(CHILD),
+            "DAILY_WRAPPED",
+        ],
+        env=dict(os.environ, PIPETRACK_DSN=db_dsn),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    child_run_id = result.stdout.strip()
+
+    assert otlp.collected.wait_for(lambda: len(otlp.collected.spans()) >= 3)
+    spans = by_name(otlp.collected.spans())
+    wrapper, wrapped = spans["DAILY_WRAPPER"], spans["DAILY_WRAPPED"]
+    assert wrapped.trace_id == wrapper.trace_id
+    assert wrapped.parent_span_id == wrapper.span_id
+    status, trace_id, parent_run_id, _ = row(db, child_run_id)
+    assert status == "FINISHED"
+    assert trace_id == wrapper.trace_id
+    assert parent_run_id == wrapper.attributes["cicd.pipeline.run.id"]
