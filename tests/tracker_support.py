@@ -3,9 +3,12 @@ and running the scripts in tests/scripts/ as real child processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -124,3 +127,117 @@ def read_line(process: subprocess.Popen[str], timeout: float = 30.0) -> str:
             _, err = process.communicate()
             pytest.fail(f"child printed nothing in {timeout} s; stderr:\n{err}")
     return process.stdout.readline().strip()
+
+
+class TcpProxy:
+    """A localhost TCP proxy in front of the test's PostgreSQL, to stop and start "the database"
+    without touching the server. ``blackhole=True`` accepts connections and never answers."""
+
+    def __init__(self, dsn: str) -> None:
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(dsn)
+        host = str(params.get("host") or "/tmp")  # noqa: S108 - libpq's default socket folder
+        port = int(str(params.get("port") or 5432))
+        self._upstream: tuple[int, Any] = (
+            (socket.AF_UNIX, f"{host}/.s.PGSQL.{port}")
+            if host.startswith("/")
+            else (socket.AF_INET, (host, port))
+        )
+        self._dsn = dsn
+        self.port = 0
+        self.blackhole = False
+        self._server: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._running = False
+
+    @property
+    def dsn(self) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(self._dsn, host="127.0.0.1", port=str(self.port), connect_timeout="2")
+
+    def start(self) -> TcpProxy:
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(64)
+        server.settimeout(0.05)
+        self.port = server.getsockname()[1]
+        self._server = server
+        self._running = True
+        self._spawn(self._accept, server)
+        return self
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True, name="test-proxy")
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while self._running:
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            with self._lock:
+                self._sockets.append(client)
+            if self.blackhole:
+                continue
+            upstream = socket.socket(self._upstream[0], socket.SOCK_STREAM)
+            try:
+                upstream.connect(self._upstream[1])
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets.append(upstream)
+            self._spawn(self._pump, client, upstream)
+            self._spawn(self._pump, upstream, client)
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        self._running = False
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+            threads, self._threads = self._threads, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in threads:
+            thread.join(5)
+
+
+@contextmanager
+def proxy_for(dsn: str) -> Iterator[TcpProxy]:
+    proxy = TcpProxy(dsn).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+def spool_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.jsonl")) if directory.exists() else []

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
+from tracker import _tracker
 from tracker._compat import (
     genter,
     gexit,
@@ -29,7 +30,7 @@ from tracker._compat import (
 )
 from tracker._run import Run, Subtask
 from tracker._telemetry import child_env
-from tracker._tracker import Tracker, configure, current_run, default_tracker
+from tracker._tracker import Tracker, configure, current_run
 from tracker.errors import (
     ConfigurationError,
     DatabaseUnavailable,
@@ -59,7 +60,7 @@ def run(
     """Start a run and make it current; use it as a context manager (FINISHED on leaving,
     FAILED on an exception). ``task_name`` defaults to the script's name; ``stage`` to the
     name's prefix (DAILY_, STATIC_ …)."""
-    return default_tracker().run(
+    return _tracker.default_tracker().run(
         task_name,
         total_subtasks,
         stage,
@@ -73,22 +74,22 @@ def progress(
     iterable: Iterable[T], desc: str | None = None, *, total: int | None = None
 ) -> Iterator[T]:
     """Iterate ``iterable`` as a subtask of the current run (started if none), counting items."""
-    return default_tracker().progress(iterable, desc, total=total)
+    return _tracker.default_tracker().progress(iterable, desc, total=total)
 
 
 def track(name: Any = None, *, total_subtasks: int | None = None) -> Any:
     """Decorator: a call is a run when none is going, else a subtask of the current run."""
-    return default_tracker().track(name, total_subtasks=total_subtasks)
+    return _tracker.default_tracker().track(name, total_subtasks=total_subtasks)
 
 
 def flush(timeout: float | None = None) -> bool:
     """Wait until everything tracked so far is written or spooled; False if not in time."""
-    return default_tracker().flush(timeout)
+    return _tracker.default_tracker().flush(timeout)
 
 
 def shutdown(timeout: float | None = None) -> bool:
     """End the runs still going (FINISHED) and write their final state; what exit does."""
-    return default_tracker().shutdown(timeout)
+    return _tracker.default_tracker().shutdown(timeout)
 
 
 __all__ = [

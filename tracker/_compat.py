@@ -193,6 +193,10 @@ def _apply_subtask_fields(run: Run, fields: dict[str, Any]) -> None:
         if fields["subtask_name"] is not None
         else IGNORE
     )
+    # What lenient mode ignored counts as not given.
+    fields["subtask_status"] = new_status if isinstance(new_status, str) else None
+    fields["current_subtask"] = number if isinstance(number, int) else None
+    fields["subtask_name"] = name if isinstance(name, str) else None
     slot: Subtask = target if target is not None else run.implicit
     if any(
         fields[k] is not None

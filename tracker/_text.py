@@ -51,8 +51,9 @@ def clean(value: str, limit: int = TEXT_MAX) -> tuple[str, tuple[str, ...]]:
         problems.append("invalid surrogates replaced")
     if len(value) > limit:
         problems.append(f"{len(value)} characters truncated to {limit}")
-        keep = max(limit - len(TRUNCATED), 0)
-        value = value[:keep] + TRUNCATED[: limit - keep]
+        # A narrow column (task_type is 10 wide) keeps more of the value with a bare ellipsis.
+        marker = TRUNCATED if limit >= 4 * len(TRUNCATED) else TRUNCATED[0]
+        value = value[: max(limit - len(marker), 0)] + marker[:limit]
     return value, tuple(problems)
 
 

@@ -191,14 +191,14 @@ class Tracker:
             return self._runs[-1] if self._runs else None
 
     def active_run(self, *, start: bool) -> Run | None:
-        """The current run if it is still going; with ``start``, a new one named after the
-        script when there is none (what the first ``genter`` does)."""
+        """The current run (possibly ended); with ``start``, a new one named after the script
+        when there is none (what the first ``genter`` does)."""
         with self._lock:
             run = self.current_run()
-            if run is not None and (not run.terminal or not start):
+            # An ended run stays current, so that late calls are reported, not silently
+            # recorded in a new run.
+            if run is not None or not start:
                 return run
-            if not start:
-                return None
             return self.run()
 
     def runs(self) -> list[Run]:

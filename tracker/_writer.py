@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tracker")
 
 BACKOFF_FIRST = 0.25
-BACKOFF_MAX = 10.0
+BACKOFF_MAX = 5.0
 
 
 class Writer:
@@ -57,6 +57,7 @@ class Writer:
         self._retry_at = 0.0
         self._backoff = BACKOFF_FIRST
         self._replay_due = True
+        self._spool_pending = False
         self._next_heartbeat = time.monotonic() + settings.heartbeat_interval
         self._git_cache: dict[str | None, str | None] = {}
         self.rejected = 0
@@ -166,6 +167,8 @@ class Writer:
                 next_tick = now + interval
         if self._store is not None:
             self._store.close()
+        if self._spool is not None:
+            self._spool.rotate()
 
     def _pending_runs(self) -> list[RunCore]:
         with self._runs_lock:
@@ -198,6 +201,9 @@ class Writer:
             snapshots.append(run.snapshot())
         if snapshots:
             self._export(snapshots)
+        elif self._spool_pending and time.monotonic() >= self._retry_at:
+            # Nothing new, but what was spooled should reach the database once it is back.
+            self._export([])
         # A run is done with once its final snapshot is out (in the database or the spool).
         with self._runs_lock:
             for run in runs:
@@ -257,7 +263,11 @@ class Writer:
                     result = spool.replay(key, store.write)
                     if result.unavailable is not None:
                         raise Unavailable(result.unavailable)
-                    self._replay_due = False
+                    self._replay_due = self._spool_pending = False
+                    if result.replayed:
+                        logger.info(
+                            "database reachable; replayed %d spooled snapshot(s)", result.replayed
+                        )
             except Unavailable as exc:
                 self._went_down(str(exc))
                 self._to_spool(key, snapshots)
@@ -295,6 +305,7 @@ class Writer:
         _, spool = self._stores()
         spool.append(key, snapshots)
         self.spooled += len(snapshots)
+        self._spool_pending = True
         for snapshot in snapshots:
             self._exported(snapshot)
 
@@ -314,3 +325,5 @@ class Writer:
             self.spooled += len(snapshots)
             for snapshot in snapshots:
                 self._exported(snapshot)
+        # Release the file's lock now, so that it can be replayed even before this process ends.
+        spool.rotate()

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from tracker.cli import _db, _exporter, _ops, _report, _run, _views
+from tracker.cli import _db, _exporter, _ops, _report, _run, _spool, _views
 from tracker.cli._common import (
     EXIT_NOT_OK,
     EXIT_UNAVAILABLE,
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _report.register(commands)
     _views.register(commands)
     _exporter.register(commands)
+    _spool.register(commands)
     return parser
 
 

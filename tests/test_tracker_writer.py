@@ -1,0 +1,305 @@
+"""The writer and the spool: never lose a status, never regress a row, never wait unbounded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+
+from tests.tracker_support import (
+    child_env,
+    fetch_run,
+    fetch_subtasks,
+    make_tracker,
+    proxy_for,
+    run_script,
+    spool_files,
+    wait_for,
+)
+from tracker import _model
+from tracker._model import RunCore, Snapshot, SubtaskCore
+from tracker._spool import Spool
+from tracker._store import Store
+
+
+def status_of(db, run_id):
+    row = db.execute(
+        "SELECT execution_status FROM pipeline_status WHERE run_id = %s", (run_id,)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def test_database_outage_mid_run_spools_then_replays_in_order(db_dsn, db, tmp_path, caplog):
+    spool = tmp_path / "spool"
+    with proxy_for(db_dsn) as proxy:
+        t = make_tracker(proxy.dsn, spool)
+        try:
+            run = t.run("DAILY_outage", total_subtasks=3)
+            with run.subtask("before", items_total=2) as st:
+                st.advance(2)
+            assert t.flush(10)
+            assert fetch_run(db, run.run_id)["current_subtask"] == 1
+
+            proxy.stop()
+            with run.subtask("during", items_total=5) as st:
+                st.advance(5)
+            assert t.flush(10)
+            wait_for(lambda: spool_files(spool), what="a spool file")
+            run.subtask("after")
+            run.finish("all done")
+            assert t.flush(10)
+            # The database still has the state from before the outage.
+            assert fetch_run(db, run.run_id)["execution_status"] == "RUNNING"
+
+            proxy.start()
+            wait_for(lambda: status_of(db, run.run_id) == "FINISHED", what="the replay")
+            wait_for(lambda: not spool_files(spool), what="the spool to empty")
+        finally:
+            t.shutdown(5)
+    row = fetch_run(db, run.run_id)
+    assert row["overall_progress_message"] == "all done"
+    assert row["overall_percent_complete"] == 100
+    assert row["current_subtask"] == 3
+    subtasks = fetch_subtasks(db, run.run_id)
+    assert [(s["subtask_name"], s["subtask_status"]) for s in subtasks] == [
+        ("before", "COMPLETED"),
+        ("during", "COMPLETED"),
+        ("after", "COMPLETED"),
+    ]
+    assert subtasks[1]["items_complete"] == 5
+    assert "spooling" in caplog.text
+
+
+def test_process_ending_while_database_is_down_leaves_final_state_for_the_next(
+    db_dsn, db, tmp_path
+):
+    data = tmp_path / "data"
+    with proxy_for(db_dsn) as proxy:
+        dsn = proxy.dsn
+        proxy.stop()
+        env = child_env(dsn, data)
+        first = run_script("lifecycle.py", env, "normal")
+        assert first.returncode == 0, first.stderr
+        run_id = first.stdout.split()[1]
+        (left,) = spool_files(data / "spool")
+        lines = left.read_text().splitlines()
+        assert json.loads(lines[0])["pipetrack_spool"] == 1
+        assert json.loads(lines[-1])["run"]["execution_status"] == "FINISHED"
+        assert status_of(db, run_id) is None
+
+        proxy.start()
+        second = run_script("lifecycle.py", env, "finish_twice")
+        assert second.returncode == 0, second.stderr
+    assert status_of(db, run_id) == "FINISHED"
+    assert [s["subtask_status"] for s in fetch_subtasks(db, run_id)] == ["COMPLETED"] * 2
+    assert not spool_files(data / "spool")
+
+
+def pipetrack(*args, env):
+    return subprocess.run(
+        [sys.executable, "-m", "tracker", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_spool_commands_show_and_replay_what_is_waiting(db_dsn, db, tmp_path):
+    data = tmp_path / "data"
+    with proxy_for(db_dsn) as proxy:
+        dsn = proxy.dsn
+        proxy.stop()
+        env = child_env(dsn, data)
+        result = run_script("lifecycle.py", env, "error")
+        run_id = result.stdout.split()[1]
+
+        status = pipetrack("spool", "status", env=env)
+        assert status.returncode == 1, status.stderr
+        assert "1 run(s)" in status.stdout
+        assert "waiting to be written" in status.stdout
+
+        down = pipetrack("spool", "replay", "--dsn", dsn, env=env)
+        assert down.returncode == 3, down.stdout + down.stderr
+
+        proxy.start()
+        replay = pipetrack("spool", "replay", "--dsn", dsn, env=env)
+        assert replay.returncode == 0, replay.stdout + replay.stderr
+        assert "from 1 file(s)" in replay.stdout
+    assert status_of(db, run_id) == "FAILED"
+    after = pipetrack("spool", "status", env=env)
+    assert after.returncode == 0
+    assert "empty" in after.stdout
+
+
+def snapshot(run_id, seq, status="RUNNING", percent=None):
+    core = RunCore(
+        run_id=run_id,
+        task_name="DAILY_seq",
+        task_stage="DAILY",
+        total_subtasks=None,
+        context={"hostname": "h", "process_id": 1},
+        max_pending=10,
+    )
+    core.start_wall = 1_700_000_000.0
+    core.status = status
+    core.overall_explicit = percent
+    core.seq = seq - 1
+    if status in _model.TERMINAL:
+        core.end_mono = core.start_mono + 1
+    return core.snapshot(now_wall=1_700_000_000.0 + seq)
+
+
+def test_an_older_snapshot_never_regresses_a_newer_row(db_dsn, db):
+    run_id = str(uuid.uuid4())
+    store = Store(db_dsn)
+    try:
+        store.write(snapshot(run_id, 5, "FINISHED", 100.0))
+        store.write(snapshot(run_id, 3, "RUNNING", 10.0))
+        store.write(snapshot(run_id, 5, "RUNNING", 20.0))
+    finally:
+        store.close()
+    row = fetch_run(db, run_id)
+    assert (row["seq"], row["execution_status"], row["overall_percent_complete"]) == (
+        5,
+        "FINISHED",
+        100,
+    )
+
+
+def test_spool_cap_drops_progress_but_keeps_final_states(tmp_path, caplog):
+    spool = Spool(tmp_path / "spool", max_bytes=3000)
+    run_id = str(uuid.uuid4())
+    kept = spool.append("k", [snapshot(run_id, seq) for seq in range(1, 40)])
+    assert 0 < kept < 39
+    assert spool.dropped == 39 - kept
+    assert "dropped 1 snapshot(s) so far" in caplog.text
+    assert spool.append("k", [snapshot(run_id, 40, "FAILED")]) == 1
+    spool.rotate()
+    (path,) = spool_files(tmp_path / "spool")
+    last = json.loads(path.read_text().splitlines()[-1])
+    assert last["run"]["execution_status"] == "FAILED"
+
+
+def test_bad_lines_and_foreign_targets_do_not_block_a_replay(db_dsn, db, tmp_path, caplog):
+    directory = tmp_path / "spool"
+    mine, theirs = str(uuid.uuid4()), str(uuid.uuid4())
+    spool = Spool(directory, max_bytes=10**6)
+    store = Store(db_dsn)
+    key = store.resolve()
+    bad = snapshot(str(uuid.uuid4()), 1)
+    bad.status_row["process_id"] = -1  # the schema rejects it for good
+    spool.append(key, [bad, snapshot(mine, 1, "FINISHED")])
+    spool.rotate()
+    with (spool_files(directory)[0]).open("a") as handle:
+        handle.write('{"run": {"run_id": "trunc')  # a process killed mid-write
+    other = Spool(directory, max_bytes=10**6)
+    other.append("postgresql host=elsewhere", [snapshot(theirs, 1)])
+    other.rotate()
+    try:
+        result = spool.replay(key, store.write)
+    finally:
+        store.close()
+    assert (result.replayed, result.rejected, result.corrupt) == (1, 1, 1)
+    assert status_of(db, mine) == "FINISHED"
+    assert status_of(db, theirs) is None
+    assert len(spool_files(directory)) == 1  # the other database's file stays
+
+
+def test_missing_tables_warn_to_upgrade_and_spool_until_then(empty_db_dsn, tmp_path, caplog):
+    from tracker._db import migrate
+    from tracker._db.connect import connect
+    from tracker._db.dsn import DatabaseTarget
+
+    t = make_tracker(empty_db_dsn, tmp_path / "spool")
+    try:
+        run = t.run("DAILY_no_schema")
+        run.finish()
+        assert t.flush(10)
+        assert "run `pipetrack db upgrade`" in caplog.text
+        assert spool_files(tmp_path / "spool")
+        target = DatabaseTarget(conninfo=empty_db_dsn, source="test")
+        with connect(target) as conn:
+            migrate.upgrade(conn)
+
+            def written():
+                return conn.execute(
+                    "SELECT execution_status FROM pipeline_status WHERE run_id = %s",
+                    (run.run_id,),
+                ).fetchone()
+
+            assert wait_for(written, what="the replay after the upgrade") == ("FINISHED",)
+    finally:
+        t.shutdown(5)
+    assert caplog.text.count("run `pipetrack db upgrade`") == 1
+
+
+def test_exit_wait_is_bounded_and_spools_when_the_database_hangs(db_dsn, db, tmp_path):
+    spool = tmp_path / "spool"
+    with proxy_for(db_dsn) as proxy:
+        proxy.blackhole = True
+        t = make_tracker(proxy.dsn, spool)
+        run = t.run("DAILY_hang")
+        run.subtask("stuck")
+        assert t.flush(0.2) is False
+        started = time.monotonic()
+        assert t.shutdown(0.5) is False
+        assert time.monotonic() - started < 3
+        (path,) = spool_files(spool)
+        last = json.loads(path.read_text().splitlines()[-1])
+        assert last["run"]["execution_status"] == "FINISHED"
+        assert last["run"]["run_id"] == run.run_id
+        proxy.blackhole = False
+        replayed = Spool(spool, max_bytes=10**6)
+        store = Store(proxy.dsn)
+        try:
+            wait_for(
+                lambda: replayed.replay(store.resolve(), store.write).files_done, what="replay"
+            )
+        finally:
+            store.close()
+    assert status_of(db, run.run_id) == "FINISHED"
+
+
+def test_pending_subtask_rows_are_bounded_with_a_drop_counter():
+    core = RunCore(
+        run_id=str(uuid.uuid4()),
+        task_name="DAILY_bound",
+        task_stage="DAILY",
+        total_subtasks=None,
+        context={},
+        max_pending=5,
+    )
+    for i in range(20):
+        sub = core.enter(SubtaskCore, f"s{i}", None)
+        core.close(sub, "COMPLETED")
+    assert core.dropped_rows == 15
+    snap: Snapshot = core.snapshot()
+    assert [r["subtask_name"] for r in snap.subtask_rows] == [f"s{i}" for i in range(15, 20)]
+
+
+def test_writer_survives_a_rejected_snapshot_and_keeps_writing(db_dsn, db, tmp_path, caplog):
+    t = make_tracker(db_dsn, tmp_path / "spool")
+    try:
+        broken = t.run("DAILY_rejected")
+        broken.context["process_id"] = -5  # violates chk_process_id: the database refuses it
+        fine = t.run("DAILY_fine")
+        fine.finish()
+        assert t.flush(10)
+        assert status_of(db, fine.run_id) == "FINISHED"
+        assert status_of(db, broken.run_id) is None
+        assert "rejected the status" in caplog.text
+        assert t.writer.alive
+    finally:
+        t.shutdown(5)
+
+
+def test_a_flush_with_nothing_to_write_returns_true():
+    from tracker import Tracker
+
+    t = Tracker(lifecycle=False)
+    assert t.flush(0.1) is True
+    assert t.shutdown(0.1) is True
