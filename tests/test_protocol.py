@@ -249,3 +249,17 @@ def test_scanner_never_loses_or_invents_output_bytes(pieces, cuts):
     assert len(plain_out) <= len(stream)
     for line, _reason in rejected:
         assert line in plain_out
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"::pipetrack::progress done=7,total=9\n",
+        b"::pipetrack::progress done=7\r\n",
+        b"::pipetrack::progress done=7,total=9",
+    ],
+)
+def test_the_fast_path_for_plain_progress_agrees_with_the_general_parser(line):
+    # Same result as the general grammar gives the line with a trailing unknown key.
+    general = parse_line(line.rstrip(b"\r\n") + b",zz=1\n")
+    assert parse_line(line) == general

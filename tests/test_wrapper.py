@@ -334,3 +334,34 @@ def test_memory_of_the_whole_process_tree_is_recorded(db, db_dsn, tmp_path):
     run = the_run(db, "memory")
     assert run["status"] == "FINISHED"
     assert run["peak_memory_mb"] >= 150
+
+
+def test_an_unreachable_database_never_stops_the_command(db_dsn):
+    down = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"
+    done = run_wrapped(down, "--task", "offline", "--", "sh", "-c", "echo still runs; exit 4")
+    assert done.returncode == 4
+    assert done.stdout == b"still runs\n"
+    assert b"spooling" in done.stderr
+
+
+def test_a_closed_reader_gives_the_child_the_sigpipe_it_would_have_had(db, db_dsn):
+    env = {**os.environ, "PIPETRACK_DSN": db_dsn}
+    wrapper = subprocess.Popen(
+        [*PIPETRACK, "run", "--task", "yes", "--", "yes"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert wrapper.stdout.read(2) == b"y\n"
+        wrapper.stdout.close()  # like `| head -1`
+        assert wrapper.wait(timeout=60) == 128 + signal.SIGPIPE
+    finally:
+        wrapper.kill()
+        wrapper.communicate()
+    run = the_run(db, "yes")
+    assert (run["status"], run["exit_code"], run["error_message"]) == (
+        "FAILED",
+        141,
+        "killed by SIGPIPE",
+    )

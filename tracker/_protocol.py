@@ -138,6 +138,9 @@ class Finish:
 Command: TypeAlias = Init | Total | Enter | Exit | Progress | Percent | Message | Error | Finish
 
 _KEY = re.compile(rb"[a-z_]+\Z")
+_PLAIN_PROGRESS = re.compile(
+    rb"::pipetrack::progress done=(\d{1,18})(?:,total=(\d{1,18}))?\r?\n?\Z"
+)
 _COMMAND = re.compile(rb"([a-z]+)(?: ([^:]*))?\Z")
 _UNESCAPE = re.compile(rb"%(25|0[dD]|0[aA]|3[aA]|2[cC])")
 _UNESCAPED = {b"25": b"%", b"0d": b"\r", b"0a": b"\n", b"3a": b":", b"2c": b","}
@@ -208,6 +211,10 @@ def parse_line(line: bytes) -> Command:
 
     Raises ProtocolError if the line does not start with MARKER or is not a valid command.
     """
+    fast = _PLAIN_PROGRESS.match(line)
+    if fast is not None:  # the line a loop prints: worth skipping the general parser for
+        total = fast.group(2)
+        return Progress(done=int(fast.group(1)), total=None if total is None else int(total))
     if not line.startswith(MARKER):
         raise ProtocolError("not a protocol line")
     if len(line) > MAX_LINE_BYTES:

@@ -36,6 +36,25 @@ logger = logging.getLogger("tracker")
 _REJECTED_WARNINGS = 5
 
 
+def _coalesced(commands: list[Command]) -> list[Command]:
+    """``commands`` with each run of consecutive Progress lines reduced to its last (the
+    subtask's latest state wins anyway), keeping the last message any of them carried."""
+    if len(commands) < 2:
+        return commands
+    kept: list[Command] = []
+    for command in commands:
+        previous = kept[-1] if kept else None
+        if isinstance(command, Progress) and isinstance(previous, Progress):
+            kept[-1] = Progress(
+                command.done,
+                previous.total if command.total is None else command.total,
+                previous.message if command.message is None else command.message,
+            )
+        else:
+            kept.append(command)
+    return kept
+
+
 class TreeResources:
     """Stands in for the writer's own-process sampler: reports the child tree's last sample."""
 
@@ -64,7 +83,7 @@ class RunDriver:
 
     # -- Listener ---------------------------------------------------------------------------
     def commands(self, commands: list[Command]) -> None:
-        for command in commands:
+        for command in _coalesced(commands):
             try:
                 self._apply(command)
             except Exception as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tracker.cli._common import EXIT_USAGE, add_dsn_option, complain, say
+from tracker.errors import TrackerError
 
 __all__ = ["register"]
 
@@ -164,7 +165,13 @@ def _wrap(  # noqa: PLR0915 - the wrapper's whole life, start to end, reads best
     from tracker._wrap._outcome import Outcome, decide
     from tracker.cli._report import PIPETRACK_CONTROL, PIPETRACK_RUN_ID
 
-    target = ready_target(args.dsn)
+    dsn: str | None = args.dsn
+    try:
+        dsn = ready_target(args.dsn).conninfo
+    except TrackerError as exc:
+        # The command runs whatever happens to tracking: its states go to the spool and reach
+        # the database later (`pipetrack spool replay`, or the next pipetrack process).
+        complain(f"{exc}; running the command anyway, its run is spooled")
     script = script_of(argv)
     log_path = str(Path(args.log).expanduser().absolute()) if args.log else None
     log_fd = None
@@ -174,7 +181,7 @@ def _wrap(  # noqa: PLR0915 - the wrapper's whole life, start to end, reads best
         except OSError as exc:
             complain(f"cannot open the log {log_path}: {exc.strerror}")
             return EXIT_USAGE
-    tracker = Tracker(dsn=target.conninfo, lifecycle=False, console=False)
+    tracker = Tracker(dsn=dsn, lifecycle=False, console=False)
     resources_seen = TreeResources()
     # The writer samples resources at heartbeats; it must see the tree's, not this wrapper's.
     tracker.writer._sampler = resources_seen  # type: ignore[assignment]
@@ -194,7 +201,8 @@ def _wrap(  # noqa: PLR0915 - the wrapper's whole life, start to end, reads best
     env = child_env()
     env[PIPETRACK_RUN_ID] = run.run_id
     env[PIPETRACK_CONTROL] = control.path
-    env["PIPETRACK_DSN"] = target.conninfo
+    if dsn:
+        env["PIPETRACK_DSN"] = dsn
     try:
         try:
             pid, out_fd, err_fd = spawn(argv, env, original_mask)
