@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import pty
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -365,3 +367,46 @@ def test_a_closed_reader_gives_the_child_the_sigpipe_it_would_have_had(db, db_ds
         141,
         "killed by SIGPIPE",
     )
+
+
+def _read_pty(fd, marker, deadline_seconds=60):
+    deadline = time.monotonic() + deadline_seconds
+    seen = b""
+    while marker not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
+def test_ctrl_c_at_a_terminal_reaches_the_command_once_and_cancels_the_run(db, db_dsn):
+    argv = [
+        *PIPETRACK,
+        "run",
+        "--task",
+        "ctrl-c",
+        "--",
+        sys.executable,
+        str(SCRIPTS / "wrap_ctrl_c.py"),
+    ]
+    env = {**os.environ, "PIPETRACK_DSN": db_dsn}
+    pid, master = pty.fork()
+    if pid == 0:  # the child: the wrapper, in the foreground of a new terminal
+        os.execvpe(argv[0], argv, env)  # noqa: S606 - exec the wrapper itself, no shell
+    try:
+        assert b"ready" in _read_pty(master, b"ready")
+        os.write(master, b"\x03")  # the terminal sends SIGINT to the foreground process group
+        assert b"count 1" in _read_pty(master, b"count")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(master)
+    assert os.waitstatus_to_exitcode(status) == 3
+    run = the_run(db, "ctrl-c")
+    assert (run["status"], run["exit_code"]) == ("CANCELLED", 3)
+    assert run["error_message"] == "cancelled: the command exited with code 3 after SIGINT"
