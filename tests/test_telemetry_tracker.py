@@ -336,3 +336,21 @@ def test_a_command_wrapped_by_pipetrack_run_joins_the_wrapper_trace(otlp, db, db
     assert status == "FINISHED"
     assert trace_id == wrapper.trace_id
     assert parent_run_id == wrapper.attributes["cicd.pipeline.run.id"]
+
+
+def test_a_run_nested_in_this_process_is_a_child_span_of_the_outer_subtask(otlp, tracked, db):
+    with (
+        tracked.run("DAILY_OUTER") as outer,
+        outer.subtask("call inner"),
+        tracked.run("DAILY_INNER") as inner,
+        inner.subtask("inner step"),
+    ):
+        pass
+    assert tracked.flush(10)
+
+    spans = by_name(flush_and_collect(otlp, 4))
+    assert spans["DAILY_INNER"].parent_span_id == spans["call inner"].span_id
+    assert spans["inner step"].parent_span_id == spans["DAILY_INNER"].span_id
+    assert len({s.trace_id for s in spans.values()}) == 1
+    _, trace_id, parent_run_id, _ = row(db, inner.run_id)
+    assert (trace_id, parent_run_id) == (outer.trace_id, outer.run_id)

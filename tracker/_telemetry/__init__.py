@@ -9,9 +9,10 @@ telemetry is on, the SDK and exporters only when pipetrack itself exports.
 from __future__ import annotations
 
 import atexit
+import os
 
 from tracker import _observers
-from tracker._telemetry import _config
+from tracker._telemetry import _config, _context
 from tracker._telemetry._context import child_env
 from tracker._telemetry._observer import TelemetryObserver
 from tracker._telemetry._run import RunTelemetry
@@ -24,3 +25,13 @@ _observers.add_observer(OBSERVER)
 # atexit runs hooks last-in first-out, so the tracker ends its runs first and the spans and
 # metrics of those endings are then flushed here.
 atexit.register(_config.at_exit)
+
+
+def _after_fork() -> None:
+    OBSERVER.forget_all()
+    _context.forget_all()
+    _config.forget_runs()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

@@ -381,6 +381,14 @@ def shutdown(timeout: float | None = None) -> bool:
     return telemetry.shutdown(exit_timeout() if timeout is None else timeout)
 
 
+def forget_runs() -> None:
+    """After a fork: the gauges stop reporting the parent's runs (the SDK re-creates its own
+    export threads in the child)."""
+    telemetry = _Process.current
+    if telemetry is not None and telemetry.instruments is not None:
+        telemetry.instruments.forget_all()
+
+
 def at_exit() -> None:
     """The process's exit hook (registered by the package): a bounded final flush."""
     shutdown()

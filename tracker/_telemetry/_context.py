@@ -19,6 +19,7 @@ from tracker._env import PIPETRACK_RUN_ID
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
+    from opentelemetry.trace import Span
 
     from tracker._telemetry._spans import RunSpans
 
@@ -51,6 +52,21 @@ def leave(run_id: str) -> None:
             if _active[i].run_id == run_id:
                 del _active[i]
                 return
+
+
+def span_of_run(run_id: str | None) -> Span | None:
+    """The current span of a run of this process that is under way (a nested run's parent)."""
+    if run_id is None:
+        return None
+    with _lock:
+        frames = [f for f in _active if f.run_id == run_id and f.spans is not None]
+    return frames[-1].spans.current_span() if frames and frames[-1].spans else None
+
+
+def forget_all() -> None:
+    """After a fork: the child tracks none of its parent's runs (as the tracker does)."""
+    with _lock:
+        _active.clear()
 
 
 def _innermost() -> _Frame | None:

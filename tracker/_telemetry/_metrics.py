@@ -126,6 +126,10 @@ class Instruments:
             outcome["error.type"] = error_type
         self._duration.record(max(0.0, duration_s), outcome)
 
+    def forget_all(self) -> None:
+        with self._lock:
+            self._runs.clear()
+
     # -- observable gauge callbacks (the SDK's collection thread) -------------------------------
 
     def _snapshot(self, gauge: str) -> list[tuple[dict[str, str], ProgressSource | Progress]]:

@@ -107,6 +107,11 @@ class TelemetryObserver:
         if telemetry is not None:
             telemetry.message(text)
 
+    def forget_all(self) -> None:
+        """After a fork: the child continues none of its parent's runs."""
+        with self._lock:
+            self._runs.clear()
+
     def on_run_end(self, run: Run) -> None:
         with self._lock:
             telemetry = self._runs.pop(run.run_id, None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tracker._telemetry import _config, _context
 
@@ -94,7 +94,7 @@ class RunTelemetry:
                 task_type=task_type,
                 total_subtasks=total_subtasks,
                 parent_run_id=parent_run_id,
-                parent=_context.incoming_context(),
+                parent=_parent_context(parent_run_id),
                 min_event_interval=(
                     MIN_EVENT_INTERVAL if min_event_interval is None else min_event_interval
                 ),
@@ -218,3 +218,15 @@ class RunTelemetry:
                 self._telemetry.flush(_config.exit_timeout())
         except Exception:
             logger.debug("telemetry: run end failed", exc_info=True)
+
+
+def _parent_context(parent_run_id: str | None) -> Any:
+    """Where the run span belongs: under the current span of its parent run when that run is
+    under way in this process (a nested run), else under the context a parent process handed
+    over in ``TRACEPARENT``, else under whatever span is current (a root if none)."""
+    span = _context.span_of_run(parent_run_id)
+    if span is not None:
+        from opentelemetry import trace
+
+        return trace.set_span_in_context(span)
+    return _context.incoming_context()
