@@ -247,12 +247,19 @@ class WebhookReceiver:
 
     def firing(self) -> dict[tuple[str, str], float]:
         """(alertname, task or "") -> when a firing notification of it first arrived."""
+        return self._first("firing")
+
+    def resolved(self) -> dict[tuple[str, str], float]:
+        """(alertname, task or "") -> when a resolved notification of it first arrived."""
+        return self._first("resolved")
+
+    def _first(self, status: str) -> dict[tuple[str, str], float]:
         first: dict[tuple[str, str], float] = {}
         with self._lock:
             deliveries = list(self.deliveries)
         for delivery in deliveries:
             for alert in delivery.payload.get("alerts", []):
-                if alert.get("status") != "firing":
+                if alert.get("status") != status:
                     continue
                 labels = alert["labels"]
                 key = (labels["alertname"], labels.get("task", ""))
