@@ -292,3 +292,36 @@ def test_dockerfile_copies_what_exists_and_runs_the_pipetrack_command():
     for name in ("migrate", "exporter", "demo"):
         assert services()[name]["image"] == "pipetrack:0.1.0"
     assert services()["demo"]["entrypoint"] == ["python", "examples/demo_pipeline.py"]
+
+
+def test_demo_sends_traces_and_metrics_with_the_compose_otel_settings(
+    db, db_dsn, stack_logins, tmp_path
+):
+    from tests.otlp_receiver import running_receiver
+
+    otel = {k: v for k, v in environment(services()["demo"]).items() if k.startswith("OTEL_")}
+    # Where they point in the stack: Jaeger's OTLP/HTTP port, Prometheus' OTLP receiver.
+    assert otel["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] == "http://jaeger:4318/v1/traces"
+    assert otel["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"] == (
+        "http://prometheus:9090/api/v1/otlp/v1/metrics"
+    )
+    dsn = make_conninfo(db_dsn, user="pipetrack_demo", password=stack_logins["demo"])
+    with running_receiver() as receiver:
+        otel["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"{receiver.http_endpoint}/v1/traces"
+        otel["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"] = f"{receiver.http_endpoint}/v1/metrics"
+        env = {**os.environ, **otel, "PIPETRACK_DSN": dsn, "PIPETRACK_DATA_DIR": str(tmp_path)}
+        result = subprocess.run(
+            [sys.executable, str(DEMO), "--once", "--pace", "0.001"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        spans = receiver.collected.spans()
+        points = receiver.collected.points()
+    names = {span.name for span in spans}
+    assert {"PREREQ_01_calendar", "DAILY_01_extract", "PERIODIC_01_reindex"} <= names
+    assert {span.resource.get("service.name") for span in spans} == {"pipetrack-demo"}
+    assert points, "no OpenTelemetry metrics arrived"
