@@ -238,7 +238,7 @@ def overview() -> JSON:
     b.row("Latest status by stage")
     b.add(
         "table",
-        "$stage",
+        "$stage tasks",
         "Every task of the stage with the status of its latest run, when it last started, "
         "ended and succeeded. One panel per stage (the Stage variable picks which).",
         [
