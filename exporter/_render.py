@@ -6,9 +6,10 @@ Pure functions of the snapshot (no I/O), so every rule is testable from rows alo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.samples import Sample
 
 from exporter import _metrics as m
 from exporter._queries import LastEnded, RunningRun, Snapshot
@@ -16,7 +17,7 @@ from exporter._queries import LastEnded, RunningRun, Snapshot
 _MIB = 1024 * 1024
 
 Family = GaugeMetricFamily | CounterMetricFamily
-_Add = Callable[[m.MetricSpec, Iterable[str], float], None]
+_Add = Callable[[m.MetricSpec, dict[str, str], float], None]
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -80,9 +81,15 @@ def _stage(raw: str | None) -> str:
 def render(snapshot: Snapshot) -> list[Family]:
     """The task families for one snapshot, each a fresh object."""
     families = {spec.name: spec.family() for spec in m.TASK_METRICS}
+    sample_names = {
+        spec.name: spec.name + ("_total" if spec.kind == "counter" else "")
+        for spec in m.TASK_METRICS
+    }
 
-    def add(spec: m.MetricSpec, labels: Iterable[str], value: float) -> None:
-        families[spec.name].add_metric(list(labels), value)
+    def add(spec: m.MetricSpec, labels: dict[str, str], value: float) -> None:
+        # Straight to the samples (add_metric zips names and values for every sample): a
+        # task's label dict is built once and shared by its samples, which nobody mutates.
+        families[spec.name].samples.append(Sample(sample_names[spec.name], labels, value))
 
     stages = {run.task: _stage(run.stage) for run in snapshot.latest}
     running: dict[str, list[RunningRun]] = {}
@@ -96,20 +103,20 @@ def render(snapshot: Snapshot) -> list[Family]:
     tasks = sorted(
         set(stages) | set(running) | set(ended) | {task for task, _ in outcomes},
     )
-    for task in tasks:
-        key = (task, stages.get(task, m.UNKNOWN_STAGE))
+    keys = {task: {"task": task, "task_stage": stages.get(task, m.UNKNOWN_STAGE)} for task in tasks}
+    for task, key in keys.items():
         add(m.RUNNING_RUNS, key, len(running.get(task, ())))
         for status in m.FINAL_STATUSES:
-            add(m.RUNS, (*key, status), outcomes.get((task, status), 0))
+            add(m.RUNS, {**key, "status": status}, outcomes.get((task, status), 0))
 
     for latest in snapshot.latest:
-        key = (latest.task, stages[latest.task])
+        key = keys[latest.task]
         for status in m.STATUSES:
-            add(m.LAST_RUN_STATUS, (*key, status), 1.0 if latest.status == status else 0.0)
+            add(m.LAST_RUN_STATUS, {**key, "status": status}, float(latest.status == status))
         add(m.LAST_START, key, latest.start)
 
     for task, runs in running.items():
-        key = (task, stages.get(task, m.UNKNOWN_STAGE))
+        key = keys[task]
         _render_current(add, key, runs[0])
         memory = [run.memory_mb for run in runs if run.memory_mb is not None]
         if memory:
@@ -119,14 +126,14 @@ def render(snapshot: Snapshot) -> list[Family]:
             add(m.CPU, key, sum(cpu) / 100)
 
     for task, by_status in ended.items():
-        _render_ended(add, (task, stages.get(task, m.UNKNOWN_STAGE)), by_status)
+        _render_ended(add, keys[task], by_status)
 
     return [families[spec.name] for spec in m.TASK_METRICS]
 
 
 def _render_current(
     add: _Add,
-    key: tuple[str, str],
+    key: dict[str, str],
     run: RunningRun,
 ) -> None:
     """Series about a task's current run (its newest running run)."""
@@ -145,7 +152,7 @@ def _render_current(
             add(spec, key, float(value))
 
 
-def _render_ended(add: _Add, key: tuple[str, str], by_status: dict[str, LastEnded]) -> None:
+def _render_ended(add: _Add, key: dict[str, str], by_status: dict[str, LastEnded]) -> None:
     """Series about a task's ended runs: last end, success, failure, durations."""
     if "FINISHED" in by_status:
         finished = by_status["FINISHED"]
@@ -154,7 +161,7 @@ def _render_ended(add: _Add, key: tuple[str, str], by_status: dict[str, LastEnde
             for q in m.QUANTILES:
                 add(
                     m.RECENT_DURATION,
-                    (*key, f"{q:g}"),
+                    {**key, "quantile": f"{q:g}"},
                     quantile(finished.recent_durations, q),
                 )
     if "FAILED" in by_status:

@@ -16,9 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
+from exporter._exposition import choose
 from exporter._webconfig import BasicAuth, WebConfig
 from tracker.errors import ConfigurationError
 
@@ -119,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"Not Found\n", "text/plain; charset=utf-8", include_body)
 
     def _metrics(self, include_body: bool) -> None:
-        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        encoder, content_type = choose(self.headers.get("Accept", ""))
         try:
             body = encoder(self.server.registry)
         except Exception:

@@ -166,6 +166,10 @@ class TcpProxy:
         listener, self._listener = self._listener, None
         self._resume.set()
         if listener is not None:
+            # On Linux, close() alone leaves a thread blocked in accept() (and the port taking
+            # connections); shutdown() wakes it.
+            with suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         with self._lock:
             sockets, self._sockets = self._sockets, []

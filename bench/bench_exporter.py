@@ -1,0 +1,256 @@
+"""Scrape latency of the exporter against synthetic history: runs x tasks.
+
+For each size a fresh database (migrated schema) gets ``runs`` runs spread over ``tasks`` tasks
+in one INSERT ... SELECT generate_series, then VACUUM ANALYZE. The insert runs with triggers off
+(session_replication_role = replica, superuser only) and the trigger-kept tables are rebuilt
+set-based afterwards, with the migrations' own backfill where there is one: thousands of
+upserts of one row inside one transaction are quadratic (each walks the row's dead versions),
+which production, one run per transaction, never does. Measured, warm:
+  collect  PipetrackCollector.collect(): the database read and building the families
+  scrape   collect + the exposition the server writes for Prometheus' Accept header
+  naive    SELECT DISTINCT ON (task_name) ... ORDER BY task_name, execution_start DESC: the
+           latest-run-per-task query without the trigger-kept table, for comparison
+
+    .venv/bin/python bench/bench_exporter.py                      # every size (minutes)
+    .venv/bin/python bench/bench_exporter.py --runs 1000000 --tasks 1000
+    .venv/bin/python bench/bench_exporter.py --dsn postgresql://... # an existing server
+
+Without --dsn a temporary embedded PostgreSQL is started (and stopped) in a temporary folder.
+The role must be allowed to create databases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from prometheus_client import CollectorRegistry, generate_latest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from exporter import PipetrackCollector
+from exporter._exposition import choose
+from tracker._db import embedded, migrate
+from tracker._db.connect import connect
+from tracker._db.dsn import DatabaseTarget
+
+# Runs end FINISHED (90 %), FAILED (8 %) or CANCELLED (2 %), except the newest run of a share
+# of the tasks, which is still RUNNING. One run per minute, oldest first.
+SEED_SQL = """
+INSERT INTO pipeline_status
+    (run_id, task_name, task_stage, hostname, process_id, execution_start, execution_end,
+     last_update, last_progress, execution_status, total_subtasks, current_subtask,
+     subtask_status, overall_percent_complete, subtask_percent_complete, memory_mb, cpu_percent)
+SELECT gen_random_uuid(),
+       'DAILY_' || lpad((i %% %(tasks)s)::text, 5, '0') || '_bench',
+       'DAILY', 'bench-host', i %% 32768,
+       start, CASE WHEN running THEN NULL ELSE start + took END,
+       start + took, start + took,
+       CASE WHEN running THEN 'RUNNING'
+            WHEN i %% 50 = 0 THEN 'CANCELLED'
+            WHEN i %% 50 < 5 THEN 'FAILED'
+            ELSE 'FINISHED' END,
+       10, CASE WHEN running THEN 4 ELSE 10 END,
+       CASE WHEN running THEN 'RUNNING' ELSE 'COMPLETED' END,
+       CASE WHEN running THEN 37.5 ELSE 100 END,
+       CASE WHEN running THEN 75 ELSE 100 END,
+       200 + i %% 800, (i %% 400)::numeric / 2
+FROM (
+    SELECT i,
+           now() - (%(runs)s - i) * interval '1 minute' AS start,
+           (30 + i %% 600) * interval '1 second' AS took,
+           i > %(runs)s - %(tasks)s AND (i %% 100) < %(running_percent)s AS running
+    FROM generate_series(1, %(runs)s) AS i
+) AS synthetic
+"""
+
+REBUILD_SQL = [
+    """INSERT INTO pipeline_task_latest (task_name, run_id, execution_start)
+       SELECT DISTINCT ON (task_name) task_name, run_id, execution_start
+       FROM pipeline_status ORDER BY task_name, execution_start DESC, run_id DESC""",
+    """INSERT INTO pipeline_task_outcomes (task_name, execution_status, runs)
+       SELECT task_name, execution_status, count(*) FROM pipeline_status
+       WHERE execution_status IN ('FINISHED', 'FAILED', 'CANCELLED')
+       GROUP BY task_name, execution_status""",
+]
+BACKFILL_MARK = "-- Runs that ended before this migration"
+
+# Prometheus 2.x's scrape Accept header: OpenMetrics first.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+NAIVE_SQL = """
+SELECT DISTINCT ON (task_name) task_name, task_stage, execution_status, execution_start
+FROM pipeline_status
+ORDER BY task_name, execution_start DESC
+"""
+
+
+def sizes(text: str) -> list[int]:
+    return [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+
+
+@contextmanager
+def server(dsn: str | None) -> Iterator[str]:
+    if dsn:
+        yield dsn
+        return
+    with tempfile.TemporaryDirectory(prefix="pipetrack-bench-") as folder:
+        pgdata = Path(folder) / "postgres"
+        uri = embedded.ensure_running(pgdata)
+        try:
+            yield uri
+        finally:
+            embedded.stop(pgdata)
+
+
+@contextmanager
+def scratch_database(admin: str, template: str) -> Iterator[str]:
+    name = f"pipetrack_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        )
+    try:
+        yield make_conninfo(admin, dbname=name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def timed(fn: object, repeat: int) -> list[float]:
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()  # type: ignore[operator]
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def p95(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def last_outcome_backfill() -> str:
+    """sql/0005's own backfill statement, so the bench fills the table exactly as it does."""
+    text = (migrate.sql_dir() / "0005_task_last_outcome.sql").read_text("utf-8")
+    start = text.index(BACKFILL_MARK)
+    return text[start : text.index(";", start)]
+
+
+def seed(conn: psycopg.Connection[tuple[object, ...]], runs: int, tasks: int, share: int) -> None:
+    try:
+        conn.execute("SET session_replication_role = replica")
+        triggers_off = True
+    except psycopg.errors.InsufficientPrivilege:
+        triggers_off = False  # not a superuser: the triggers fill the tables (slowly)
+    conn.execute(SEED_SQL, {"runs": runs, "tasks": tasks, "running_percent": share})
+    if triggers_off:
+        conn.execute("SET session_replication_role = DEFAULT")
+        for statement in (*REBUILD_SQL, last_outcome_backfill()):
+            conn.execute(statement.encode())
+
+
+def measure(dsn: str, runs: int, tasks: int, args: argparse.Namespace) -> dict[str, float]:
+    target = DatabaseTarget(conninfo=dsn, source="bench")
+    with connect(target) as conn:
+        started = time.perf_counter()
+        seed(conn, runs, tasks, args.running_percent)
+        seeded = time.perf_counter() - started
+        conn.execute("VACUUM ANALYZE")
+        running = conn.execute(
+            "SELECT count(*) FROM pipeline_status WHERE execution_status = 'RUNNING'"
+        ).fetchone()
+        naive = timed(lambda: conn.execute(NAIVE_SQL).fetchall(), args.naive_repeat)
+
+    collector = PipetrackCollector(target)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    try:
+        for _ in range(3):  # connect, prepare statements, warm caches
+            list(collector.collect())
+        collect = timed(lambda: list(collector.collect()), args.repeat)
+        encode, _ = choose(PROMETHEUS_ACCEPT)
+        scrape = timed(lambda: encode(registry), args.repeat)
+        body = generate_latest(registry)
+        assert registry.get_sample_value("pipetrack_last_scrape_error") == 0
+    finally:
+        collector.close()
+    return {
+        "seed_s": seeded,
+        "running": float(running[0]) if running else 0.0,
+        "collect_median": statistics.median(collect),
+        "collect_p95": p95(collect),
+        "scrape_median": statistics.median(scrape),
+        "scrape_p95": p95(scrape),
+        "series": float(body.count(b"\n") - body.count(b"\n#")),
+        "naive_median": statistics.median(naive),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dsn", help="server to use (default: a temporary embedded one)")
+    parser.add_argument("--runs", type=sizes, default=sizes("10000,100000,1000000"))
+    parser.add_argument("--tasks", type=sizes, default=sizes("100,1000,10000"))
+    parser.add_argument("--repeat", type=int, default=30, help="timed collects per size")
+    parser.add_argument("--naive-repeat", type=int, default=5, help="timed naive queries")
+    parser.add_argument(
+        "--running-percent", type=int, default=5, help="share of tasks with a running run"
+    )
+    args = parser.parse_args()
+
+    header = (
+        f"{'runs':>9} {'tasks':>6} {'running':>7} {'series':>7} {'seed s':>7} "
+        f"{'collect ms':>10} {'p95':>6} {'scrape ms':>9} {'p95':>6} {'naive DISTINCT ON ms':>21}"
+    )
+    with server(args.dsn) as admin:
+        template = f"pipetrack_bench_tpl_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(template)))
+        try:
+            with connect(
+                DatabaseTarget(conninfo=make_conninfo(admin, dbname=template), source="bench")
+            ) as conn:
+                migrate.upgrade(conn)
+            print(header, flush=True)
+            for runs in args.runs:
+                for tasks in args.tasks:
+                    if tasks > runs:
+                        continue
+                    with scratch_database(admin, template) as dsn:
+                        r = measure(dsn, runs, tasks, args)
+                    print(
+                        f"{runs:>9} {tasks:>6} {r['running']:>7.0f} {r['series']:>7.0f} "
+                        f"{r['seed_s']:>7.1f} {r['collect_median']:>10.1f} "
+                        f"{r['collect_p95']:>6.1f} {r['scrape_median']:>9.1f} "
+                        f"{r['scrape_p95']:>6.1f} {r['naive_median']:>21.1f}",
+                        flush=True,
+                    )
+        finally:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(template)
+                    )
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Writing the exposition (Prometheus text 0.0.4 and OpenMetrics) fast enough for 10,000 tasks.
+
+prometheus_client's encoders validate and escape every label name of every sample, which costs
+~5 us a sample: 90 ms for the 16,000 series of 1,000 tasks, twice the scrape budget. Our
+families are plain gauges and counters whose label names are fixed identifiers, so this encoder
+escapes label values only, once per distinct label set, and formats each value once. Anything
+else (histograms, timestamps, exemplars, units) goes to prometheus_client's encoder unchanged.
+The tests parse both outputs back with prometheus_client's parser and compare them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+Encoder = Callable[[Collector], bytes]
+
+_LEGACY_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class _NotSimple(Exception):
+    """A family this encoder does not write; prometheus_client's encoder does."""
+
+
+class _Fixed(Collector):
+    """Families already collected, offered again to prometheus_client's encoders."""
+
+    def __init__(self, families: list[Any]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Any]:
+        return self._families
+
+
+def _simple(families: list[Any]) -> bool:
+    for family in families:
+        if family.type not in ("gauge", "counter") or family.unit:
+            return False
+        if not _LEGACY_NAME.match(family.name):
+            return False
+        suffix = "_total" if family.type == "counter" else ""
+        for sample in family.samples:
+            if (
+                sample.timestamp is not None
+                or sample.exemplar is not None
+                or sample.name != family.name + suffix
+            ):
+                return False
+    return True
+
+
+def _escape_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _write(families: list[Any], *, openmetrics: bool) -> bytes:
+    labels_text: dict[int, str] = {}
+    escaped: dict[str, str] = {}
+    names_checked: set[str] = set()
+    values_text: dict[float, str] = {}
+    out: list[str] = []
+    append = out.append
+    for family in families:
+        help_text = family.documentation.replace("\\", "\\\\").replace("\n", "\\n")
+        if openmetrics:
+            help_text = help_text.replace('"', '\\"')
+            header = family.name
+        else:
+            header = family.name + ("_total" if family.type == "counter" else "")
+        append(f"# HELP {header} {help_text}\n# TYPE {header} {family.type}\n")
+        for sample in family.samples:
+            labels = sample.labels
+            # Samples keep their label dicts alive while we write, so an id is a safe key;
+            # the collector shares one dict among a task's samples.
+            text = labels_text.get(id(labels))
+            if text is None:
+                parts = []
+                for name, raw in sorted(labels.items()):
+                    if name not in names_checked:
+                        if not _LABEL_NAME.match(name):
+                            raise _NotSimple
+                        names_checked.add(name)
+                    value = escaped.get(raw)
+                    if value is None:
+                        value = escaped[raw] = _escape_value(raw)
+                    parts.append(f'{name}="{value}"')
+                text = labels_text[id(labels)] = "{" + ",".join(parts) + "}" if parts else ""
+            number = values_text.get(sample.value)
+            if number is None:
+                number = values_text[sample.value] = floatToGoString(sample.value)  # type: ignore[no-untyped-call]
+            append(f"{sample.name}{text} {number}\n")
+    if openmetrics:
+        append("# EOF\n")
+    return "".join(out).encode("utf-8")
+
+
+def choose(accept_header: str) -> tuple[Encoder, str]:
+    """The encoder and content type for a request's Accept header (as prometheus_client picks)."""
+    fallback, content_type = choose_encoder(accept_header)
+    # The two formats written here; other versions (text 1.0.0, OpenMetrics 2.0) are left to
+    # prometheus_client. Escaping schemes change only names outside [a-zA-Z_:][a-zA-Z0-9_:]*,
+    # which _simple() sends to prometheus_client as well.
+    openmetrics = content_type.startswith("application/openmetrics-text; version=1.0.0;")
+    ours = openmetrics or content_type == CONTENT_TYPE_PLAIN_0_0_4
+
+    def encode(registry: Collector) -> bytes:
+        families = list(registry.collect())
+        if ours and _simple(families):
+            try:
+                return _write(families, openmetrics=openmetrics)
+            except _NotSimple:
+                pass
+        return fallback(_Fixed(families))
+
+    return encode, content_type

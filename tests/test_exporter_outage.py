@@ -1,0 +1,98 @@
+"""A database that is down, slow or stalled: the scrape answers at once that it is down, never
+hangs or raises, and the exporter reconnects by itself when the database is back."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from tests.secrets import DSN_PASSWORD
+from tests.test_exporter_support import free_port, insert_run, proxy_to, registered, via_proxy
+from tracker._db.dsn import DatabaseTarget
+
+RUNS = "pipetrack_task_running_runs"
+LABELS = {"task": "DAILY_01_BDC_Locations", "task_stage": "DAILY"}
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def self_metrics(registry):
+    return (
+        registry.get_sample_value("pipetrack_database_up"),
+        registry.get_sample_value("pipetrack_last_scrape_error"),
+    )
+
+
+def test_a_closed_port_answers_down_without_task_series(caplog):
+    dsn = make_conninfo(
+        host="127.0.0.1", port=str(free_port()), dbname="x", user="u", password=DSN_PASSWORD
+    )
+    target = DatabaseTarget(conninfo=dsn, source="test", secrets=(DSN_PASSWORD,))
+    with caplog.at_level(logging.WARNING, logger="exporter"), registered(target) as (registry, _):
+        assert self_metrics(registry) == (0, 1)
+        assert registry.get_sample_value(RUNS, LABELS) is None
+        assert registry.get_sample_value("pipetrack_scrape_duration_seconds") >= 0
+    assert "Connection refused" in caplog.text or "connection failed" in caplog.text
+    assert DSN_PASSWORD not in caplog.text
+
+
+def test_the_exporter_reconnects_when_the_database_returns(db, admin_dsn, db_dsn):
+    insert_run(db)
+    proxy = proxy_to(admin_dsn)
+    proxy.start()
+    try:
+        with registered(via_proxy(db_dsn, proxy)) as (registry, _):
+            assert self_metrics(registry) == (1, 0)
+            assert registry.get_sample_value(RUNS, LABELS) == 1
+
+            proxy.stop()  # the database goes away, with the exporter's connection
+            assert self_metrics(registry) == (0, 1)
+            assert registry.get_sample_value(RUNS, LABELS) is None
+
+            proxy.start()  # back on the same address
+            assert self_metrics(registry) == (1, 0)
+            assert registry.get_sample_value(RUNS, LABELS) == 1
+            # One connection before the outage, one after: reused between scrapes.
+            assert proxy.accepted == 2
+    finally:
+        proxy.stop()
+
+
+def test_a_stalled_connection_is_dropped_after_the_time_limit(db, admin_dsn, db_dsn):
+    insert_run(db)
+    proxy = proxy_to(admin_dsn)
+    proxy.start()
+    try:
+        with registered(via_proxy(db_dsn, proxy), statement_timeout=0.5) as (registry, _):
+            assert self_metrics(registry) == (1, 0)
+            proxy.stall()  # the network swallows everything from now on
+            assert self_metrics(registry) == (0, 1)
+            proxy.stop()
+            proxy.start()
+            assert self_metrics(registry) == (1, 0)
+    finally:
+        proxy.stop()
+
+
+def test_a_statement_over_the_timeout_is_an_error_but_not_down(db, db_target):
+    insert_run(db)
+    with (
+        registered(db_target, statement_timeout=0.5) as (registry, _),
+        psycopg.connect(db_target.conninfo) as locker,
+    ):
+        # Another session holds the outcomes table: the scrape's read waits, then is cancelled.
+        locker.execute("LOCK TABLE pipetrack.pipeline_task_outcomes IN ACCESS EXCLUSIVE MODE")
+        assert self_metrics(registry) == (1, 1)
+        assert registry.get_sample_value(RUNS, LABELS) is None
+        locker.rollback()
+        assert self_metrics(registry) == (1, 0)
+        assert registry.get_sample_value(RUNS, LABELS) == 1
+
+
+def test_a_database_without_the_schema_is_an_error_but_not_down(empty_db_dsn):
+    target = DatabaseTarget(conninfo=empty_db_dsn, source="test")
+    with registered(target) as (registry, _):
+        assert self_metrics(registry) == (1, 1)
