@@ -167,3 +167,17 @@ def test_db_url_shows_a_configured_dsn_redacted():
     result = pipetrack("db", "url", env={"PIPETRACK_DSN": dsn})
     assert result.returncode == EXIT_OK
     assert result.stdout.strip() == "postgresql://etl:****@db.example:5432/geodb"
+
+
+def test_a_reader_that_goes_away_is_not_an_error_message():
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "tracker", "db", "url"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PIPETRACK_DSN": "dbname=geodb"},
+    )
+    assert reader.stdout is not None
+    reader.stdout.close()  # like `| head` exiting before reading anything
+    _, stderr = reader.communicate(timeout=30)
+    assert stderr == b""
+    assert reader.returncode == EXIT_NOT_OK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -60,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NOT_OK
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`pipetrack history X | head`): not an error of ours. Point stdout
+        # at devnull so the interpreter's final flush does not raise again (Python docs, "SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_NOT_OK
     return code
 
 
