@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,14 +23,19 @@ _KEEP_PREFIXES = ("PIPETRACK_TEST_", "PIPETRACK_REQUIRE_")
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def _isolated_environment() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         for name in list(os.environ):
             if name.startswith(_FOREIGN_PREFIXES) and not name.startswith(_KEEP_PREFIXES):
                 mp.delenv(name)
-        mp.setenv("PIPETRACK_DATA_DIR", str(tmp_path_factory.mktemp("pipetrack-data")))
+        # Outside pytest's basetemp, which a concurrent pytest session may prune.
+        data_dir = Path(tempfile.mkdtemp(prefix="pipetrack-test-data-"))
+        mp.setenv("PIPETRACK_DATA_DIR", str(data_dir))
         mp.setenv("PIPETRACK_STRICT", "1")
-        yield
+        try:
+            yield
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 class _EveryLine(logging.Handler):

@@ -8,8 +8,11 @@ migrated once into a template database; each test gets a copy of it, dropped aft
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -58,17 +61,21 @@ def drop_database(admin_dsn: str, name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def admin_dsn(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def admin_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
     """A DSN with the right to create databases, on the server the suite uses."""
     given = request.config.getoption("--test-dsn") or os.environ.get(TEST_DSN_VAR)
     if given:
         yield given
         return
-    pgdata = tmp_path_factory.mktemp("embedded") / "postgres"
-    yield embedded.ensure_running(pgdata)
-    embedded.stop(pgdata)
+    # Not under pytest's basetemp: a concurrent pytest session prunes old basetemp folders, and
+    # would delete this live server's data directory under it.
+    folder = Path(tempfile.mkdtemp(prefix="pipetrack-test-pg-"))
+    pgdata = folder / "postgres"
+    try:
+        yield embedded.ensure_running(pgdata)
+    finally:
+        embedded.stop(pgdata)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
