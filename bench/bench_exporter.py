@@ -5,11 +5,13 @@ in one INSERT ... SELECT generate_series, then VACUUM ANALYZE. The insert runs w
 (session_replication_role = replica, superuser only) and the trigger-kept tables are rebuilt
 set-based afterwards, with the migrations' own backfill where there is one: thousands of
 upserts of one row inside one transaction are quadratic (each walks the row's dead versions),
-which production, one run per transaction, never does. Measured, warm:
-  collect  PipetrackCollector.collect(): the database read and building the families
-  scrape   collect + the exposition the server writes for Prometheus' Accept header
+which production, one run per transaction, never does. Measured, warm (medians, and p95):
+  db       server time of the scrape's four statements (EXPLAIN ANALYZE: planning + execution)
+  collect  PipetrackCollector.collect(): the database read and building the families, wall
+  cpu      the exporter process's CPU time for one collect (what machine load cannot inflate)
+  scrape   collect + the exposition the server writes for Prometheus' Accept header, wall
   naive    SELECT DISTINCT ON (task_name) ... ORDER BY task_name, execution_start DESC: the
-           latest-run-per-task query without the trigger-kept table, for comparison
+           latest-run-per-task query without the trigger-kept table, for comparison (wall)
 
     .venv/bin/python bench/bench_exporter.py                      # every size (minutes)
     .venv/bin/python bench/bench_exporter.py --runs 1000000 --tasks 1000
@@ -27,7 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,6 +40,7 @@ from psycopg.conninfo import make_conninfo
 
 from exporter import PipetrackCollector
 from exporter._exposition import choose
+from exporter._queries import LAST_ENDED_SQL, LATEST_SQL, OUTCOMES_SQL, RUNNING_SQL
 from tracker._db import embedded, migrate
 from tracker._db.connect import connect
 from tracker._db.dsn import DatabaseTarget
@@ -132,13 +135,23 @@ def scratch_database(admin: str, template: str) -> Iterator[str]:
             )
 
 
-def timed(fn: object, repeat: int) -> list[float]:
+def timed(fn: object, repeat: int, clock: Callable[[], float] = time.perf_counter) -> list[float]:
     samples = []
     for _ in range(repeat):
-        started = time.perf_counter()
+        started = clock()
         fn()  # type: ignore[operator]
-        samples.append((time.perf_counter() - started) * 1000)
+        samples.append((clock() - started) * 1000)
     return samples
+
+
+def server_ms(conn: psycopg.Connection[tuple[object, ...]]) -> float:
+    """Planning + execution time the server reports for the scrape's statements."""
+    total = 0.0
+    for statement in (LATEST_SQL, RUNNING_SQL, OUTCOMES_SQL, LAST_ENDED_SQL):
+        row = conn.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}").fetchone()
+        plan = row[0][0] if row else {}  # type: ignore[index]
+        total += float(plan["Planning Time"]) + float(plan["Execution Time"])
+    return total
 
 
 def p95(samples: list[float]) -> float:
@@ -177,6 +190,7 @@ def measure(dsn: str, runs: int, tasks: int, args: argparse.Namespace) -> dict[s
             "SELECT count(*) FROM pipeline_status WHERE execution_status = 'RUNNING'"
         ).fetchone()
         naive = timed(lambda: conn.execute(NAIVE_SQL).fetchall(), args.naive_repeat)
+        database = [server_ms(conn) for _ in range(args.repeat)]
 
     collector = PipetrackCollector(target)
     registry = CollectorRegistry()
@@ -185,6 +199,7 @@ def measure(dsn: str, runs: int, tasks: int, args: argparse.Namespace) -> dict[s
         for _ in range(3):  # connect, prepare statements, warm caches
             list(collector.collect())
         collect = timed(lambda: list(collector.collect()), args.repeat)
+        cpu = timed(lambda: list(collector.collect()), args.repeat, time.process_time)
         encode, _ = choose(PROMETHEUS_ACCEPT)
         scrape = timed(lambda: encode(registry), args.repeat)
         body = generate_latest(registry)
@@ -194,6 +209,8 @@ def measure(dsn: str, runs: int, tasks: int, args: argparse.Namespace) -> dict[s
     return {
         "seed_s": seeded,
         "running": float(running[0]) if running else 0.0,
+        "db_median": statistics.median(database),
+        "cpu_median": statistics.median(cpu),
         "collect_median": statistics.median(collect),
         "collect_p95": p95(collect),
         "scrape_median": statistics.median(scrape),
@@ -216,8 +233,9 @@ def main() -> int:
     args = parser.parse_args()
 
     header = (
-        f"{'runs':>9} {'tasks':>6} {'running':>7} {'series':>7} {'seed s':>7} "
-        f"{'collect ms':>10} {'p95':>6} {'scrape ms':>9} {'p95':>6} {'naive DISTINCT ON ms':>21}"
+        f"{'runs':>9} {'tasks':>6} {'running':>7} {'series':>7} {'seed s':>7} {'db ms':>6} "
+        f"{'collect ms':>10} {'p95':>6} {'cpu ms':>6} {'scrape ms':>9} {'p95':>6} "
+        f"{'naive DISTINCT ON ms':>21}"
     )
     with server(args.dsn) as admin:
         template = f"pipetrack_bench_tpl_{uuid.uuid4().hex[:8]}"
@@ -237,8 +255,9 @@ def main() -> int:
                         r = measure(dsn, runs, tasks, args)
                     print(
                         f"{runs:>9} {tasks:>6} {r['running']:>7.0f} {r['series']:>7.0f} "
-                        f"{r['seed_s']:>7.1f} {r['collect_median']:>10.1f} "
-                        f"{r['collect_p95']:>6.1f} {r['scrape_median']:>9.1f} "
+                        f"{r['seed_s']:>7.1f} {r['db_median']:>6.1f} "
+                        f"{r['collect_median']:>10.1f} {r['collect_p95']:>6.1f} "
+                        f"{r['cpu_median']:>6.1f} {r['scrape_median']:>9.1f} "
                         f"{r['scrape_p95']:>6.1f} {r['naive_median']:>21.1f}",
                         flush=True,
                     )

@@ -8,6 +8,7 @@ self-metrics, saying the database is down: never an exception, never a hang.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import threading
@@ -27,6 +28,13 @@ logger = logging.getLogger("exporter")
 
 # Below Prometheus' default scrape timeout of 10 s, with room for connecting (3 s) first.
 DEFAULT_STATEMENT_TIMEOUT = 5.0
+
+scrape_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "pipetrack_scrape_timeout", default=None
+)
+"""The scraper's own timeout (Prometheus sends X-Prometheus-Scrape-Timeout-Seconds), set by the
+HTTP server around a scrape. A read then uses at most half of it per statement, so the answer
+that the database is slow arrives before the scraper gives up."""
 
 
 class PipetrackCollector(Collector):
@@ -64,8 +72,14 @@ class PipetrackCollector(Collector):
         with self._lock:
             self._refresh()
             snapshot, error, seconds = self._snapshot, self._error, self._read_seconds
+        families: list[Family] = []
         if snapshot is not None:
-            yield from render(snapshot)
+            try:
+                families = render(snapshot)
+            except Exception:
+                logger.exception("building metrics from %s failed", self._redacted)
+                error = ReadFailed("unexpected rows", reachable=True)
+        yield from families
         yield _gauge(m.DATABASE_UP, 0.0 if error is not None and not error.reachable else 1.0)
         yield _gauge(m.LAST_SCRAPE_ERROR, 0.0 if error is None else 1.0)
         yield _gauge(m.SCRAPE_DURATION, seconds)
@@ -78,16 +92,23 @@ class PipetrackCollector(Collector):
         started = time.monotonic()
         if started - self._read_at < self._min_interval:
             return
+        snapshot: Snapshot | None = None
+        failure: ReadFailed | None = None
+        budget = scrape_timeout.get()
         try:
-            snapshot = self._reader.read()
+            snapshot = self._reader.read(None if budget is None else budget / 2)
         except ReadFailed as exc:
-            if self._error is None or str(self._error) != str(exc):
-                logger.warning("cannot read %s: %s", self._redacted, exc)
-            self._snapshot, self._error = None, exc
-        else:
-            if self._error is not None:
-                logger.warning("reading %s again", self._redacted)
-            self._snapshot, self._error = snapshot, None
+            failure = exc
+        except Exception as exc:
+            # A bug, or a schema this version does not know, must not turn scrapes into HTTP
+            # 500s: say so in the metrics and the log, and keep serving.
+            logger.exception("reading %s failed unexpectedly", self._redacted)
+            failure = ReadFailed(f"unexpected {type(exc).__name__}", reachable=True)
+        if failure is not None and (self._error is None or str(self._error) != str(failure)):
+            logger.warning("cannot read %s: %s", self._redacted, failure)
+        elif failure is None and self._error is not None:
+            logger.warning("reading %s again", self._redacted)
+        self._snapshot, self._error = snapshot, failure
         self._read_at = time.monotonic()
         self._read_seconds = self._read_at - started
 

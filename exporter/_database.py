@@ -4,7 +4,10 @@ A read is bounded three ways, so a scrape always gets an answer before Prometheu
 1. connecting: ``connect_timeout`` (3 s unless the DSN or PGCONNECT_TIMEOUT says otherwise);
 2. each statement: ``SET LOCAL statement_timeout`` (the server cancels it);
 3. a server that never answers at all (a stalled network or pooler): a watchdog shuts the
-   socket down ``statement_timeout`` + 1 s after the read began, which fails the read at once.
+   socket down a grace period (1 s, or half the statement timeout if shorter) after the
+   statement timeout, which fails the read at once.
+A read may ask for a shorter statement timeout than the configured one (a scrape with a short
+scrape timeout).
 """
 
 from __future__ import annotations
@@ -71,18 +74,22 @@ class DatabaseReader:
         self._statement_timeout = statement_timeout
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
 
-    def read(self) -> Snapshot:
+    def read(self, statement_timeout: float | None = None) -> Snapshot:
         """One snapshot. Raises ReadFailed (never anything else from the database)."""
         import psycopg
 
+        timeout = self._statement_timeout
+        if statement_timeout is not None:
+            timeout = min(timeout, statement_timeout)
+        limit = timeout + min(WATCHDOG_GRACE_SECONDS, timeout / 2)
         conn = self._connection()
-        watchdog = _Watchdog(conn, self._statement_timeout + WATCHDOG_GRACE_SECONDS)
+        watchdog = _Watchdog(conn, limit)
         try:
-            return read_snapshot(conn, self._statement_timeout)
+            return read_snapshot(conn, timeout)
         except psycopg.Error as exc:
             reason = self._target.redact(" ".join(str(exc).split()) or type(exc).__name__)
             if watchdog.fired:
-                reason = f"no answer within {self._statement_timeout + WATCHDOG_GRACE_SECONDS:g} s"
+                reason = f"no answer within {limit:g} s"
             broken = conn.closed or conn.broken or watchdog.fired
             if broken or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 self.close()

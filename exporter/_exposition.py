@@ -74,6 +74,8 @@ def _write(families: list[Any], *, openmetrics: bool) -> bytes:
         else:
             header = family.name + ("_total" if family.type == "counter" else "")
         append(f"# HELP {header} {help_text}\n# TYPE {header} {family.type}\n")
+        # Every sample of a simple family has the same name (_simple checked it).
+        sample_name = family.name + ("_total" if family.type == "counter" else "")
         for sample in family.samples:
             labels = sample.labels
             # Samples keep their label dicts alive while we write, so an id is a safe key;
@@ -94,7 +96,7 @@ def _write(families: list[Any], *, openmetrics: bool) -> bytes:
             number = values_text.get(sample.value)
             if number is None:
                 number = values_text[sample.value] = floatToGoString(sample.value)  # type: ignore[no-untyped-call]
-            append(f"{sample.name}{text} {number}\n")
+            append(f"{sample_name}{text} {number}\n")
     if openmetrics:
         append("# EOF\n")
     return "".join(out).encode("utf-8")

@@ -104,16 +104,30 @@ def render(snapshot: Snapshot) -> list[Family]:
         set(stages) | set(running) | set(ended) | {task for task, _ in outcomes},
     )
     keys = {task: {"task": task, "task_stage": stages.get(task, m.UNKNOWN_STAGE)} for task in tasks}
+    # The two loops below write half of all samples; bound appends keep them cheap.
+    running_append = families[m.RUNNING_RUNS.name].samples.append
+    runs_append = families[m.RUNS.name].samples.append
+    runs_name = sample_names[m.RUNS.name]
     for task, key in keys.items():
-        add(m.RUNNING_RUNS, key, len(running.get(task, ())))
+        running_append(Sample(m.RUNNING_RUNS.name, key, len(running.get(task, ()))))
         for status in m.FINAL_STATUSES:
-            add(m.RUNS, {**key, "status": status}, outcomes.get((task, status), 0))
+            runs_append(
+                Sample(runs_name, {**key, "status": status}, outcomes.get((task, status), 0))
+            )
 
+    status_append = families[m.LAST_RUN_STATUS.name].samples.append
+    start_append = families[m.LAST_START.name].samples.append
     for latest in snapshot.latest:
         key = keys[latest.task]
         for status in m.STATUSES:
-            add(m.LAST_RUN_STATUS, {**key, "status": status}, float(latest.status == status))
-        add(m.LAST_START, key, latest.start)
+            status_append(
+                Sample(
+                    m.LAST_RUN_STATUS.name,
+                    {**key, "status": status},
+                    1.0 if latest.status == status else 0.0,
+                )
+            )
+        start_append(Sample(m.LAST_START.name, key, latest.start))
 
     for task, runs in running.items():
         key = keys[task]

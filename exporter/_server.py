@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client.registry import CollectorRegistry
 
+from exporter._collector import scrape_timeout
 from exporter._exposition import choose
 from exporter._webconfig import BasicAuth, WebConfig
 from tracker.errors import ConfigurationError
@@ -120,12 +121,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _metrics(self, include_body: bool) -> None:
         encoder, content_type = choose(self.headers.get("Accept", ""))
+        token = scrape_timeout.set(
+            _seconds(self.headers.get("X-Prometheus-Scrape-Timeout-Seconds"))
+        )
         try:
             body = encoder(self.server.registry)
         except Exception:
             logger.exception("collecting metrics failed")
             self._send(500, b"collecting metrics failed\n", "text/plain", include_body)
             return
+        finally:
+            scrape_timeout.reset(token)
         self._send(200, body, content_type, include_body)
 
     def _send(
@@ -147,6 +153,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
+
+
+def _seconds(header: str | None) -> float | None:
+    """A positive number of seconds from a header, else None (a bad header is ignored)."""
+    try:
+        value = float(header) if header else None
+    except ValueError:
+        return None
+    return value if value is not None and 0 < value < float("inf") else None
 
 
 class ExporterServer:

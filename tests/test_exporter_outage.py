@@ -96,3 +96,21 @@ def test_a_database_without_the_schema_is_an_error_but_not_down(empty_db_dsn):
     target = DatabaseTarget(conninfo=empty_db_dsn, source="test")
     with registered(target) as (registry, _):
         assert self_metrics(registry) == (1, 1)
+
+
+def test_rows_of_an_unexpected_shape_are_an_error_not_a_crash(db, db_target, caplog):
+    run = insert_run(db)
+    db.execute(
+        "UPDATE pipeline_status SET execution_status = 'FINISHED', execution_end = now()"
+        " WHERE run_id = %s",
+        (run,),
+    )
+    # A schema this version does not know: durations that are not numbers.
+    db.execute(
+        "ALTER TABLE pipeline_task_last_outcome ALTER COLUMN recent_durations DROP DEFAULT,"
+        " ALTER COLUMN recent_durations TYPE text[] USING recent_durations::text[]"
+    )
+    with caplog.at_level(logging.ERROR, logger="exporter"), registered(db_target) as (registry, _):
+        assert self_metrics(registry) == (1, 1)
+        assert registry.get_sample_value("pipetrack_task_running_runs", LABELS) is None
+    assert "building metrics" in caplog.text

@@ -260,3 +260,25 @@ def test_a_port_in_use_is_a_clear_configuration_error(registry):
 
     with running(registry) as server, pytest.raises(ConfigurationError, match="cannot listen"):
         ExporterServer(registry, host="127.0.0.1", port=server.port)
+
+
+def test_the_scrapers_timeout_header_shortens_the_database_wait(db, db_target):
+    import psycopg
+
+    insert_run(db)
+    registry = CollectorRegistry()
+    # A statement timeout far beyond the client's patience: only the header can save the scrape.
+    collector = PipetrackCollector(db_target, statement_timeout=300)
+    registry.register(collector)
+    try:
+        with running(registry) as server, psycopg.connect(db_target.conninfo) as locker:
+            locker.execute("LOCK TABLE pipetrack.pipeline_task_outcomes IN ACCESS EXCLUSIVE MODE")
+            status, _, body = get(server, headers={"X-Prometheus-Scrape-Timeout-Seconds": "1"})
+            assert status == 200
+            assert b"pipetrack_last_scrape_error 1.0" in body
+            assert b"pipetrack_database_up 1.0" in body
+            locker.rollback()
+            status, _, body = get(server, headers={"X-Prometheus-Scrape-Timeout-Seconds": "bad"})
+            assert b"pipetrack_last_scrape_error 0.0" in body
+    finally:
+        collector.close()
