@@ -88,8 +88,9 @@ class DeliveryLog:
             )
 
     def note_ended(self) -> None:
-        # A plain increment: under the GIL, and only ever read after the processor shut down.
-        self.spans_ended += 1
+        # Spans end on any thread; += alone could lose counts between them.
+        with self._lock:
+            self.spans_ended += 1
 
     def note_exported(self, spans: int) -> None:
         with self._lock:
