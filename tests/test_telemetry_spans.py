@@ -117,7 +117,7 @@ def test_failure_of_a_wrapped_command_is_typed_by_its_exit_code(otlp):
 def test_cancellation_is_marked_and_closes_open_subtasks(otlp):
     run = start()
     run.subtask_started(1, "outer")
-    run.subtask_started(2, "inner")
+    run.subtask_started(2, "inner", parent_index=1)
     run.run_ended("CANCELLED", message="SIGTERM")
 
     spans = by_name(flush_and_collect(otlp, 3))
@@ -133,16 +133,18 @@ def test_cancellation_is_marked_and_closes_open_subtasks(otlp):
         assert spans[name].end_ns <= root.end_ns
 
 
-def test_an_open_subtask_nests_the_next_one_without_an_explicit_parent(otlp):
+def test_a_subtask_without_a_parent_is_a_child_of_the_run(otlp):
     run = start()
-    run.subtask_started(1, "outer")
-    run.subtask_started(2, "inner")
+    run.subtask_started(1, "first")
+    run.subtask_started(2, "second, on another thread")
     run.subtask_ended(2, "COMPLETED")
     run.subtask_ended(1, "COMPLETED")
     run.run_ended("FINISHED")
 
     spans = by_name(flush_and_collect(otlp, 3))
-    assert spans["inner"].parent_span_id == spans["outer"].span_id
+    root = spans["DAILY_LOAD"]
+    assert spans["first"].parent_span_id == root.span_id
+    assert spans["second, on another thread"].parent_span_id == root.span_id
 
 
 class FakeClock:
@@ -163,11 +165,11 @@ def test_messages_become_events_at_most_once_a_second_keeping_the_last(otlp):
     )
     spans.subtask_started(1, "loop")
     for i in range(50):  # 50 messages within 0.49 s: only the first is written at once
-        spans.message(f"row {i}", percent=float(i))
+        spans.message(f"row {i}", index=1, percent=float(i))
         clock.now += 0.01
     clock.now += 1.0
-    spans.message("row 50", percent=50.0)  # a second later: written
-    spans.message("row 51", percent=51.0)  # held back...
+    spans.message("row 50", index=1, percent=50.0)  # a second later: written
+    spans.message("row 51", index=1, percent=51.0)  # held back...
     spans.subtask_ended(1, "COMPLETED")  # ...and written when the subtask ends
     spans.message("after the subtask", percent=None)  # the run span's own event
     spans.run_ended("FINISHED")

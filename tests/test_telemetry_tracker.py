@@ -354,3 +354,33 @@ def test_a_run_nested_in_this_process_is_a_child_span_of_the_outer_subtask(otlp,
     assert len({s.trace_id for s in spans.values()}) == 1
     _, trace_id, parent_run_id, _ = row(db, inner.run_id)
     assert (trace_id, parent_run_id) == (outer.trace_id, outer.run_id)
+
+
+def test_subtasks_nest_as_the_tracker_nests_them_per_thread(otlp, tracked):
+    import threading
+
+    def worker(run, ready, go):
+        with run.subtask("worker step"):
+            ready.set()
+            go.wait(30)
+            run.message("from the worker")
+
+    with tracked.run("DAILY_THREADS") as run, run.subtask("outer"):
+        ready, go = threading.Event(), threading.Event()
+        thread = threading.Thread(target=worker, args=(run, ready, go))
+        thread.start()
+        assert ready.wait(30)
+        with run.subtask("inner"):
+            run.message("from the main thread")
+            go.set()
+            thread.join(30)
+
+    spans = by_name(flush_and_collect(otlp, 4))
+    root = spans["DAILY_THREADS"]
+    # As the tracker records it (parent_index): a worker thread's first subtask belongs to the
+    # run's own thread's innermost one; "inner" does not swallow the worker's step or message.
+    assert spans["worker step"].parent_span_id == spans["outer"].span_id
+    assert spans["outer"].parent_span_id == root.span_id
+    assert spans["inner"].parent_span_id == spans["outer"].span_id
+    assert [e[2]["message"] for e in spans["inner"].events] == ["from the main thread"]
+    assert [e[2]["message"] for e in spans["worker step"].events] == ["from the worker"]

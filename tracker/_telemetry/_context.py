@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from tracker._env import PIPETRACK_RUN_ID
@@ -29,9 +29,20 @@ TRACEPARENT = "TRACEPARENT"
 TRACESTATE = "TRACESTATE"
 
 
+CurrentIndex = Callable[[], "int | None"]
+"""The calling thread's innermost open subtask of a run (its index), as the tracker knows it."""
+
+
 class _Frame(NamedTuple):
     run_id: str
     spans: RunSpans | None
+    current_index: CurrentIndex | None
+
+    def span(self) -> Span | None:
+        if self.spans is None:
+            return None
+        index = self.current_index() if self.current_index is not None else None
+        return self.spans.span_for(index)
 
 
 # Runs of this process that are under way, innermost last. A list, not a contextvar: child
@@ -40,10 +51,10 @@ _lock = threading.Lock()
 _active: list[_Frame] = []
 
 
-def enter(run_id: str, spans: RunSpans | None) -> None:
+def enter(run_id: str, spans: RunSpans | None, current_index: CurrentIndex | None = None) -> None:
     """Note a run as under way, so :func:`child_env` hands its id (and span) to children."""
     with _lock:
-        _active.append(_Frame(run_id, spans))
+        _active.append(_Frame(run_id, spans, current_index))
 
 
 def leave(run_id: str) -> None:
@@ -60,7 +71,7 @@ def span_of_run(run_id: str | None) -> Span | None:
         return None
     with _lock:
         frames = [f for f in _active if f.run_id == run_id and f.spans is not None]
-    return frames[-1].spans.current_span() if frames and frames[-1].spans else None
+    return frames[-1].span() if frames else None
 
 
 def forget_all() -> None:
@@ -111,22 +122,23 @@ def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for a child process, so a run it starts joins this one.
 
     A copy of ``env`` (default: ``os.environ``) with ``PIPETRACK_RUN_ID`` set to the current run
-    and, when telemetry is on, ``TRACEPARENT``/``TRACESTATE`` pointing at the current subtask's
-    span. Without a current run the environment is returned as it is (a context this process
-    inherited passes through to its children). Use it as ``subprocess.run(cmd,
-    env=tracker.child_env())``.
+    and, when telemetry is on, ``TRACEPARENT``/``TRACESTATE`` pointing at the span of the calling
+    thread's current subtask (else the run's). Without a current run the environment is
+    returned as it is (a context this process inherited passes through to its children). Use
+    it as ``subprocess.run(cmd, env=tracker.child_env())``.
     """
     out = dict(os.environ if env is None else env)
     frame = _innermost()
     if frame is None:
         return out
     out[PIPETRACK_RUN_ID] = frame.run_id
-    if frame.spans is not None:
+    span = frame.span()
+    if span is not None:
         from opentelemetry import trace
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         carrier: dict[str, str] = {}
-        context = trace.set_span_in_context(frame.spans.current_span())
+        context = trace.set_span_in_context(span)
         TraceContextTextMapPropagator().inject(carrier, context)
         if "traceparent" in carrier:
             out[TRACEPARENT] = carrier["traceparent"]

@@ -30,6 +30,12 @@ def progress_of(run: Run) -> Progress:
     return Progress(None if overall is None else overall / 100.0, subtask)
 
 
+def _innermost_index(run: Run) -> int | None:
+    """The calling thread's innermost open subtask of ``run``, as the tracker tracks it."""
+    subtask = run.innermost_subtask()
+    return subtask.index if subtask is not None else None
+
+
 def _live_exception(described: str | None) -> BaseException | None:
     """The exception being handled on this thread, if it is the one ``described``.
 
@@ -71,6 +77,7 @@ class TelemetryObserver:
             total_subtasks=run.total_subtasks,
             parent_run_id=run.parent_run_id,
             progress=lambda: progress_of(run),
+            current_index=lambda: _innermost_index(run),
         )
         with self._lock:
             self._runs[run.run_id] = telemetry
@@ -105,7 +112,7 @@ class TelemetryObserver:
     def on_message(self, run: Run, text: str) -> None:
         telemetry = self._of(run)
         if telemetry is not None:
-            telemetry.message(text)
+            telemetry.message(text, index=_innermost_index(run))
 
     def forget_all(self) -> None:
         """After a fork: the child continues none of its parent's runs."""

@@ -45,7 +45,10 @@ class RunTelemetry:
         total_subtasks: int | None = None,
         parent_run_id: str | None = None,
         min_event_interval: float | None = None,
+        current_index: _context.CurrentIndex | None = None,
     ) -> None:
+        """``current_index`` tells which subtask the calling thread is in (for child processes
+        and nested runs); ``progress`` is read only when metrics are collected."""
         self.run_id = run_id
         self.spans: RunSpans | None = None
         self._telemetry: _config.Telemetry | None = None
@@ -67,7 +70,7 @@ class RunTelemetry:
                 )
         except Exception:
             logger.exception("telemetry: could not start the run's telemetry; going on without")
-        _context.enter(run_id, self.spans)
+        _context.enter(run_id, self.spans, current_index)
 
     def _start(
         self,

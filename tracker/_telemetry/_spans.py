@@ -125,10 +125,12 @@ class RunSpans:
     def trace_id(self) -> str | None:
         return trace_id_hex(self._run)
 
-    def current_span(self) -> Span:
-        """The innermost open span: what a child process or a user's own span belongs under."""
+    def span_for(self, index: int | None) -> Span:
+        """Subtask ``index``'s span while it is open, else the run's: what a child process or a
+        nested run belongs under."""
         with self._lock:
-            return self._subtasks[self._order[-1]] if self._order else self._run
+            span = self._subtasks.get(index) if index is not None else None
+            return span if span is not None else self._run
 
     # -- subtasks ------------------------------------------------------------------------------
 
@@ -143,10 +145,9 @@ class RunSpans:
         with self._lock:
             if self._ended or index in self._subtasks:
                 return
+            # The tracker knows which subtask encloses which (per thread); without a parent
+            # the subtask is a direct child of the run.
             parent = self._subtasks.get(parent_index) if parent_index is not None else None
-            if parent is None and parent_index is None and self._order:
-                # No explicit parent: a subtask opened inside another one nests in it.
-                parent = self._subtasks[self._order[-1]]
             context = trace.set_span_in_context(parent if parent is not None else self._run)
             self._subtasks[index] = self._tracer.start_span(
                 name,
@@ -233,8 +234,8 @@ class RunSpans:
         items_complete: int | None = None,
         items_total: int | None = None,
     ) -> None:
-        """A progress message: an event on subtask ``index`` (default: the innermost open one,
-        else the run), written now or, if one was written less than the interval ago, later."""
+        """A progress message: an event on subtask ``index`` while it is open, else on the run;
+        written now or, if one was written less than the interval ago, later."""
         attributes = _clean(
             {
                 "message": text[:MAX_MESSAGE_CHARS],
@@ -249,7 +250,7 @@ class RunSpans:
             if self._ended:
                 return
             if index is None or index not in self._subtasks:
-                index = self._order[-1] if self._order else RUN_KEY
+                index = RUN_KEY
             span = self._subtasks[index] if index != RUN_KEY else self._run
             events = self._events[index]
             if events.last_emit is None or now - events.last_emit >= self._interval:
