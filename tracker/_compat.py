@@ -15,9 +15,10 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from threading import get_ident
 from typing import Any, TypeVar
 
-from tracker import _observers
+from tracker import _observers, _tracker
 from tracker._checks import IGNORE, RUN_STATUSES, SUBTASK_STATUSES, Checker
 from tracker._run import Run, Subtask
 from tracker._text import InterpolationError, interpolate
@@ -243,16 +244,37 @@ def _apply_subtask_fields(run: Run, fields: dict[str, Any]) -> None:
     run._wake_if_urgent()
 
 
-@_safe
 def track_task_progress(
     items_complete: int, items_total: int | None = None, message: str | None = None
 ) -> None:
     """Items done in the current subtask (or the run, when no subtask is open)."""
+    # Called at loop speed: when the newest run is running with a subtask open in this thread
+    # and the message needs no interpolation, go straight to the subtask.
+    tracker = _tracker._default
+    if tracker is not None and (
+        message is None or (message.__class__ is str and "{" not in message)
+    ):
+        runs = tracker._runs
+        if runs and runs[-1].status == "RUNNING":
+            run = runs[-1]
+            stack = run.stacks.get(get_ident()) or run.stacks.get(run.owner_thread)
+            try:
+                sub = stack[-1] if stack else None
+            except IndexError:  # another thread closed it meanwhile
+                sub = None
+            if isinstance(sub, Subtask):
+                sub.update(items_complete, total=items_total, message=message)
+                return
+    _track_task_progress(items_complete, items_total, message)
+
+
+@_safe
+def _track_task_progress(items_complete: int, items_total: int | None, message: str | None) -> None:
     tracker = default_tracker()
     run = _run_or_problem(tracker, "track_task_progress")
     if run is None:
         return
-    text = _text(run._checker, message, "message")
+    text = _text(run._checker, message, "message", depth=3)
     target = run.innermost_subtask()
     if target is not None:
         target.update(items_complete, total=items_total, message=text)

@@ -14,12 +14,16 @@ thread takes snapshots of it. Two-level progress is derived here, at snapshot ti
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
 from datetime import datetime, timezone
 from typing import Any
 
 from tracker._text import clean_column
+
+logger = logging.getLogger("tracker")
 
 TERMINAL = frozenset({"FINISHED", "FAILED", "CANCELLED"})
 UNLIMITED = 2**63 - 1
@@ -363,6 +367,14 @@ class RunCore:
                 if waiting.ended is not None and waiting is not sub:
                     del self._pending[index]
                     self.dropped_rows += 1
+                    if math.log10(self.dropped_rows).is_integer():
+                        logger.warning(
+                            "run %s: %d finished subtask row(s) dropped so far: more than %d "
+                            "waiting to be written",
+                            self.run_id,
+                            self.dropped_rows,
+                            self.max_pending,
+                        )
                     break
         self._pending[sub.index] = sub
 

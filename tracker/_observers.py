@@ -14,8 +14,8 @@ thread that caused the transition:
   (``run.error_message``/``run.error_detail`` hold the failure).
 
 Progress calls never reach observers: gauges should read ``Run`` state in their own callbacks
-(``live_runs()`` lists the runs being tracked). An observer that raises is logged and skipped;
-it never breaks the pipeline.
+(``tracker._tracker.live_runs()`` lists the runs being tracked). An observer that raises is
+logged and skipped; it never breaks the pipeline.
 """
 
 from __future__ import annotations

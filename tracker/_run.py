@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import traceback
 from collections.abc import Iterable, Iterator
+from threading import get_ident
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -82,6 +83,28 @@ class Subtask(SubtaskCore):
     ) -> None:
         """Set the items done and/or total, an explicit percent, or a message."""
         run = self._run
+        if (
+            isinstance(complete, int)
+            and complete.__class__ is int
+            and percent is None
+            and (total is None or total.__class__ is int)
+            and (message is None or message.__class__ is str)
+        ):
+            # The common case inside a loop (track_task_progress(i, n, msg)): plain numbers,
+            # nothing to report; anything unusual takes the checked path below.
+            with self._lock:
+                limit = self._limit if total is None else total
+                if 0 <= complete <= limit and self.ended is None and run.status == "RUNNING":
+                    if total is not None and total != self._total:
+                        self._set_total(total)
+                        run._dirty = True
+                    if complete != self._complete:
+                        self._complete = complete
+                        run._moved = True
+                    if message is not None:
+                        self.message = message
+                        run._dirty = True
+                    return
         checker = run._checker
         new_total = checker.count(total, "items_total") if total is not None else IGNORE
         new_complete = checker.count(complete, "items_complete") if complete is not None else IGNORE
@@ -234,10 +257,8 @@ class Run(RunCore):
 
     def innermost_subtask(self) -> Subtask | None:
         """The innermost open subtask of the calling thread (else of the run's thread)."""
-        import threading
-
         with self._lock:
-            sub = self.innermost(threading.get_ident())
+            sub = self.innermost(get_ident())
         return sub if isinstance(sub, Subtask) else None
 
     # -- transitions ----------------------------------------------------------------------
@@ -254,7 +275,7 @@ class Run(RunCore):
                 return _detached(self, str(text))
             if self.total_subtasks is not None:
                 units = self.done_units + sum(1 for s in self.open if s.is_unit)
-                parent = self.innermost(_thread_id())
+                parent = self.innermost(get_ident())
                 extra = 0 if parent is not None and parent.is_unit else 1
                 if units + extra > self.total_subtasks:
                     checker.problem(
@@ -427,12 +448,6 @@ class Run(RunCore):
 
     def __repr__(self) -> str:
         return f"<Run {self.run_id} {self.task_name!r} {self.status}>"
-
-
-def _thread_id() -> int:
-    import threading
-
-    return threading.get_ident()
 
 
 def _detached(run: Run, name: str) -> Subtask:

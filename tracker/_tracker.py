@@ -184,15 +184,18 @@ class Tracker:
 
     def current_run(self) -> Run | None:
         """The newest run still going; else the newest that ended (so late calls are caught)."""
-        with self._lock:
-            for run in reversed(self._runs):
-                if not run.terminal:
-                    return run
-            return self._runs[-1] if self._runs else None
+        # Lock-free: _runs is replaced, never mutated, so this reads a consistent list.
+        runs = self._runs
+        for run in reversed(runs):
+            if not run.terminal:
+                return run
+        return runs[-1] if runs else None
 
     def active_run(self, *, start: bool) -> Run | None:
         """The current run (possibly ended); with ``start``, a new one named after the script
         when there is none (what the first ``genter`` does)."""
+        if not start:
+            return self.current_run()
         with self._lock:
             run = self.current_run()
             # An ended run stays current, so that late calls are reported, not silently
@@ -207,8 +210,7 @@ class Tracker:
 
     def _forget(self, run: Run) -> None:
         with self._lock:
-            if run in self._runs:
-                self._runs.remove(run)
+            self._runs = [r for r in self._runs if r is not run]
 
     # -- conveniences -----------------------------------------------------------------------
     def progress(

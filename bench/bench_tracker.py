@@ -1,0 +1,381 @@
+"""What tracking costs, side by side, in one run:
+
+    .venv/bin/python bench/bench_tracker.py [--quick] [--dsn DSN] [--processes 200]
+                                            [--updates 10000] [--parallel 50]
+
+1. hot path: median ns per call of ``Subtask.advance()`` (and ``track_task_progress``, and one
+   ``tracker.progress`` iteration) vs ``tqdm.update`` (to a null file) and a prometheus_client
+   ``Gauge.set``; the target is advance <= 2x tqdm;
+2. the original design's connect-update-close per status vs ours, on the same database;
+3. progress call -> row visible in PostgreSQL (p50/p99), for ordinary progress (flushed on the
+   0.5 s timer) and for transitions (written at once);
+4. N processes x M updates: wall time tracked vs untracked, and rows exact;
+5. ``import tracker`` in a fresh interpreter (median of several) and the RSS a tracked run adds
+   (telemetry off).
+
+Without ``--dsn`` a throw-away embedded PostgreSQL in a temporary folder is used (Unix socket).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import tracker  # noqa: E402
+from tracker import _tracker  # noqa: E402
+
+
+def median_ns(call: Callable[[], object], calls: int, rounds: int) -> float:
+    """Median over ``rounds`` of the mean ns per call in a loop of ``calls`` calls."""
+    results = []
+    for _ in range(rounds):
+        started = time.perf_counter_ns()
+        for _ in range(calls):
+            call()
+        results.append((time.perf_counter_ns() - started) / calls)
+    return statistics.median(results)
+
+
+def loop_overhead_ns(calls: int, rounds: int) -> float:
+    def nothing() -> None:
+        return None
+
+    return median_ns(nothing, calls, rounds)
+
+
+@contextmanager
+def bench_database(dsn: str | None) -> Iterator[str]:
+    """A migrated database: the given DSN, or a temporary embedded server."""
+    if dsn:
+        yield dsn
+        return
+    from tracker._db import embedded, migrate
+    from tracker._db.connect import connect
+    from tracker._db.dsn import DatabaseTarget
+
+    with tempfile.TemporaryDirectory(prefix="pipetrack-bench-") as folder:
+        pgdata = Path(folder) / "postgres"
+        uri = embedded.ensure_running(pgdata)
+        try:
+            with connect(DatabaseTarget(conninfo=uri, source="bench")) as conn:
+                migrate.upgrade(conn)
+            yield uri
+        finally:
+            embedded.stop(pgdata)
+
+
+# -- 1. hot path -------------------------------------------------------------------------
+def hot_path(t: tracker.Tracker, calls: int, rounds: int) -> dict[str, float]:
+    import io
+
+    from prometheus_client import CollectorRegistry, Gauge
+    from tqdm import tqdm
+
+    results: dict[str, float] = {}
+    base = loop_overhead_ns(calls, rounds)
+    results["empty call (loop overhead)"] = base
+    with open(os.devnull, "w") as null:
+        bar = tqdm(total=10**12, file=null, mininterval=0.1)
+        results["tqdm.update()"] = median_ns(bar.update, calls, rounds)
+        bar.close()
+    gauge = Gauge("bench_progress", "bench", registry=CollectorRegistry())
+    results["prometheus Gauge.set()"] = median_ns(lambda: gauge.set(1.0), calls, rounds)
+
+    run = t.run("BENCH_hot_path")
+    st = run.subtask("advance", items_total=10**15)
+    results["pipetrack Subtask.advance()"] = median_ns(st.advance, calls, rounds)
+    st.close()
+    st = run.subtask("track_task_progress", items_total=10**15)
+    counter = iter(range(1, 10**12))
+
+    def compat() -> None:
+        tracker.track_task_progress(next(counter))
+
+    previous = _tracker.set_default(t)
+    try:
+        results["pipetrack track_task_progress(i)"] = median_ns(compat, calls, rounds)
+    finally:
+        _tracker.set_default(previous)
+    st.close()
+
+    items = range(calls)
+    per_item_tqdm, per_item_ours = [], []
+    sink = io.StringIO()
+    for _ in range(rounds):
+        started = time.perf_counter_ns()
+        for _ in tqdm(items, file=sink, mininterval=0.1):
+            pass
+        per_item_tqdm.append((time.perf_counter_ns() - started) / calls)
+        started = time.perf_counter_ns()
+        for _ in run.progress(items, "iterate"):
+            pass
+        per_item_ours.append((time.perf_counter_ns() - started) / calls)
+    results["tqdm(iterable) per item"] = statistics.median(per_item_tqdm)
+    results["pipetrack progress(iterable) per item"] = statistics.median(per_item_ours)
+    run.finish()
+    return results
+
+
+# -- 2. the original design's connect-update-close ------------------------------------------
+def original_design(dsn: str, t: tracker.Tracker, samples: int) -> tuple[float, float]:
+    """Median ms per status of the original sketch (connect, UPDATE, commit, close) and median
+    ns per status of ours, on the same database."""
+    import psycopg
+
+    from tracker._db.connect import SCHEMA
+
+    run = t.run("BENCH_original")
+    t.flush(10)
+    timings = []
+    for i in range(samples):
+        started = time.perf_counter_ns()
+        conn = psycopg.connect(dsn, options=f"-c search_path={SCHEMA}")
+        cur = conn.cursor()
+        cur.execute(
+            "UPDATE pipeline_status SET last_update = now(), execution_status = %s,"
+            " subtask_items_complete = %s WHERE run_id = %s",
+            ("RUNNING", i, run.run_id),
+        )
+        conn.commit()
+        cur.close()
+        conn.close()
+        timings.append(time.perf_counter_ns() - started)
+    st = run.subtask("ours", items_total=10**12)
+    ours = median_ns(st.advance, 100_000, 5)
+    run.finish()
+    return statistics.median(timings) / 1e6, ours
+
+
+# -- 3. latency to PostgreSQL ---------------------------------------------------------------
+def latency(dsn: str, t: tracker.Tracker, samples: int) -> dict[str, tuple[float, float]]:
+    import random
+
+    import psycopg
+
+    from tracker._db.connect import SCHEMA
+
+    run = t.run("BENCH_latency")
+    st = run.subtask("progress", items_total=10**9)
+    t.flush(10)
+    query = "SELECT subtask_items_complete, current_subtask FROM pipeline_status WHERE run_id = %s"
+    progress_ms, transition_ms = [], []
+    with psycopg.connect(dsn, options=f"-c search_path={SCHEMA}", autocommit=True) as conn:
+        for i in range(1, samples + 1):
+            time.sleep(random.uniform(0, 0.5))  # noqa: S311 - desynchronise from the flush timer
+            started = time.perf_counter()
+            st.advance()
+            while True:
+                row = conn.execute(query, (run.run_id,)).fetchone()
+                if row and row[0] is not None and row[0] >= i:
+                    break
+                time.sleep(0.001)
+            progress_ms.append((time.perf_counter() - started) * 1000)
+        st.close()  # done units: 1; each closed transition subtask below adds one
+        for k in range(min(samples, 50)):
+            time.sleep(random.uniform(0, 0.1))  # noqa: S311
+            started = time.perf_counter()
+            run.subtask(f"transition {k}").close()
+            wanted = k + 2
+            while True:
+                row = conn.execute(query, (run.run_id,)).fetchone()
+                if row and row[1] is not None and row[1] >= wanted:
+                    break
+                time.sleep(0.001)
+            transition_ms.append((time.perf_counter() - started) * 1000)
+    run.finish()
+
+    def p(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+    return {
+        "advance() -> row (flush timer)": (p(progress_ms, 0.5), p(progress_ms, 0.99)),
+        "subtask boundary -> row (at once)": (p(transition_ms, 0.5), p(transition_ms, 0.99)),
+    }
+
+
+# -- 4. N processes x M updates --------------------------------------------------------------
+WORK = "x = 0\nfor j in range(20):\n    x += j\n"
+UNTRACKED = "import sys\nm = int(sys.argv[1])\nfor i in range(m):\n" + "".join(
+    "    " + line + "\n" for line in WORK.splitlines()
+)
+TRACKED = (
+    "import sys, tracker\nm = int(sys.argv[1])\n"
+    "with tracker.run(sys.argv[2], total_subtasks=1) as run:\n"
+    "    with run.subtask('work', items_total=m) as st:\n"
+    "        for i in range(m):\n"
+    + "".join("            " + line + "\n" for line in WORK.splitlines())
+    + "            st.advance()\n"
+)
+
+
+def fleet(
+    dsn: str, processes: int, updates: int, parallel: int, data_dir: Path
+) -> dict[str, object]:
+    import psycopg
+
+    from tracker._db.connect import SCHEMA
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPETRACK_", "PG", "OTEL_"))}
+    env.update({"PIPETRACK_DSN": dsn, "PIPETRACK_DATA_DIR": str(data_dir)})
+    prefix = f"BENCH_fleet_{uuid.uuid4().hex[:8]}"
+
+    def run_all(code: str, tracked: bool) -> float:
+        started = time.perf_counter()
+        running: list[subprocess.Popen[bytes]] = []
+        for n in range(processes):
+            while len(running) >= parallel:
+                running = [p for p in running if p.poll() is None]
+                if len(running) >= parallel:
+                    time.sleep(0.005)
+            args = [sys.executable, "-c", code, str(updates)]
+            if tracked:
+                args.append(f"{prefix}_{n:04d}")
+            running.append(subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL))
+        for process in running:
+            process.wait()
+        return time.perf_counter() - started
+
+    untracked = run_all(UNTRACKED, tracked=False)
+    tracked_s = run_all(TRACKED, tracked=True)
+    with psycopg.connect(dsn, options=f"-c search_path={SCHEMA}") as conn:
+        exact = conn.execute(
+            "SELECT count(*) FROM pipeline_status WHERE task_name LIKE %s"
+            " AND execution_status = 'FINISHED' AND subtask_items_complete = %s"
+            " AND overall_percent_complete = 100",
+            (prefix + "%", updates),
+        ).fetchone()
+    spooled = sum(1 for _ in (data_dir / "spool").glob("*.jsonl")) if data_dir.exists() else 0
+    return {
+        "untracked_s": untracked,
+        "tracked_s": tracked_s,
+        "exact": int(exact[0]) if exact else 0,
+        "spool_files_left": spooled,
+    }
+
+
+# -- 5. import cost and RSS ---------------------------------------------------------------
+IMPORT = "import time; t = time.perf_counter(); import tracker; print(time.perf_counter() - t)"
+RSS = """
+import sys
+def rss_kb():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1])
+before = rss_kb()
+import tracker
+t = tracker.Tracker(dsn=sys.argv[1], lifecycle=False)
+with t.run('BENCH_rss', total_subtasks=1) as run:
+    with run.subtask('x', items_total=100000) as st:
+        for _ in range(100000):
+            st.advance()
+t.flush(30)
+print(rss_kb() - before)
+t.shutdown(10)
+"""
+
+
+def startup(dsn: str, repeat: int) -> tuple[float, float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPETRACK_", "OTEL_"))}
+    imports = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", IMPORT], env=env, check=True, capture_output=True, text=True
+            ).stdout
+        )
+        for _ in range(repeat)
+    ]
+    rss = [
+        int(
+            subprocess.run(
+                [sys.executable, "-c", RSS, dsn],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+        for _ in range(max(repeat // 2, 1))
+    ]
+    return statistics.median(imports) * 1000, statistics.median(rss) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (a minute or so)")
+    parser.add_argument("--dsn", help="a migrated database (default: temporary embedded server)")
+    parser.add_argument("--processes", type=int, default=None)
+    parser.add_argument("--updates", type=int, default=None)
+    # The embedded server allows 100 connections; each tracked process holds one while it runs.
+    parser.add_argument("--parallel", type=int, default=50, help="processes running at once")
+    args = parser.parse_args()
+    quick = args.quick
+    processes = args.processes or (20 if quick else 200)
+    updates = args.updates or (1_000 if quick else 10_000)
+    calls, rounds = (50_000, 5) if quick else (200_000, 9)
+
+    with bench_database(args.dsn) as dsn, tempfile.TemporaryDirectory() as scratch:
+        t = tracker.Tracker(dsn=dsn, lifecycle=False, spool_dir=Path(scratch) / "spool")
+        try:
+            print(
+                f"pipetrack tracker benchmark ({'quick' if quick else 'full'}), python "
+                f"{sys.version.split()[0]}, {os.cpu_count()} CPUs"
+            )
+            print("\n1. hot path (median ns per call)")
+            hot = hot_path(t, calls, rounds)
+            for name, value in hot.items():
+                print(f"   {name:<40} {value:>9.0f} ns")
+            ratio = hot["pipetrack Subtask.advance()"] / hot["tqdm.update()"]
+            print(f"   advance / tqdm.update = {ratio:.2f}x (target <= 2x)")
+
+            print("\n2. original design: connect-update-close per status, same database")
+            original_ms, ours_ns = original_design(dsn, t, 50 if quick else 200)
+            print(f"   original (connect, UPDATE, commit, close)   {original_ms:>9.2f} ms")
+            print(f"   pipetrack advance()                         {ours_ns:>9.0f} ns")
+            print(f"   ratio = {original_ms * 1e6 / ours_ns:,.0f}x (target >= 1000x)")
+
+            print("\n3. progress call -> row visible in PostgreSQL")
+            for name, (p50, p99) in latency(dsn, t, 30 if quick else 200).items():
+                print(f"   {name:<36} p50 {p50:>7.1f} ms   p99 {p99:>7.1f} ms")
+            t.shutdown(10)
+
+            print(f"\n4. {processes} processes x {updates} updates ({args.parallel} at once)")
+            result = fleet(dsn, processes, updates, args.parallel, Path(scratch) / "fleet")
+            untracked, tracked_s = float(result["untracked_s"]), float(result["tracked_s"])  # type: ignore[arg-type]
+            print(f"   untracked wall {untracked:>8.2f} s")
+            print(
+                f"   tracked wall   {tracked_s:>8.2f} s   (+{tracked_s - untracked:.2f} s, "
+                f"+{(tracked_s - untracked) / processes * 1000:.0f} ms per process)"
+            )
+            print(
+                f"   rows exact     {result['exact']}/{processes}"
+                f"   spool files left: {result['spool_files_left']}"
+            )
+
+            print("\n5. start-up and memory")
+            import_ms, rss_mb = startup(dsn, 5 if quick else 11)
+            print(
+                f"   import tracker (fresh interpreter, median)  {import_ms:>6.1f} ms "
+                "(target <= 100)"
+            )
+            print(
+                f"   RSS added by a tracked run, telemetry off   {rss_mb:>6.1f} MB (target <= 20)"
+            )
+        finally:
+            t.shutdown(10)
+
+
+if __name__ == "__main__":
+    main()
