@@ -72,7 +72,8 @@ def _install_signal(name: str) -> None:
 def _trackers() -> list[Any]:
     from tracker._tracker import all_trackers
 
-    return all_trackers()
+    # Only Trackers that asked for the process hooks (the default one does).
+    return [t for t in all_trackers() if t._lifecycle]
 
 
 def _at_exit() -> None:

@@ -288,6 +288,8 @@ class Tracker:
                 if where:
                     with run._lock:
                         run.error_detail = f"{run.error_detail or ''}\n(in {where})".lstrip()
+                        run.mark(urgent=True)
+        self._wake()
 
     def _on_signal(self, signum: int, name: str) -> None:
         """CANCELLED with execution_end; then wait (bounded) for the final state to be out."""
