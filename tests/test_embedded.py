@@ -112,3 +112,8 @@ def test_a_process_that_saw_the_server_stop_starts_it_again(data_dir):
     assert embedded.status(pgdata).running
     with psycopg.connect(first, connect_timeout=5) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_the_server_takes_a_crowd_of_tracked_processes(data_dir):
+    with psycopg.connect(embedded.ensure_running(embedded.pgdata_dir(data_dir))) as conn:
+        assert conn.execute("SHOW max_connections").fetchone() == ("400",)

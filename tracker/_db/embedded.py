@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from tracker import _env
 from tracker.errors import DatabaseUnavailable
@@ -97,8 +98,37 @@ def ensure_running(pgdata: Path | None = None) -> str:
             f"could not start the embedded PostgreSQL in {pgdata}: {exc} (server log: {log})",
             target="embedded",
         ) from exc
+    if not (pgdata / _CONFIGURED_MARKER).exists():
+        _configure(pgserver, server, pgdata, uri)
     logger.debug("embedded PostgreSQL ready at %s", uri)
     return uri
+
+
+# Every tracked process holds one connection while it runs, and a cron stage can start a few
+# hundred scripts at once: PostgreSQL's default of 100 connections would push the rest to the
+# spool until the crowd thins out.
+_SERVER_SETTINGS = {"max_connections": "400"}
+_CONFIGURED_MARKER = "pipetrack-configured"
+
+
+def _configure(pgserver: ModuleType, server: Any, pgdata: Path, uri: str) -> None:
+    """Apply pipetrack's server settings once per data directory, then restart to load them."""
+    import psycopg
+
+    with server._lock:
+        if (pgdata / _CONFIGURED_MARKER).exists():  # another process got here first
+            return
+        with psycopg.connect(uri, autocommit=True) as conn:
+            for name, value in _SERVER_SETTINGS.items():
+                conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        pgserver.pgexec.pgexec(
+            "pg_ctl",
+            ("-w", "-D", str(pgdata), "-l", str(pgdata / "log"), "-m", "fast", "restart"),
+            bin_path=server.bin_path,
+            user=server.system_user,
+        )
+        (pgdata / _CONFIGURED_MARKER).write_text("settings: " + repr(_SERVER_SETTINGS) + "\n")
+    logger.debug("embedded PostgreSQL configured with %s", _SERVER_SETTINGS)
 
 
 def status(pgdata: Path | None = None) -> EmbeddedStatus:
