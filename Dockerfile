@@ -1,5 +1,5 @@
-# The pipetrack image: the `pipetrack` command (migrations, exporter, wrappers) and the tracker
-# library, with the demo pipeline. Used by docker-compose.yml's migrate, exporter and demo services.
+# The pipetrack image: the `pipetrack` command (migrations, exporter, wrappers, the demo pipeline)
+# and the tracker library. Used by docker-compose.yml's migrate, exporter and demo services.
 FROM python:3.12.8-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -9,14 +9,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies and the package first, so editing the examples does not reinstall them.
 COPY pyproject.toml README.md ./
 COPY tracker ./tracker
 COPY exporter ./exporter
 COPY sql ./sql
 RUN pip install . && useradd --system --uid 10001 --no-create-home pipetrack
-
-COPY examples ./examples
 
 USER 10001
 # The tracker's spool and data directory: writable by the unprivileged user.

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tracker.cli import _db, _exporter, _ops, _report, _run, _spool, _views
+from tracker.cli import _db, _demo, _exporter, _ops, _report, _run, _spool, _views
 from tracker.cli._common import (
     EXIT_NOT_OK,
     EXIT_UNAVAILABLE,
@@ -32,12 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="log what pipetrack does (to stderr)"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # In the order a newcomer meets them: try it, wrap scripts, watch, then operate.
+    _demo.register(commands)
+    _run.register(commands)
+    _views.register(commands)
+    _report.register(commands)
+    _exporter.register(commands)
     _db.register(commands)
     _ops.register(commands)
-    _run.register(commands)
-    _report.register(commands)
-    _views.register(commands)
-    _exporter.register(commands)
     _spool.register(commands)
     return parser
 

@@ -311,13 +311,18 @@ def render_run(run: Row, subtasks: list[Row]) -> list[str]:
 
 # -- handlers -------------------------------------------------------------------------------
 def _status(args: argparse.Namespace) -> int:
-    rows = _query(args.dsn, _LATEST)
     if args.json:
+        rows = _query(args.dsn, _LATEST)
         _dump([{**row, "eta_seconds": eta_seconds(row)} for row in rows])
     else:
-        for line in render_status(rows):
-            say(line)
+        show_status(args.dsn)
     return EXIT_OK
+
+
+def show_status(dsn: str | None) -> None:
+    """Print the status table of the latest run of every task."""
+    for line in render_status(_query(dsn, _LATEST)):
+        say(line)
 
 
 def _top(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
-"""A sample multi-stage pipeline run through the tracker, so the dashboards have something to show.
+"""A sample multi-stage pipeline run through the tracker: what `pipetrack demo` runs.
 
-    python examples/demo_pipeline.py --once            # one pass over every stage, then exit
-    python examples/demo_pipeline.py --every 120       # a pass every two minutes (the compose demo)
+    pipetrack demo                        # one pass over every stage, then the status table
+    pipetrack demo --every 120            # a pass every two minutes (the compose stack's demo)
 
 Each pass runs the stages in order, PREREQ, DAILY, PERIODIC, each task a few subtasks with item
 progress; DAILY_03_publish fails on every third pass so the failure panels and alerts have a case.
@@ -10,7 +10,6 @@ The database comes from PIPETRACK_DSN (or the embedded server), traces and metri
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 import time
@@ -71,28 +70,11 @@ def run_pass(pass_number: int, *, pace: float, alive: Path | None) -> int:
     return failed
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--once", action="store_true", help="one pass, then exit")
-    mode.add_argument("--every", type=float, default=120.0, help="seconds between passes")
-    parser.add_argument("--pace", type=float, default=0.5, help="mean seconds per item")
-    parser.add_argument("--alive-file", type=Path, help="touched before every task")
-    parser.add_argument(
-        "--first-pass", type=int, default=1, help="number of the first pass (3 fails a task)"
-    )
-    args = parser.parse_args(argv)
-
-    if args.once:
-        failed = run_pass(args.first_pass, pace=args.pace, alive=args.alive_file)
-        return 1 if failed else 0
-    pass_number = args.first_pass - 1
+def run_forever(*, every: float, pace: float, alive: Path | None, first_pass: int = 1) -> None:
+    """A pass every ``every`` seconds, numbered from ``first_pass``, until interrupted."""
+    pass_number = first_pass - 1
     while True:
         pass_number += 1
         started = time.monotonic()
-        run_pass(pass_number, pace=args.pace, alive=args.alive_file)
-        time.sleep(max(0.0, args.every - (time.monotonic() - started)))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        run_pass(pass_number, pace=pace, alive=alive)
+        time.sleep(max(0.0, every - (time.monotonic() - started)))
