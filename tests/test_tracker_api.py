@@ -355,3 +355,64 @@ def test_spool_dir_defaults_under_the_data_dir(tmp_path, monkeypatch):
     assert (
         tracker.Tracker(lifecycle=False).settings.resolved_spool_dir() == Path(tmp_path) / "spool"
     )
+
+
+def test_progress_calls_do_not_wake_the_writer_but_transitions_do(db_dsn, db, spool_dir):
+    from tests.tracker_support import wait_for
+
+    # A long flush interval: before it ends, only a wake-up makes the writer write.
+    t = make_tracker(db_dsn, spool_dir, flush_interval=60)
+    try:
+        run = t.run("DAILY_no_wake")
+        st = run.subtask("loop", items_total=10_000)
+        assert t.flush(10)
+        for _ in range(10_000):
+            st.advance()
+        st.update(5, message="still cheap")
+        assert t.writer._wake is False
+        st.close()
+
+        def closed():
+            return fetch_subtasks(db, run.run_id)[0]["subtask_status"] == "COMPLETED"
+
+        wait_for(closed, timeout=30, what="the subtask boundary to be written without a flush")
+    finally:
+        t.shutdown(5)
+
+
+def test_strict_mode_comes_from_the_environment_unless_given(monkeypatch, caplog):
+    assert tracker.Tracker(lifecycle=False).strict is True  # the suite sets PIPETRACK_STRICT=1
+    monkeypatch.setenv("PIPETRACK_STRICT", "0")
+    assert tracker.Tracker(lifecycle=False).strict is False
+    assert tracker.Tracker(lifecycle=False, strict=True).strict is True
+    monkeypatch.setenv("PIPETRACK_STRICT", "maybe")
+    assert tracker.Tracker(lifecycle=False).strict is False
+    assert "ignoring PIPETRACK_STRICT='maybe'" in caplog.text
+
+
+def test_bad_interval_settings_are_logged_and_ignored(monkeypatch, caplog):
+    monkeypatch.setenv("PIPETRACK_FLUSH_INTERVAL", "soon")
+    monkeypatch.setenv("PIPETRACK_HEARTBEAT_INTERVAL", "-3")
+    settings = tracker.Tracker(lifecycle=False).settings
+    assert (settings.flush_interval, settings.heartbeat_interval) == (0.5, 15.0)
+    assert "ignoring PIPETRACK_FLUSH_INTERVAL='soon'" in caplog.text
+    with pytest.raises(tracker.ConfigurationError):
+        tracker.Tracker(lifecycle=False, flush_interval=0)
+
+
+def test_configure_applies_before_the_first_run_only(db_dsn, spool_dir):
+    from tracker import _tracker
+
+    previous = _tracker.set_default(None)
+    try:
+        configured = tracker.configure(
+            dsn=db_dsn, spool_dir=spool_dir, lifecycle=False, strict=False
+        )
+        assert _tracker.default_tracker() is configured
+        assert configured.strict is False
+        tracker.run("DAILY_configured").finish()
+        with pytest.raises(tracker.ConfigurationError, match="before the first run"):
+            tracker.configure(strict=True)
+    finally:
+        _tracker.default_tracker().shutdown(5)
+        _tracker.set_default(previous)
