@@ -416,3 +416,20 @@ def test_configure_applies_before_the_first_run_only(db_dsn, spool_dir):
     finally:
         _tracker.default_tracker().shutdown(5)
         _tracker.set_default(previous)
+
+
+def test_an_internal_error_is_logged_never_raised_into_the_pipeline(tracked, monkeypatch, caplog):
+    from tracker._model import RunCore
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the tracker")
+
+    run = tracker.run("DAILY_internal_bug")
+    monkeypatch.setattr(RunCore, "enter", broken)
+    st = run.subtask("x", items_total=3)
+    st.advance()  # a detached subtask accepts calls and records nothing
+    tracker.genter("y")
+    monkeypatch.setattr(RunCore, "end", broken)
+    assert run.finish() is False
+    assert "a bug in the tracker" in caplog.text
+    assert "failed; the pipeline continues" in caplog.text

@@ -263,7 +263,14 @@ def track_task_progress(
             except IndexError:  # another thread closed it meanwhile
                 sub = None
             if isinstance(sub, Subtask):
-                sub.update(items_complete, total=items_total, message=message)
+                try:
+                    sub._update(items_complete, items_total, None, message)
+                except TrackerError:
+                    raise
+                except Exception:
+                    logger.exception(
+                        "pipetrack: track_task_progress failed; the pipeline continues"
+                    )
                 return
     _track_task_progress(items_complete, items_total, message)
 

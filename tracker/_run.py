@@ -8,9 +8,11 @@ path: one type check, a lock, an add, a compare and two stores.
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from threading import get_ident
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,13 +20,47 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tracker import _observers
 from tracker._checks import IGNORE, SUBTASK_STATUSES, Checker
 from tracker._model import RunCore, SubtaskCore
-from tracker.errors import InvalidValue, RunClosed, SubtaskOrderError
+from tracker.errors import InvalidValue, RunClosed, SubtaskOrderError, TrackerError
 
 if TYPE_CHECKING:
     from tracker._tracker import Tracker
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+logger = logging.getLogger("tracker")
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _guarded(fallback: Callable[..., Any]) -> Callable[[F], F]:
+    """Tracking never breaks the pipeline: an unexpected error inside a method (a bug, not a
+    strict-mode TrackerError) is logged and ``fallback(self, *args)`` is returned instead."""
+
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except TrackerError:
+                raise
+            except Exception:
+                logger.exception("pipetrack: %s failed; the pipeline continues", method.__name__)
+                return fallback(self, *args)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _none(*_: Any) -> None:
+    return None
+
+
+def _false(*_: Any) -> bool:
+    return False
+
+
+def _detached_for(run: Run, name: object = "", *_: Any) -> Subtask:
+    return _detached(run, str(name))
 
 
 class Subtask(SubtaskCore):
@@ -73,6 +109,7 @@ class Subtask(SubtaskCore):
             self._complete = complete
             run._moved = True
 
+    @_guarded(_none)
     def update(
         self,
         complete: int | None = None,
@@ -82,6 +119,15 @@ class Subtask(SubtaskCore):
         message: str | None = None,
     ) -> None:
         """Set the items done and/or total, an explicit percent, or a message."""
+        self._update(complete, total, percent, message)
+
+    def _update(
+        self,
+        complete: int | None,
+        total: int | None,
+        percent: float | None,
+        message: str | None,
+    ) -> None:
         run = self._run
         if (
             isinstance(complete, int)
@@ -143,6 +189,8 @@ class Subtask(SubtaskCore):
 
     def _usable(self, action: str) -> bool:
         run = self._run
+        if self.index == 0 and self.ended is not None:
+            return False  # a detached handle (see _detached): already reported when made
         if run.terminal:
             run._closed(action)
             return False
@@ -156,6 +204,7 @@ class Subtask(SubtaskCore):
             return False
         return True
 
+    @_guarded(_none)
     def close(self, status: str = "COMPLETED") -> None:
         """End this subtask (and any of its children still open in the same thread)."""
         run = self._run
@@ -262,6 +311,7 @@ class Run(RunCore):
         return sub if isinstance(sub, Subtask) else None
 
     # -- transitions ----------------------------------------------------------------------
+    @_guarded(_detached_for)
     def subtask(self, name: str, *, items_total: int | None = None) -> Subtask:
         """Enter a subtask now; leave it with ``close()`` or by ending the ``with`` block."""
         checker = self._checker
@@ -301,6 +351,7 @@ class Run(RunCore):
         """Iterate ``iterable`` inside a subtask named ``desc``, counting items as they pass."""
         return _progress(self, iterable, desc, total)
 
+    @_guarded(_none)
     def message(self, text: str) -> None:
         """Set the run's progress message (``overall_progress_message``)."""
         value = self._checker.text(text, "message")
@@ -316,6 +367,7 @@ class Run(RunCore):
         self._wake_if_urgent()
         _observers.notify("on_message", self, str(value))
 
+    @_guarded(_none)
     def set_progress(self, percent: float | None = None, *, message: str | None = None) -> None:
         """An explicit overall percentage (it holds until the next subtask boundary)."""
         value = self._checker.percent(percent, "overall_percent") if percent is not None else IGNORE
@@ -332,6 +384,7 @@ class Run(RunCore):
             self.mark(moved=isinstance(value, float))
         self._wake_if_urgent()
 
+    @_guarded(_false)
     def finish(self, message: str | None = None) -> bool:
         """End the run as FINISHED. A second finish (or one after a failure) is a warned no-op."""
         text = self._checker.text(message, "message") if message is not None else IGNORE
@@ -353,6 +406,7 @@ class Run(RunCore):
         self._ended()
         return True
 
+    @_guarded(_false)
     def fail(
         self,
         error: BaseException | str | None = None,
@@ -367,6 +421,7 @@ class Run(RunCore):
             trace = str(checked) if checked is not IGNORE else trace
         return self._end_with("FAILED", message, trace, exit_code)
 
+    @_guarded(_false)
     def cancel(self, reason: str | None = None, *, exit_code: int | None = None) -> bool:
         """End the run as CANCELLED (what a signal does)."""
         return self._end_with("CANCELLED", reason or "cancelled", None, exit_code)
