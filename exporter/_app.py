@@ -17,6 +17,8 @@ from pathlib import Path
 from types import FrameType
 
 from exporter._collector import DEFAULT_STATEMENT_TIMEOUT, PipetrackCollector
+from exporter._reaper import DEFAULT_REAP_EVERY, DEFAULT_STALE_AFTER, Reaper
+from exporter._render import DEFAULT_STALL_AFTER
 from exporter._server import DEFAULT_PORT, ExporterServer
 from exporter._webconfig import WebConfig, load_web_config
 from tracker.errors import ConfigurationError
@@ -32,6 +34,18 @@ WEB_CONFIG_ENV = "PIPETRACK_EXPORTER_WEB_CONFIG"
 MIN_INTERVAL_ENV = "PIPETRACK_EXPORTER_MIN_INTERVAL"
 """Seconds between database reads; scrapes in between get the last read's answer."""
 
+REAP_EVERY_ENV = "PIPETRACK_EXPORTER_REAP_EVERY"
+"""Seconds between reaper rounds; 0 turns the exporter's reaper off."""
+
+STALE_AFTER_ENV = "PIPETRACK_EXPORTER_STALE_AFTER"
+"""Heartbeat silence (seconds or a duration such as ``1m``) after which a run is lost."""
+
+STALL_AFTER_ENV = "PIPETRACK_EXPORTER_STALL_AFTER"
+"""Progress standstill (seconds or a duration such as ``30m``) after which a run is stalled."""
+
+REAP_DSN_ENV = "PIPETRACK_EXPORTER_REAP_DSN"
+"""DSN of a role that may UPDATE pipeline_status, for the reaper (default: the exporter's)."""
+
 DEFAULT_LISTEN = f":{DEFAULT_PORT}"
 
 
@@ -42,6 +56,9 @@ class Settings:
     web_config: WebConfig
     min_interval: float
     statement_timeout: float
+    reap_every: float = DEFAULT_REAP_EVERY
+    stale_after: float = DEFAULT_STALE_AFTER
+    stall_after: float = DEFAULT_STALL_AFTER
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -71,12 +88,24 @@ def _seconds(value: str | float, what: str) -> float:
     return seconds
 
 
+def _duration(value: str | float, what: str) -> float:
+    """Seconds, from a number of seconds or a duration such as ``30m`` (tracker's syntax)."""
+    if isinstance(value, str) and value.strip() and not value.strip()[-1].isdigit():
+        from tracker._ops.durations import parse_duration
+
+        return parse_duration(value, what=what).total_seconds()
+    return _seconds(value, what)
+
+
 def settings(
     *,
     listen: str | None = None,
     web_config: str | Path | None = None,
     min_interval: float | str | None = None,
     statement_timeout: float | None = None,
+    reap_every: float | str | None = None,
+    stale_after: float | str | None = None,
+    stall_after: float | str | None = None,
 ) -> Settings:
     """Resolve the exporter's settings from arguments, then environment, then defaults."""
     env = os.environ
@@ -89,7 +118,30 @@ def settings(
     timeout = DEFAULT_STATEMENT_TIMEOUT if statement_timeout is None else statement_timeout
     if _seconds(timeout, "statement timeout") == 0:
         raise ConfigurationError("statement timeout must be more than 0 seconds")
-    return Settings(host, port, config, _seconds(interval, "min interval"), float(timeout))
+    every = _duration(
+        reap_every if reap_every is not None else env.get(REAP_EVERY_ENV) or DEFAULT_REAP_EVERY,
+        "reap every",
+    )
+    stale = _duration(
+        stale_after if stale_after is not None else env.get(STALE_AFTER_ENV) or DEFAULT_STALE_AFTER,
+        "stale after",
+    )
+    stall = _duration(
+        stall_after if stall_after is not None else env.get(STALL_AFTER_ENV) or DEFAULT_STALL_AFTER,
+        "stall after",
+    )
+    if stale == 0 or stall == 0:
+        raise ConfigurationError("stale after and stall after must be more than 0 seconds")
+    return Settings(
+        host,
+        port,
+        config,
+        _seconds(interval, "min interval"),
+        float(timeout),
+        reap_every=every,
+        stale_after=stale,
+        stall_after=stall,
+    )
 
 
 def serve(
@@ -99,10 +151,16 @@ def serve(
     web_config: str | Path | None = None,
     min_interval: float | str | None = None,
     statement_timeout: float | None = None,
+    reap_every: float | str | None = None,
+    stale_after: float | str | None = None,
+    stall_after: float | str | None = None,
+    reap_dsn: str | None = None,
 ) -> int:
     """Run the exporter until SIGTERM or SIGINT; returns the process exit code (0).
 
     The database may be down at start: the exporter starts anyway and says so in its metrics.
+    Unless ``reap_every`` is 0, a reaper thread marks lost runs FAILED (see exporter/_reaper.py),
+    connecting with ``reap_dsn`` (else $PIPETRACK_EXPORTER_REAP_DSN, else the exporter's DSN).
     """
     from prometheus_client import CollectorRegistry
 
@@ -113,10 +171,26 @@ def serve(
         web_config=web_config,
         min_interval=min_interval,
         statement_timeout=statement_timeout,
+        reap_every=reap_every,
+        stale_after=stale_after,
+        stall_after=stall_after,
     )
     target = ready_target(dsn)
+    reaper: Reaper | None = None
+    if chosen.reap_every > 0:
+        writer_dsn = reap_dsn if reap_dsn is not None else os.environ.get(REAP_DSN_ENV)
+        reaper = Reaper(
+            ready_target(writer_dsn) if writer_dsn else target,
+            every=chosen.reap_every,
+            stale_after=chosen.stale_after,
+        )
     collector = PipetrackCollector(
-        target, min_interval=chosen.min_interval, statement_timeout=chosen.statement_timeout
+        target,
+        min_interval=chosen.min_interval,
+        statement_timeout=chosen.statement_timeout,
+        stall_after=chosen.stall_after,
+        lost_after=chosen.stale_after,
+        reaper=reaper,
     )
     registry = CollectorRegistry()
     registry.register(collector)
@@ -134,11 +208,15 @@ def serve(
         file=sys.stderr,
         flush=True,
     )
+    if reaper is not None:
+        reaper.start()
     try:
         server.serve_forever()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         server.shutdown()
+        if reaper is not None:
+            reaper.shutdown()
         collector.close()
     return 0

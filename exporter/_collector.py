@@ -20,7 +20,8 @@ from prometheus_client.registry import Collector
 from exporter import _metrics as m
 from exporter._database import DatabaseReader, ReadFailed
 from exporter._queries import Snapshot
-from exporter._render import Family, render
+from exporter._reaper import DEFAULT_STALE_AFTER, Reaper
+from exporter._render import DEFAULT_STALL_AFTER, Family, render
 from tracker._db.dsn import DatabaseTarget
 from tracker.errors import ConfigurationError
 
@@ -46,6 +47,9 @@ class PipetrackCollector(Collector):
         *,
         min_interval: float = 0.0,
         statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+        stall_after: float = DEFAULT_STALL_AFTER,
+        lost_after: float = DEFAULT_STALE_AFTER,
+        reaper: Reaper | None = None,
     ) -> None:
         if not math.isfinite(min_interval) or min_interval < 0:
             raise ConfigurationError(f"min interval must be 0 or more seconds, not {min_interval}")
@@ -53,7 +57,14 @@ class PipetrackCollector(Collector):
             raise ConfigurationError(
                 f"statement timeout must be more than 0 seconds, not {statement_timeout}"
             )
+        for what, value in (("stall after", stall_after), ("lost after", lost_after)):
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigurationError(f"{what} must be more than 0 seconds, not {value}")
         from tracker import __version__
+
+        self._stall_after = stall_after
+        self._lost_after = lost_after
+        self._reaper = reaper
 
         self._version = __version__
         self._min_interval = min_interval
@@ -75,11 +86,16 @@ class PipetrackCollector(Collector):
         families: list[Family] = []
         if snapshot is not None:
             try:
-                families = render(snapshot)
+                families = render(
+                    snapshot, stall_after=self._stall_after, lost_after=self._lost_after
+                )
             except Exception:
                 logger.exception("building metrics from %s failed", self._redacted)
                 error = ReadFailed("unexpected rows", reachable=True)
         yield from families
+        reaped = m.REAPED_RUNS.family()
+        reaped.add_metric([], float(self._reaper.reaped if self._reaper else 0))
+        yield reaped
         yield _gauge(m.DATABASE_UP, 0.0 if error is not None and not error.reachable else 1.0)
         yield _gauge(m.LAST_SCRAPE_ERROR, 0.0 if error is None else 1.0)
         yield _gauge(m.SCRAPE_DURATION, seconds)

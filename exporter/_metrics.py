@@ -98,7 +98,46 @@ CPU = _task(
 )
 PREDICTED_END = _task(
     "pipetrack_task_predicted_end_timestamp_seconds",
-    "Predicted finish of the task's current run from its progress rate, Unix time.",
+    "Predicted finish of the task's current run, its progress blended with its history, Unix time.",
+)
+STALLED = _task(
+    "pipetrack_task_stalled",
+    "1 if the task's current run heartbeats but its progress has not moved for its stall "
+    "threshold, else 0.",
+)
+STALL_AFTER = _task(
+    "pipetrack_task_stall_threshold_seconds",
+    "How long the current run's progress may stand still before it counts as stalled.",
+)
+NEXT_EXPECTED_START = _task(
+    "pipetrack_task_next_expected_start_timestamp_seconds",
+    "Next start of the declared task's schedule, Unix time.",
+)
+LAST_EXPECTED_START = _task(
+    "pipetrack_task_last_expected_start_timestamp_seconds",
+    "Latest start of the declared task's schedule at or before now, Unix time.",
+)
+START_GRACE = _task(
+    "pipetrack_task_start_grace_seconds",
+    "How late a declared task may start before its start counts as missed.",
+)
+MAX_DURATION = _task(
+    "pipetrack_task_max_duration_seconds",
+    "The longest a run of the declared task may take.",
+)
+MISSED_START = _task(
+    "pipetrack_task_missed_start",
+    "1 if no run of the declared task started within its grace after its last expected "
+    "start, else 0.",
+)
+STARTS_SINCE_EXPECTED = _task(
+    "pipetrack_task_runs_started_since_expected_start",
+    "Runs of the declared task started since its last expected start.",
+)
+BEFORE_DEPENDENCY = _task(
+    "pipetrack_task_started_before_dependency",
+    "1 if the declared task's latest run started before a task it depends on had succeeded, "
+    "else 0.",
 )
 RUNS = _task(
     "pipetrack_task_runs",
@@ -110,6 +149,11 @@ RECENT_DURATION = _task(
     "pipetrack_task_recent_duration_seconds",
     f"Quantiles of the durations of the task's last {RECENT_RUNS} FINISHED runs.",
     "quantile",
+)
+REAPED_RUNS = MetricSpec(
+    "pipetrack_reaped_runs",
+    "counter",
+    "Runs this exporter's reaper marked FAILED because their heartbeat stopped.",
 )
 DATABASE_UP = MetricSpec(
     "pipetrack_database_up", "gauge", "1 if the last scrape reached the database, else 0."
@@ -146,8 +190,17 @@ TASK_METRICS = (
     PREDICTED_END,
     RUNS,
     RECENT_DURATION,
+    STALLED,
+    STALL_AFTER,
+    NEXT_EXPECTED_START,
+    LAST_EXPECTED_START,
+    START_GRACE,
+    MAX_DURATION,
+    MISSED_START,
+    STARTS_SINCE_EXPECTED,
+    BEFORE_DEPENDENCY,
 )
-SELF_METRICS = (DATABASE_UP, SCRAPE_DURATION, LAST_SCRAPE_ERROR, BUILD_INFO)
+SELF_METRICS = (REAPED_RUNS, DATABASE_UP, SCRAPE_DURATION, LAST_SCRAPE_ERROR, BUILD_INFO)
 ALL_METRICS = TASK_METRICS + SELF_METRICS
 
 

@@ -5,15 +5,23 @@ Each reads a structure whose size grows with tasks, not runs:
   running     the partial index idx_pipeline_status_active (only STARTED/RUNNING rows)
   outcomes    pipeline_task_outcomes (sql/0004), the trigger-kept counter source
   last_ended  pipeline_task_last_outcome (sql/0005), last run and durations per final status
-All four run in one REPEATABLE READ, READ ONLY transaction, so a scrape sees one moment.
+  declared    pipeline_task_schedule (sql/0006) and the runs started since each scheduled task's
+              last expected start (exporter/_schedule.py)
+  curves      for tasks running now only, the subtask ends of their last few FINISHED runs
+              (tracker/_ops/eta_history.py), for the predicted finish
+All run in one REPEATABLE READ, READ ONLY transaction, so a scrape sees one moment.
 Times come back as float8 epoch seconds: converting 10,000 datetimes per scrape costs more
 than the queries.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
+
+from exporter._schedule import Declared, read_declared
+from tracker._ops.eta import ProgressCurve
+from tracker._ops.eta_history import read_curves
 
 if TYPE_CHECKING:
     import psycopg
@@ -98,6 +106,8 @@ class Snapshot:
     running: tuple[RunningRun, ...]
     outcomes: tuple[tuple[str, str, int], ...]
     last_ended: tuple[LastEnded, ...]
+    declared: tuple[Declared, ...] = ()
+    curves: dict[str, ProgressCurve] = field(default_factory=dict)
 
 
 def read_snapshot(conn: psycopg.Connection[tuple[object, ...]], timeout: float) -> Snapshot:
@@ -116,5 +126,7 @@ def read_snapshot(conn: psycopg.Connection[tuple[object, ...]], timeout: float) 
             LastEnded(str(task), str(status), float(start), float(end), tuple(durations or ()))
             for task, status, start, end, durations in cur.execute(LAST_ENDED_SQL)
         )
+        declared = read_declared(cur, at)
+        curves = read_curves(cur, sorted({run.task for run in running}))
         cur.close()
-    return Snapshot(at, latest, running, outcomes, last_ended)
+    return Snapshot(at, latest, running, outcomes, last_ended, declared, curves)

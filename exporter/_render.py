@@ -12,7 +12,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.samples import Sample
 
 from exporter import _metrics as m
-from exporter._queries import LastEnded, RunningRun, Snapshot
+from exporter._queries import LastEnded, LatestRun, RunningRun, Snapshot
+from exporter._schedule import Declared, missed_start, started_before_dependency
+from tracker._ops.eta import ProgressCurve
+from tracker._ops.eta_history import predicted_total
+
+DEFAULT_STALL_AFTER = 1800.0
+"""Seconds without progress (while heartbeating) before a run counts as stalled."""
+DEFAULT_LOST_AFTER = 60.0
+"""Seconds without a heartbeat before a run counts as lost (four 15 s heartbeats)."""
 
 _MIB = 1024 * 1024
 
@@ -61,24 +69,48 @@ def subtasks_completed(run: RunningRun) -> int | None:
     return max(0, run.current_subtask - 1)
 
 
-def predicted_end(run: RunningRun) -> float | None:
-    """Start + elapsed / progress, elapsed measured at the last progress (or heartbeat).
+def predicted_end(
+    run: RunningRun,
+    recent_durations: Sequence[float] = (),
+    curve: ProgressCurve | None = None,
+) -> float | None:
+    """Start + the predicted total (tracker._ops.eta.predict_total), elapsed measured at the
+    last progress (or heartbeat).
 
-    None before any progress. A start in the future counts as no time elapsed.
+    The run's own rate (through the task's progress curve, where its recent runs have one)
+    weighs by the progress made, the median of the recent FINISHED durations by the rest.
+    None with neither progress nor history. A start in the future counts as no time elapsed.
     """
-    ratio = overall_ratio(run)
-    if not ratio:
-        return None
     measured_at = run.last_progress if run.last_progress is not None else run.last_update
     elapsed = max(0.0, measured_at - run.start)
-    return run.start + elapsed / ratio
+    ratio = overall_ratio(run)
+    total = predicted_total(elapsed, ratio, recent_durations, curve)
+    if total is None and ratio and elapsed == 0:
+        return run.start  # progress "before" the start: no time elapsed, nothing left to predict
+    return None if total is None else run.start + total
+
+
+def stalled(
+    run: RunningRun, at: float, *, stall_after: float, lost_after: float = DEFAULT_LOST_AFTER
+) -> bool:
+    """Heartbeating (within ``lost_after``) but progress, or the start, older than
+    ``stall_after``. A lost run is never stalled."""
+    if at - run.last_update > lost_after:
+        return False
+    moved = run.last_progress if run.last_progress is not None else run.start
+    return at - moved > stall_after
 
 
 def _stage(raw: str | None) -> str:
     return raw if raw else m.UNKNOWN_STAGE
 
 
-def render(snapshot: Snapshot) -> list[Family]:
+def render(
+    snapshot: Snapshot,
+    *,
+    stall_after: float = DEFAULT_STALL_AFTER,
+    lost_after: float = DEFAULT_LOST_AFTER,
+) -> list[Family]:
     """The task families for one snapshot, each a fresh object."""
     families = {spec.name: spec.family() for spec in m.TASK_METRICS}
     sample_names = {
@@ -100,6 +132,9 @@ def render(snapshot: Snapshot) -> list[Family]:
         ended.setdefault(row.task, {})[row.status] = row
     outcomes = {(task, status): runs for task, status, runs in snapshot.outcomes}
 
+    declared = {row.task: row for row in snapshot.declared}
+    for item in snapshot.declared:
+        stages.setdefault(item.task, _stage(item.stage))
     tasks = sorted(
         set(stages) | set(running) | set(ended) | {task for task, _ in outcomes},
     )
@@ -131,7 +166,19 @@ def render(snapshot: Snapshot) -> list[Family]:
 
     for task, runs in running.items():
         key = keys[task]
-        _render_current(add, key, runs[0])
+        finished = ended.get(task, {}).get("FINISHED")
+        _render_current(
+            add,
+            key,
+            runs[0],
+            finished.recent_durations if finished else (),
+            snapshot.curves.get(task),
+        )
+        own = declared.get(task)
+        threshold = own.stall_after if own and own.stall_after else stall_after
+        add(m.STALL_AFTER, key, threshold)
+        is_stalled = stalled(runs[0], snapshot.at, stall_after=threshold, lost_after=lost_after)
+        add(m.STALLED, key, 1.0 if is_stalled else 0.0)
         memory = [run.memory_mb for run in runs if run.memory_mb is not None]
         if memory:
             add(m.MEMORY, key, float(sum(memory) * _MIB))
@@ -142,6 +189,19 @@ def render(snapshot: Snapshot) -> list[Family]:
     for task, by_status in ended.items():
         _render_ended(add, keys[task], by_status)
 
+    latest_start = {run.task: run for run in snapshot.latest}
+    successes = {task: rows["FINISHED"].end for task, rows in ended.items() if "FINISHED" in rows}
+    for item in snapshot.declared:
+        _render_declared(
+            add,
+            keys[item.task],
+            item,
+            at=snapshot.at,
+            declared=declared,
+            latest=latest_start,
+            successes=successes,
+        )
+
     return [families[spec.name] for spec in m.TASK_METRICS]
 
 
@@ -149,6 +209,8 @@ def _render_current(
     add: _Add,
     key: dict[str, str],
     run: RunningRun,
+    recent_durations: Sequence[float],
+    curve: ProgressCurve | None,
 ) -> None:
     """Series about a task's current run (its newest running run)."""
     add(m.LAST_HEARTBEAT, key, run.last_update)
@@ -159,7 +221,7 @@ def _render_current(
         (m.SUBTASKS_COMPLETED, subtasks_completed(run)),
         (m.SUBTASKS_TOTAL, run.total_subtasks),
         (m.LAST_PROGRESS, run.last_progress),
-        (m.PREDICTED_END, predicted_end(run)),
+        (m.PREDICTED_END, predicted_end(run, recent_durations, curve)),
     ]
     for spec, value in optional:
         if value is not None:
@@ -183,3 +245,53 @@ def _render_ended(add: _Add, key: dict[str, str], by_status: dict[str, LastEnded
     last = max(by_status.values(), key=lambda row: row.end)
     add(m.LAST_END, key, last.end)
     add(m.LAST_DURATION, key, max(0.0, last.end - last.start))
+
+
+def _render_declared(
+    add: _Add,
+    key: dict[str, str],
+    row: Declared,
+    *,
+    at: float,
+    declared: dict[str, Declared],
+    latest: dict[str, LatestRun],
+    successes: dict[str, float],
+) -> None:
+    """Series of a declared task: its declared limits and the checks of its schedule."""
+    add(m.START_GRACE, key, row.start_grace)
+    if row.max_duration is not None:
+        add(m.MAX_DURATION, key, row.max_duration)
+    if row.next_start is not None:
+        add(m.NEXT_EXPECTED_START, key, row.next_start)
+    if row.previous_start is not None:
+        add(m.LAST_EXPECTED_START, key, row.previous_start)
+        add(m.MISSED_START, key, 1.0 if missed_start(row, at) else 0.0)
+        add(m.STARTS_SINCE_EXPECTED, key, float(row.started_since))
+    if row.depends_on:
+        add(m.BEFORE_DEPENDENCY, key, 1.0 if _early(row, declared, latest, successes) else 0.0)
+
+
+def _early(
+    row: Declared,
+    declared: dict[str, Declared],
+    latest: dict[str, LatestRun],
+    successes: dict[str, float],
+) -> bool:
+    """Whether the run that counts now started before a dependency was done.
+
+    The run that counts is the task's latest one when it started since the last expected start
+    (scheduled tasks) or is still running (tasks started by hand); otherwise nothing is checked.
+    """
+    run = latest.get(row.task)
+    if run is None:
+        return False
+    if row.schedule is not None:
+        if row.previous_start is None or run.start < row.previous_start:
+            return False
+    elif run.status not in m.RUNNING_STATUSES:
+        return False
+    dependencies = [
+        declared.get(name) or Declared(name, None, None, "UTC", 0.0, None, (), None, 0.0)
+        for name in row.depends_on
+    ]
+    return started_before_dependency(run.start, dependencies, successes)

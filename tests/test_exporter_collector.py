@@ -92,8 +92,9 @@ def test_seeded_runs_give_exact_values(seeded, db_target):
         assert value("pipetrack_task_last_progress_timestamp_seconds") == ts(T0) + 400
         assert value("pipetrack_task_memory_bytes") == (512 + 256) * MIB
         assert value("pipetrack_task_cpu_ratio") == 2.0
-        # 25 % done 400 s after the start: the whole run takes 1600 s.
-        assert value("pipetrack_task_predicted_end_timestamp_seconds") == ts(T0) + 1600
+        # 25 % done 400 s after the start: at its own rate 1600 s in all, blended with the
+        # median of its FINISHED runs (100 s, 300 s) by progress: 0.25 * 1600 + 0.75 * 200.
+        assert value("pipetrack_task_predicted_end_timestamp_seconds") == ts(T0) + 550
         assert value("pipetrack_task_runs_total", status="FINISHED") == 2
         assert value("pipetrack_task_runs_total", status="FAILED") == 1
         assert value("pipetrack_task_runs_total", status="CANCELLED") == 0

@@ -10,6 +10,7 @@ A TOML file kept in the repository of pipelines, loaded into ``pipeline_task_sch
     [tasks.DAILY_01_BDC_Locations]
     schedule = "0 2 * * *"       # cron, 5 fields; omit for tasks started by hand
     max_duration = "3h"
+    stall_after = "45m"          # no progress this long while heartbeating: stalled (default 30m)
     depends_on = ["PREREQ_01_download"]
     # stage = "DAILY"            # derived from the name's prefix when omitted
 
@@ -40,6 +41,7 @@ _TASK_KEYS = {
     "timezone",
     "start_grace",
     "max_duration",
+    "stall_after",
     "depends_on",
     "description",
 }
@@ -57,6 +59,7 @@ class DeclaredTask:
     max_duration: timedelta | None = None
     depends_on: tuple[str, ...] = ()
     description: str | None = None
+    stall_after: timedelta | None = None
 
     def previous_start(self, at: datetime) -> datetime | None:
         """The latest scheduled start at or before ``at`` (None without a schedule)."""
@@ -167,6 +170,10 @@ def _task(
     max_duration = parse_duration(longest, what=f"{where} max_duration") if longest else None
     if max_duration is not None and max_duration <= timedelta(0):
         raise ConfigurationError(f"{where}: max_duration must be positive")
+    stall = text("stall_after")
+    stall_after = parse_duration(stall, what=f"{where} stall_after") if stall else None
+    if stall_after is not None and stall_after <= timedelta(0):
+        raise ConfigurationError(f"{where}: stall_after must be positive")
     return DeclaredTask(
         name=name,
         stage=text("stage") or stage_of(name),
@@ -176,6 +183,7 @@ def _task(
         max_duration=max_duration,
         depends_on=tuple(depends),
         description=text("description"),
+        stall_after=stall_after,
     )
 
 
@@ -196,11 +204,12 @@ def sync(conn: psycopg.Connection[tuple[object, ...]], tasks: list[DeclaredTask]
                 continue
             conn.execute(
                 f"INSERT INTO pipeline_task_schedule ({_COLUMNS}, synced_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now())"
                 " ON CONFLICT (task_name) DO UPDATE SET task_stage = EXCLUDED.task_stage,"
                 " schedule = EXCLUDED.schedule, timezone = EXCLUDED.timezone,"
                 " start_grace = EXCLUDED.start_grace, max_duration = EXCLUDED.max_duration,"
                 " depends_on = EXCLUDED.depends_on, description = EXCLUDED.description,"
+                " stall_after = EXCLUDED.stall_after,"
                 " synced_at = now()",
                 row,
             )
@@ -211,7 +220,8 @@ def sync(conn: psycopg.Connection[tuple[object, ...]], tasks: list[DeclaredTask]
 
 
 _COLUMNS = (
-    "task_name, task_stage, schedule, timezone, start_grace, max_duration, depends_on, description"
+    "task_name, task_stage, schedule, timezone, start_grace, max_duration, depends_on, description,"
+    " stall_after"
 )
 
 
@@ -225,6 +235,7 @@ def _row(task: DeclaredTask) -> tuple[object, ...]:
         task.max_duration,
         list(task.depends_on),
         task.description,
+        task.stall_after,
     )
 
 
@@ -241,6 +252,7 @@ def declared(conn: psycopg.Connection[tuple[object, ...]]) -> list[DeclaredTask]
             max_duration=longest if isinstance(longest, timedelta) else None,
             depends_on=tuple(str(d) for d in depends) if isinstance(depends, list) else (),
             description=None if description is None else str(description),
+            stall_after=stall if isinstance(stall, timedelta) else None,
         )
-        for name, stage, schedule, zone, grace, longest, depends, description in rows
+        for name, stage, schedule, zone, grace, longest, depends, description, stall in rows
     ]

@@ -43,6 +43,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="limit of each database statement; keep it below the scrape timeout (default: 5)",
     )
+    parser.add_argument(
+        "--reap-every",
+        metavar="SECONDS",
+        help=(
+            "mark lost runs FAILED this often (one exporter acts at a time); 0 turns it off "
+            "(default: $PIPETRACK_EXPORTER_REAP_EVERY, else 30)"
+        ),
+    )
+    parser.add_argument(
+        "--stale-after",
+        metavar="DURATION",
+        help=(
+            "a run silent this long (seconds, or e.g. 1m) is lost: reaped, never stalled "
+            "(default: $PIPETRACK_EXPORTER_STALE_AFTER, else 60, four heartbeats)"
+        ),
+    )
+    parser.add_argument(
+        "--stall-after",
+        metavar="DURATION",
+        help=(
+            "a heartbeating run whose progress stood still this long is stalled; a declared "
+            "task's stall_after wins (default: $PIPETRACK_EXPORTER_STALL_AFTER, else 30m)"
+        ),
+    )
+    parser.add_argument(
+        "--reap-dsn",
+        metavar="DSN",
+        help=(
+            "database role allowed to UPDATE runs, for the reaper; without one a read-only "
+            "exporter skips reaping with a warning (default: $PIPETRACK_EXPORTER_REAP_DSN, "
+            "else --dsn)"
+        ),
+    )
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,4 +100,8 @@ def run(args: argparse.Namespace) -> int:
         web_config=args.web_config,
         min_interval=args.min_interval,
         statement_timeout=args.statement_timeout,
+        reap_every=args.reap_every,
+        stale_after=args.stale_after,
+        stall_after=args.stall_after,
+        reap_dsn=args.reap_dsn,
     )

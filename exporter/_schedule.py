@@ -1,0 +1,180 @@
+"""Declared tasks (``pipeline_task_schedule``) as scrape data: expected starts and their checks.
+
+Read in the scrape's transaction, in two steps: the declarations, then, for the scheduled ones,
+the runs started since each task's last expected start (the index (task_name, execution_start
+DESC) of the hot and history tables; ``pipeline_runs`` puts the predicate into both). Cron
+times are computed here, in the exporter, and cached until the next expected start passes, so a
+scrape of a thousand declared tasks does not step a thousand cron iterators.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from tracker._ops.registry import DeclaredTask
+
+if TYPE_CHECKING:
+    import psycopg
+
+SCHEDULE_SQL = """
+SELECT task_name, task_stage, schedule, timezone,
+       extract(epoch FROM start_grace)::float8,
+       extract(epoch FROM max_duration)::float8,
+       depends_on,
+       extract(epoch FROM stall_after)::float8,
+       extract(epoch FROM synced_at)::float8
+FROM pipeline_task_schedule
+"""
+
+# Per scheduled task: runs started in [since, since + grace], and since `since` at all.
+STARTS_SQL = """
+SELECT d.task_name,
+       count(r.execution_start) FILTER (WHERE r.execution_start <= d.since + d.grace),
+       count(r.execution_start)
+FROM unnest(%s::text[], %s::timestamptz[], %s::interval[]) AS d(task_name, since, grace)
+LEFT JOIN pipeline_runs AS r ON r.task_name = d.task_name AND r.execution_start >= d.since
+GROUP BY d.task_name
+"""
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One declared task as the scrape sees it; times are Unix seconds."""
+
+    task: str
+    stage: str | None
+    schedule: str | None
+    timezone: str
+    start_grace: float
+    max_duration: float | None
+    depends_on: tuple[str, ...]
+    stall_after: float | None
+    synced_at: float
+    previous_start: float | None = None
+    next_start: float | None = None
+    started_in_grace: int = 0
+    started_since: int = 0
+
+    def cron(self) -> DeclaredTask:
+        return DeclaredTask(
+            name=self.task, stage=self.stage or "", schedule=self.schedule, timezone=self.timezone
+        )
+
+
+class _CronCache:
+    """(schedule, zone) -> (previous, next) expected start, valid until ``next`` passes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[tuple[str, str], tuple[float | None, float]] = {}
+
+    def around(self, task: DeclaredTask, at: float) -> tuple[float | None, float | None]:
+        key = (task.schedule or "", task.timezone)
+        with self._lock:
+            hit = self._known.get(key)
+        if hit is not None and hit[0] is not None and hit[0] <= at < hit[1]:
+            return hit
+        moment = datetime.fromtimestamp(at, timezone.utc)
+        before, after = task.previous_start(moment), task.next_start(moment)
+        found = (
+            None if before is None else before.timestamp(),
+            None if after is None else after.timestamp(),
+        )
+        if found[1] is not None:
+            with self._lock:
+                if len(self._known) > 10_000:  # schedules are few; never grow without bound
+                    self._known.clear()
+                self._known[key] = (found[0], found[1])
+        return found
+
+
+CRON = _CronCache()
+
+
+def read_declared(cur: psycopg.Cursor[tuple[Any, ...]], at: float) -> tuple[Declared, ...]:
+    """The declarations, with expected starts around ``at`` and the runs started since."""
+    rows = []
+    for task, stage, schedule, zone, grace, longest, depends, stall, synced in cur.execute(
+        SCHEDULE_SQL
+    ):
+        declared = Declared(
+            task=str(task),
+            stage=None if stage is None else str(stage),
+            schedule=None if schedule is None else str(schedule),
+            timezone=str(zone),
+            start_grace=float(grace),
+            max_duration=None if longest is None else float(longest),
+            depends_on=tuple(str(d) for d in depends or ()),
+            stall_after=None if stall is None else float(stall),
+            synced_at=float(synced),
+        )
+        if declared.schedule is not None:
+            before, after = CRON.around(declared.cron(), at)
+            declared = _replace(declared, previous_start=before, next_start=after)
+        rows.append(declared)
+    since = [d for d in rows if d.previous_start is not None]
+    if not since:
+        return tuple(rows)
+    counts = {
+        str(task): (int(in_grace), int(total))
+        for task, in_grace, total in cur.execute(
+            STARTS_SQL,
+            (
+                [d.task for d in since],
+                [datetime.fromtimestamp(d.previous_start or 0.0, timezone.utc) for d in since],
+                [timedelta(seconds=d.start_grace) for d in since],
+            ),
+        )
+    }
+    return tuple(
+        _replace(d, started_in_grace=counts[d.task][0], started_since=counts[d.task][1])
+        if d.task in counts
+        else d
+        for d in rows
+    )
+
+
+def _replace(declared: Declared, **changes: Any) -> Declared:
+    import dataclasses
+
+    return dataclasses.replace(declared, **changes)
+
+
+def missed_start(declared: Declared, at: float) -> bool:
+    """No run started within the grace after the last expected start, once the grace is over.
+
+    Expected starts from before the declaration last changed (``synced_at``) do not count: a
+    task declared at 10:00 with a 02:00 schedule has not missed today's start.
+    """
+    before = declared.previous_start
+    if before is None or before < declared.synced_at:
+        return False
+    return at > before + declared.start_grace and declared.started_in_grace == 0
+
+
+def started_before_dependency(
+    run_start: float,
+    dependencies: Sequence[Declared],
+    last_success: dict[str, float],
+) -> bool:
+    """Whether a run that started at ``run_start`` did so before a dependency was done.
+
+    A dependency is not done when it never succeeded, when its latest success ended after the
+    run started, or (for a scheduled dependency) when it has not succeeded since its own last
+    expected start before the run started.
+    """
+    for dependency in dependencies:
+        success = last_success.get(dependency.task)
+        if success is None or success > run_start:
+            return True
+        if dependency.schedule is not None:
+            expected = dependency.cron().previous_start(
+                datetime.fromtimestamp(run_start, timezone.utc)
+            )
+            if expected is not None and success < expected.timestamp():
+                return True
+    return False
