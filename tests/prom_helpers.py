@@ -514,6 +514,33 @@ def seed_pipeline(conn: Any) -> dict[str, str]:
         execution_end=start + minute,
         error_message="cancelled by SIGTERM",
     )
+    # Declared tasks: schedules (one missed: the weekly job has not run since Monday, declared
+    # long ago), limits, and a dependency the daily extract started before.
+    from tracker._ops import registry
+
+    registry.sync(
+        conn,
+        [
+            registry.DeclaredTask(
+                name="PREREQ_01_calendar", stage="PREREQ", schedule="*/15 * * * *"
+            ),
+            registry.DeclaredTask(
+                name="DAILY_01_extract",
+                stage="DAILY",
+                schedule="0 3 * * *",
+                max_duration=timedelta(hours=1),
+                depends_on=("PREREQ_01_calendar",),
+            ),
+            registry.DeclaredTask(
+                name="PERIODIC_01_weekly",
+                stage="PERIODIC",
+                schedule="0 * * * *",
+                start_grace=timedelta(minutes=1),
+                stall_after=timedelta(hours=1),
+            ),
+        ],
+    )
+    conn.execute("UPDATE pipeline_task_schedule SET synced_at = now() - interval '30 days'")
     return {
         "finished": "DAILY_01_extract",
         "failed": "DAILY_02_transform",
