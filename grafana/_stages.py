@@ -219,4 +219,150 @@ def stages() -> JSON:
         mappings=status_mappings(),
         overrides=[by_name("last start", unit="dateTimeAsLocal"), task_link()],
     )
+    _declared(b)
     return b.render()
+
+
+def _declared(b: Board) -> None:
+    """Panels of the declared tasks (pipetrack tasks sync) and of stuck runs."""
+    b.add(
+        "table",
+        "Declared schedules",
+        "Tasks declared with `pipetrack tasks sync`: their last and next expected start, whether "
+        "the last start was missed (no run within the start grace: PipetrackTaskMissedStart), "
+        "runs started since it (2 or more: PipetrackTaskRanTwice), whether the latest run "
+        "started before a dependency succeeded (PipetrackTaskStartedBeforeDependency), and the "
+        "declared start grace and maximum duration.",
+        [
+            prom(
+                "max by (task, task_stage) "
+                '(pipetrack_task_last_expected_start_timestamp_seconds{task_stage=~"$stage"}) '
+                "* 1000",
+                table=True,
+            ),
+            prom(
+                "max by (task, task_stage) "
+                '(pipetrack_task_next_expected_start_timestamp_seconds{task_stage=~"$stage"}) '
+                "* 1000",
+                table=True,
+            ),
+            prom(
+                'max by (task, task_stage) (pipetrack_task_missed_start{task_stage=~"$stage"})',
+                table=True,
+            ),
+            prom(
+                "max by (task, task_stage) "
+                '(pipetrack_task_runs_started_since_expected_start{task_stage=~"$stage"})',
+                table=True,
+            ),
+            prom(
+                "max by (task, task_stage) "
+                '(pipetrack_task_started_before_dependency{task_stage=~"$stage"})',
+                table=True,
+            ),
+            prom(
+                "max by (task, task_stage) "
+                '(pipetrack_task_start_grace_seconds{task_stage=~"$stage"})',
+                table=True,
+            ),
+            prom(
+                "max by (task, task_stage) "
+                '(pipetrack_task_max_duration_seconds{task_stage=~"$stage"})',
+                table=True,
+            ),
+        ],
+        unit="short",
+        size=(24, 10),
+        transformations=[
+            *merge_and_rename(
+                {
+                    "task_stage": "stage",
+                    "Value #A": "last expected start",
+                    "Value #B": "next expected start",
+                    "Value #C": "missed start",
+                    "Value #D": "runs since expected start",
+                    "Value #E": "started before dependency",
+                    "Value #F": "start grace",
+                    "Value #G": "max duration",
+                },
+                [
+                    "stage",
+                    "task",
+                    "last expected start",
+                    "next expected start",
+                    "missed start",
+                    "runs since expected start",
+                    "started before dependency",
+                    "start grace",
+                    "max duration",
+                ],
+            ),
+        ],
+        overrides=[
+            by_name("last expected start", unit="dateTimeFromNow"),
+            by_name("next expected start", unit="dateTimeFromNow"),
+            by_name(
+                "missed start", thresholds=RED_AT_ONE, custom_cellOptions={"type": "color-text"}
+            ),
+            by_name(
+                "runs since expected start",
+                thresholds=thresholds((None, "green"), (2, "red")),
+                custom_cellOptions={"type": "color-text"},
+            ),
+            by_name(
+                "started before dependency",
+                thresholds=RED_AT_ONE,
+                custom_cellOptions={"type": "color-text"},
+            ),
+            by_name("start grace", unit="dtdurations"),
+            by_name("max duration", unit="dtdurations"),
+            task_link(),
+        ],
+    )
+    b.add(
+        "timeseries",
+        "Stalled runs",
+        "Tasks whose current run heartbeats but has not progressed for its stall threshold "
+        "(pipetrack_task_stalled; PipetrackRunStalled after five minutes).",
+        [
+            prom(
+                'sum by (task_stage) (pipetrack_task_stalled{task_stage=~"$stage"})',
+                "{{task_stage}}",
+            )
+        ],
+        unit="none",
+        size=(10, 8),
+        custom={"stacking": {"mode": "normal"}, "fillOpacity": 40},
+    )
+    b.add(
+        "table",
+        "Stalled and lost runs (PostgreSQL)",
+        "Running runs that stopped heartbeating for over 60 s (lost: the reaper marks them "
+        "FAILED) or heartbeat without progress for longer than their stall threshold (stalled), "
+        "from the view pipetrack.pipeline_active_runs.",
+        [
+            sql(
+                """
+                SELECT task_name AS task, COALESCE(task_stage, 'UNKNOWN') AS stage,
+                       CASE WHEN lost THEN 'LOST' ELSE 'STALLED' END AS state,
+                       hostname AS host, process_id AS pid, execution_start AS started,
+                       EXTRACT(EPOCH FROM heartbeat_age) AS "heartbeat age",
+                       EXTRACT(EPOCH FROM progress_age) AS "progress age",
+                       EXTRACT(EPOCH FROM stall_after) AS "stall threshold",
+                       subtask_name AS "subtask name"
+                FROM pipetrack.pipeline_active_runs
+                WHERE lost OR stalled
+                ORDER BY lost DESC, progress_age DESC
+                """
+            )
+        ],
+        unit="short",
+        size=(14, 8),
+        overrides=[
+            by_name("started", unit="dateTimeAsLocal"),
+            by_name("heartbeat age", unit="dtdurations"),
+            by_name("progress age", unit="dtdurations"),
+            by_name("stall threshold", unit="dtdurations"),
+            task_link(),
+        ],
+    )
