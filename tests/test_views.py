@@ -133,7 +133,9 @@ def test_status_shows_the_latest_run_of_each_task_in_80_columns(seeded, db_dsn, 
     task, status, overall, elapsed, eta, host = lines[3].split()
     assert (task, status, overall, host) == ("DAILY_01_BDC_Locations", "RUNNING", "25.0%", "etl-01")
     assert re.fullmatch(r"10m0\ds", elapsed)
-    assert re.fullmatch(r"(29m5\ds|30m0\ds)", eta)  # three times the elapsed time is left
+    # Its own rate says 30 min are left (25 % in 10 min); the history (one FINISHED run of
+    # 3723 s) weighs 75 %: 0.25 * 2400 + 0.75 * 3723 = 3392 s in all, 2792 s left.
+    assert re.fullmatch(r"46m[23]\ds", eta)
     assert lines[4] == "  └ 28/112 Loading Delaware file (3/8, 37.5%)"
     assert len(lines) == 5
 
@@ -146,7 +148,9 @@ def test_status_json_gives_scripts_every_column_and_the_eta(seeded, db_dsn, caps
     running = rows[1]
     assert running["run_id"] == str(RUNNING)
     assert running["overall_percent_complete"] == 25.0
-    assert 1790 <= running["eta_seconds"] <= 1810
+    assert 2780 <= running["eta_seconds"] <= 2800
+    assert running["condition"] is None
+    assert running["recent_durations"] == [3723.0]
     assert rows[0]["eta_seconds"] is None
 
 
@@ -213,3 +217,62 @@ def test_show_of_a_missing_or_malformed_run_id_fails(seeded, db_dsn, capsys):
 
 def test_status_of_an_empty_database_says_so(db_dsn, capsys):
     assert cli(capsys, "status", "--dsn", db_dsn) == (0, "no runs recorded yet\n")
+
+
+def test_status_marks_lost_and_stalled_runs_and_says_why(db, db_dsn, capsys):
+    db.execute(
+        "INSERT INTO pipeline_status (run_id, task_name, task_stage, hostname, process_id,"
+        " execution_start, last_update, last_progress, execution_status,"
+        " overall_percent_complete) VALUES"
+        " (gen_random_uuid(), 'DAILY_01_lost', 'DAILY', 'etl-01', 1, now() - interval '1 hour',"
+        "  now() - interval '5 minutes', now() - interval '5 minutes', 'RUNNING', 40),"
+        " (gen_random_uuid(), 'DAILY_02_stalled', 'DAILY', 'etl-01', 2,"
+        "  now() - interval '2 hours', now(), now() - interval '45 minutes', 'RUNNING', 40),"
+        " (gen_random_uuid(), 'DAILY_03_fine', 'DAILY', 'etl-01', 3, now() - interval '1 hour',"
+        "  now(), now(), 'RUNNING', 40)"
+    )
+    code, out = cli(capsys, "status", "--dsn", db_dsn)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1].split()[:2] == ["DAILY_01_lost", "LOST"]
+    assert re.fullmatch(r"  ! lost: no heartbeat for 5m0\ds", lines[2])
+    assert lines[3].split()[:2] == ["DAILY_02_stalled", "STALLED"]
+    assert re.fullmatch(r"  ! stalled: no progress for 45m0\ds", lines[4])
+    assert lines[5].split()[:2] == ["DAILY_03_fine", "RUNNING"]
+    assert len(lines) == 6
+    code, out = cli(capsys, "status", "--json", "--dsn", db_dsn)
+    assert [r["condition"] for r in json.loads(out)] == ["LOST", "STALLED", None]
+
+
+def test_the_eta_follows_the_tasks_subtask_curve(db, db_dsn, capsys):
+    # Two past runs of 1000 s whose first of two subtasks took 900 s: a run half done (one
+    # subtask of two) after 450 s is 90 % of the way in time, not 50 %.
+    for days in (1, 2):
+        run = uuid.uuid4()
+        db.execute(
+            "INSERT INTO pipeline_status (run_id, task_name, hostname, process_id,"
+            " execution_start, execution_end, execution_status, total_subtasks) VALUES"
+            " (%s, 'DAILY_05_shape', 'h', 1, now() - %s * interval '1 day',"
+            "  now() - %s * interval '1 day' + interval '1000 seconds', 'FINISHED', 2)",
+            (run, days, days),
+        )
+        db.execute(
+            "INSERT INTO pipeline_subtask (run_id, subtask_index, subtask_name, subtask_status,"
+            " started_at, ended_at) SELECT %s, i, 'step ' || i, 'COMPLETED',"
+            " execution_start + (i - 1) * interval '900 seconds',"
+            " execution_start + CASE WHEN i = 1 THEN interval '900 seconds'"
+            "                   ELSE interval '1000 seconds' END"
+            " FROM pipeline_status, generate_series(1, 2) AS i WHERE run_id = %s",
+            (run, run),
+        )
+    db.execute(
+        "INSERT INTO pipeline_status (run_id, task_name, hostname, process_id, execution_start,"
+        " execution_status, total_subtasks, current_subtask, overall_percent_complete,"
+        " last_progress) VALUES (gen_random_uuid(), 'DAILY_05_shape', 'h', 1,"
+        " now() - interval '450 seconds', 'RUNNING', 2, 2, 50, now())"
+    )
+    code, out = cli(capsys, "status", "--json", "--dsn", db_dsn)
+    assert code == 0
+    running = json.loads(out)[0]
+    # Own estimate 450 / 0.9 = 500 s; history 1000 s; blended 0.5 * 500 + 0.5 * 1000 = 750 s.
+    assert 295 <= running["eta_seconds"] <= 302

@@ -19,7 +19,8 @@ from decimal import Decimal
 from typing import Any
 
 from tracker._db.connect import connect, ready_target
-from tracker._ops.eta import rate_only
+from tracker._ops.eta import ProgressCurve
+from tracker._ops.eta_history import predicted_total, read_curves
 from tracker.cli._common import EXIT_NOT_OK, EXIT_OK, add_dsn_option, complain, say
 
 __all__ = ["register"]
@@ -28,13 +29,32 @@ Row = dict[str, Any]
 WIDTH = 80
 ACTIVE = ("STARTED", "RUNNING")
 _BREAKS = re.compile(r"[\r\n\t\v\f]+")
-_COLOURS = {"RUNNING": "36", "STARTED": "36", "FINISHED": "32", "FAILED": "31", "CANCELLED": "33"}
+_COLOURS = {
+    "RUNNING": "36",
+    "STARTED": "36",
+    "FINISHED": "32",
+    "FAILED": "31",
+    "CANCELLED": "33",
+    "LOST": "31;1",
+    "STALLED": "33;1",
+}
 
-# Elapsed is computed by the server, so a client with a wrong clock still shows the truth.
+# Elapsed is computed by the server, so a client with a wrong clock still shows the truth. The
+# lost and stalled flags and ages come from pipeline_active_runs (sql/0007), the recent FINISHED
+# durations the ETA is blended with from pipeline_task_last_outcome (sql/0005).
 _LATEST = """
-    SELECT *, EXTRACT(EPOCH FROM (coalesce(execution_end, now()) - execution_start))::float8
-              AS elapsed_seconds
-    FROM pipeline_latest_run ORDER BY task_name
+    SELECT l.*,
+           EXTRACT(EPOCH FROM (coalesce(l.execution_end, now()) - l.execution_start))::float8
+               AS elapsed_seconds,
+           a.lost, a.stalled,
+           EXTRACT(EPOCH FROM a.heartbeat_age)::float8 AS heartbeat_age_seconds,
+           EXTRACT(EPOCH FROM a.progress_age)::float8 AS progress_age_seconds,
+           o.recent_durations
+    FROM pipeline_latest_run AS l
+    LEFT JOIN pipeline_active_runs AS a ON a.run_id = l.run_id
+    LEFT JOIN pipeline_task_last_outcome AS o
+        ON o.task_name = l.task_name AND o.execution_status = 'FINISHED'
+    ORDER BY l.task_name
 """
 _HISTORY = """
     SELECT *, EXTRACT(EPOCH FROM (coalesce(execution_end, now()) - execution_start))::float8
@@ -115,6 +135,30 @@ def _query(dsn: str | None, sql: str, params: Sequence[object] = ()) -> list[Row
         return list(cur.fetchall())
 
 
+def _latest(dsn: str | None) -> tuple[list[Row], dict[str, ProgressCurve]]:
+    """The latest run of each task, and the progress curves of the tasks running now."""
+    from psycopg.rows import dict_row
+
+    with connect(ready_target(dsn)) as conn:
+        with conn.cursor(row_factory=dict_row) as cur:
+            rows = list(cur.execute(_LATEST).fetchall())
+        active = sorted({r["task_name"] for r in rows if r["execution_status"] in ACTIVE})
+        with conn.cursor() as plain:
+            curves = read_curves(plain, active)
+    return rows, curves
+
+
+def condition(row: Row) -> str | None:
+    """``LOST`` or ``STALLED`` for an active run pipeline_active_runs flags, else None."""
+    if row["execution_status"] not in ACTIVE:
+        return None
+    if row.get("lost"):
+        return "LOST"
+    if row.get("stalled"):
+        return "STALLED"
+    return None
+
+
 # -- formatting -----------------------------------------------------------------------------
 def _jsonable(value: object) -> object:
     if isinstance(value, datetime):
@@ -160,12 +204,17 @@ def _percent(value: object) -> str:
     return "-" if value is None else f"{float(value):.1f}%"  # type: ignore[arg-type]
 
 
-def eta_seconds(row: Row) -> float | None:
-    """Time left for an active run at the rate so far, from its overall progress."""
-    if row["execution_status"] not in ACTIVE or row["overall_percent_complete"] is None:
+def eta_seconds(row: Row, curve: ProgressCurve | None = None) -> float | None:
+    """Time left for an active run: its progress (through ``curve``, the task's progress curve,
+    where it has one) blended with its task's recent FINISHED durations
+    (tracker._ops.eta.predict_total); None with neither progress nor history."""
+    if row["execution_status"] not in ACTIVE:
         return None
     elapsed = float(row["elapsed_seconds"] or 0.0)
-    total = rate_only(elapsed, float(row["overall_percent_complete"]) / 100.0)
+    percent = row["overall_percent_complete"]
+    progress = None if percent is None else float(percent) / 100.0
+    recent = [float(d) for d in row.get("recent_durations") or ()]
+    total = predicted_total(elapsed, progress, recent, curve)
     return None if total is None else max(total - elapsed, 0.0)
 
 
@@ -197,14 +246,20 @@ def bar(percent: object, width: int = 20) -> str:
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
-def render_status(rows: list[Row], *, bars: bool = False) -> list[str]:
-    """The status table, one or two lines per task, at most 80 columns each."""
+def render_status(
+    rows: list[Row], *, bars: bool = False, curves: dict[str, ProgressCurve] | None = None
+) -> list[str]:
+    """The status table, one or two lines per task, at most 80 columns each.
+
+    A lost or stalled active run shows LOST or STALLED as its status, with a line saying why.
+    """
     if not rows:
         return ["no runs recorded yet"]
     lines = [f"{'TASK':<28} {'STATUS':<9} {'OVERALL':>7} {'ELAPSED':>8} {'ETA':>7}  HOST"]
     for row in rows:
-        status = row["execution_status"]
-        eta = eta_seconds(row)
+        state = condition(row)
+        status = state or row["execution_status"]
+        eta = eta_seconds(row, (curves or {}).get(row["task_name"]))
         host = _cut(row.get("hostname"), 14)
         line = (
             f"{_cut(row['task_name'], 28):<28} {_paint(status, f'{status:<9}')} "
@@ -213,11 +268,18 @@ def render_status(rows: list[Row], *, bars: bool = False) -> list[str]:
             f"  {host}"
         )
         lines.append(line)
-        if bars and status in ACTIVE:
+        active = row["execution_status"] in ACTIVE
+        if bars and active:
             lines.append(f"  {bar(row['overall_percent_complete'], 40)}")
-        sub = _subtask_line(row) if status in ACTIVE else None
+        sub = _subtask_line(row) if active else None
         if sub:
             lines.append(sub)
+        if state == "LOST":
+            why = f"lost: no heartbeat for {duration(row.get('heartbeat_age_seconds'))}"
+            lines.append("  ! " + _cut(why, WIDTH - 4))
+        elif state == "STALLED":
+            why = f"stalled: no progress for {duration(row.get('progress_age_seconds'))}"
+            lines.append("  ! " + _cut(why, WIDTH - 4))
         if status == "FAILED" and row.get("error_message"):
             lines.append("  ! " + _cut(row["error_message"], WIDTH - 4))
     return lines
@@ -310,10 +372,20 @@ def render_run(run: Row, subtasks: list[Row]) -> list[str]:
 
 
 # -- handlers -------------------------------------------------------------------------------
+def _as_json(rows: list[Row], curves: dict[str, ProgressCurve]) -> list[Row]:
+    return [
+        {
+            **row,
+            "eta_seconds": eta_seconds(row, curves.get(row["task_name"])),
+            "condition": condition(row),
+        }
+        for row in rows
+    ]
+
+
 def _status(args: argparse.Namespace) -> int:
     if args.json:
-        rows = _query(args.dsn, _LATEST)
-        _dump([{**row, "eta_seconds": eta_seconds(row)} for row in rows])
+        _dump(_as_json(*_latest(args.dsn)))
     else:
         show_status(args.dsn)
     return EXIT_OK
@@ -321,7 +393,8 @@ def _status(args: argparse.Namespace) -> int:
 
 def show_status(dsn: str | None) -> None:
     """Print the status table of the latest run of every task."""
-    for line in render_status(_query(dsn, _LATEST)):
+    rows, curves = _latest(dsn)
+    for line in render_status(rows, curves=curves):
         say(line)
 
 
@@ -330,15 +403,15 @@ def _top(args: argparse.Namespace) -> int:
     clear = sys.stdout.isatty()
     try:
         while True:
-            rows = _query(args.dsn, _LATEST)
+            rows, curves = _latest(args.dsn)
             if args.json:
-                _dump([{**row, "eta_seconds": eta_seconds(row)} for row in rows])
+                _dump(_as_json(rows, curves))
             else:
                 if clear:
                     sys.stdout.write("\033[H\033[2J")
                 stamp = datetime.now().astimezone().strftime("%H:%M:%S")
                 say(f"pipetrack top — {stamp}, every {args.interval:g}s (Ctrl-C to quit)")
-                for line in render_status(rows, bars=True):
+                for line in render_status(rows, bars=True, curves=curves):
                     say(line)
             shown += 1
             if args.count and shown >= args.count:
