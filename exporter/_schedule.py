@@ -172,9 +172,15 @@ def started_before_dependency(
         if success is None or success > run_start:
             return True
         if dependency.schedule is not None:
-            expected = dependency.cron().previous_start(
-                datetime.fromtimestamp(run_start, timezone.utc)
-            )
-            if expected is not None and success < expected.timestamp():
+            if dependency.previous_start is not None and dependency.previous_start <= run_start:
+                # No cron time between its last one and now, so none after the run's start:
+                # the common case, without stepping a cron iterator per scrape.
+                expected: float | None = dependency.previous_start
+            else:
+                moment = dependency.cron().previous_start(
+                    datetime.fromtimestamp(run_start, timezone.utc)
+                )
+                expected = None if moment is None else moment.timestamp()
+            if expected is not None and success < expected:
                 return True
     return False

@@ -269,6 +269,14 @@ def test_a_run_started_before_its_dependency_succeeded_is_flagged():
     # Its latest success is yesterday's: not since its own 01:30 start today.
     stale = {"PREREQ_01": (day - timedelta(hours=20)).timestamp()}
     assert started_before_dependency(run_start, [upstream], stale)
+    # The same with its expected start around now already known (the exporter's usual case).
+    known = declared(
+        task="PREREQ_01",
+        schedule="30 1 * * *",
+        previous_start=(day + timedelta(hours=1, minutes=30)).timestamp(),
+    )
+    assert not started_before_dependency(run_start, [known], success)
+    assert started_before_dependency(run_start, [known], stale)
     # Never succeeded.
     assert started_before_dependency(run_start, [by_hand], success)
     assert not started_before_dependency(run_start, [by_hand], {"PREREQ_02": run_start - 3600})
@@ -408,3 +416,55 @@ def test_runs_of_undeclared_tasks_get_no_schedule_series(db, db_target):
     assert "pipetrack_task_start_grace" not in names
     assert families["pipetrack_task_start_grace_seconds"].samples == []
     assert families["pipetrack_task_missed_start"].samples == []
+
+
+def test_a_tasks_file_declares_a_stall_threshold_and_refuses_a_bad_one(tmp_path):
+    from tracker.errors import ConfigurationError
+
+    good = tmp_path / "tasks.toml"
+    good.write_text('[tasks.DAILY_01_x]\nschedule = "0 2 * * *"\nstall_after = "2h"\n')
+    (task,) = declared_tasks.load(good)
+    assert task.stall_after == timedelta(hours=2)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[tasks.DAILY_01_x]\nstall_after = "0s"\n')
+    with pytest.raises(ConfigurationError, match="stall_after must be positive"):
+        declared_tasks.load(bad)
+
+
+def test_curve_points_mark_the_kth_leaf_end_at_k_over_the_declared_total():
+    from tracker._ops.eta_history import curve_points
+
+    assert curve_points(4, 100.0, [70.0, 80.0, 90.0]) == [(0.25, 0.7), (0.5, 0.8), (0.75, 0.9)]
+    # More leaf ends than declared subtasks (nested ones): the leaves are the total.
+    assert curve_points(1, 100.0, [50.0, 100.0]) == [(0.5, 0.5), (1.0, 1.0)]
+    assert curve_points(None, 0.0, [1.0]) == []
+
+
+def test_the_curve_reads_leaf_subtasks_of_recent_finished_runs_only(db):
+    from tracker._ops.eta_history import read_curves
+
+    now = now_of(db)
+    start = now - timedelta(days=1)
+    run = insert_run(
+        db,
+        execution_status="FINISHED",
+        execution_start=start,
+        execution_end=start + timedelta(seconds=100),
+        total_subtasks=2,
+    )
+    rows = [
+        (1, None, 0, 100),  # the parent: not a leaf
+        (2, 1, 0, 80),
+        (3, 1, 80, 100),
+    ]
+    for index, parent, begin, end in rows:
+        db.execute(
+            "INSERT INTO pipeline_subtask (run_id, subtask_index, parent_index, subtask_name,"
+            " subtask_status, started_at, ended_at) VALUES (%s, %s, %s, 's', 'COMPLETED', %s, %s)",
+            (run, index, parent, start + timedelta(seconds=begin), start + timedelta(seconds=end)),
+        )
+    with db.cursor() as cur:
+        curves = read_curves(cur, [TASK, "DAILY_99_unknown"])
+    assert set(curves) == {TASK}
+    assert curves[TASK].marks == (0.5,)
+    assert curves[TASK].time_fractions == (0.8,)
