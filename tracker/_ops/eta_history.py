@@ -2,8 +2,8 @@
 
 Two things per task, both cheap to read because they are asked only for tasks running now:
 - recent FINISHED durations: ``pipeline_task_last_outcome.recent_durations`` (sql/0005);
-- a progress curve: in the task's last few FINISHED runs that kept subtask rows, when each
-  leaf subtask ended as a share of the run's duration, against the progress mark
+- a progress curve: in the task's last few FINISHED runs (among its last 50) with subtask
+  rows, when each leaf subtask ended as a share of the run's duration, against the progress mark
   k / total_subtasks that ending completed (the k-th leaf to end). Served by the index
   (task_name, execution_start DESC) on pipeline_status and the subtasks' primary key.
 Archived runs (older than the archive's threshold, 30 days by default) are not read: a curve
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 CURVE_RUNS = 5
 """How many of a task's latest FINISHED runs its progress curve is built from."""
+SCANNED_RUNS = 50
+"""How many of a task's latest runs are looked at for those: a task that keeps failing must not
+make the exporter walk its whole history at every scrape."""
 
 # One row per recent FINISHED run of each task asked about: its declared subtask count, its
 # duration and the end offsets (seconds after its start) of its completed leaf subtasks.
@@ -37,11 +40,16 @@ SELECT t.task_name, r.total_subtasks,
              ORDER BY s.ended_at, s.subtask_index)
 FROM unnest(%s::text[]) AS t(task_name)
 CROSS JOIN LATERAL (
-    SELECT p.run_id, p.execution_start, p.execution_end, p.total_subtasks
-    FROM pipeline_status AS p
-    WHERE p.task_name = t.task_name AND p.execution_status = 'FINISHED'
-      AND p.execution_end > p.execution_start
-    ORDER BY p.execution_start DESC
+    SELECT recent.run_id, recent.execution_start, recent.execution_end, recent.total_subtasks
+    FROM (SELECT p.run_id, p.execution_start, p.execution_end, p.total_subtasks,
+                 p.execution_status
+          FROM pipeline_status AS p
+          WHERE p.task_name = t.task_name
+          ORDER BY p.execution_start DESC
+          LIMIT {SCANNED_RUNS}) AS recent
+    WHERE recent.execution_status = 'FINISHED'
+      AND recent.execution_end > recent.execution_start
+    ORDER BY recent.execution_start DESC
     LIMIT {CURVE_RUNS}
 ) AS r
 """
