@@ -12,6 +12,10 @@ which production, one run per transaction, never does. Measured, warm (medians, 
   scrape   collect + the exposition the server writes for Prometheus' Accept header, wall
   naive    SELECT DISTINCT ON (task_name) ... ORDER BY task_name, execution_start DESC: the
            latest-run-per-task query without the trigger-kept table, for comparison (wall)
+With --subtasks N (default 8) the last 5 FINISHED runs of every task get N completed subtasks
+each (what the predicted finish's progress curve reads for running tasks); with --declare every
+task is declared with a daily schedule, and each depends on the task before it (the schedule
+checks). `db` then includes the curve, declaration and starts statements too.
 
     .venv/bin/python bench/bench_exporter.py                      # every size (minutes)
     .venv/bin/python bench/bench_exporter.py --runs 1000000 --tasks 1000
@@ -41,9 +45,11 @@ from psycopg.conninfo import make_conninfo
 from exporter import PipetrackCollector
 from exporter._exposition import choose
 from exporter._queries import LAST_ENDED_SQL, LATEST_SQL, OUTCOMES_SQL, RUNNING_SQL
+from exporter._schedule import SCHEDULE_SQL, STARTS_SQL
 from tracker._db import embedded, migrate
 from tracker._db.connect import connect
 from tracker._db.dsn import DatabaseTarget
+from tracker._ops.eta_history import CURVE_SQL
 
 # Runs end FINISHED (90 %), FAILED (8 %) or CANCELLED (2 %), except the newest run of a share
 # of the tasks, which is still RUNNING. One run per minute, oldest first.
@@ -85,6 +91,30 @@ REBUILD_SQL = [
        GROUP BY task_name, execution_status""",
 ]
 BACKFILL_MARK = "-- Runs that ended before this migration"
+
+# The last 5 FINISHED runs of every task: %(subtasks)s completed subtasks of unequal length.
+SUBTASKS_SQL = """
+INSERT INTO pipeline_subtask (run_id, subtask_index, subtask_name, subtask_status, started_at,
+                              ended_at)
+SELECT r.run_id, k, 'step ' || k, 'COMPLETED',
+       r.execution_start + (r.execution_end - r.execution_start) * ((k - 1) ^ 2)
+                                                                 / (%(subtasks)s ^ 2),
+       r.execution_start + (r.execution_end - r.execution_start) * (k ^ 2) / (%(subtasks)s ^ 2)
+FROM (SELECT run_id, execution_start, execution_end,
+             row_number() OVER (PARTITION BY task_name ORDER BY execution_start DESC) AS n
+      FROM pipeline_status WHERE execution_status = 'FINISHED') AS r,
+     generate_series(1, %(subtasks)s) AS k
+WHERE r.n <= 5
+"""
+
+DECLARE_SQL = """
+INSERT INTO pipeline_task_schedule (task_name, task_stage, schedule, depends_on)
+SELECT task_name, 'DAILY', '0 2 * * *',
+       CASE WHEN lag(task_name) OVER w IS NULL THEN '{}'
+            ELSE ARRAY[lag(task_name) OVER w]::varchar(255)[] END
+FROM (SELECT DISTINCT task_name FROM pipeline_status) AS t
+WINDOW w AS (ORDER BY task_name)
+"""
 
 # Prometheus 2.x's scrape Accept header: OpenMetrics first.
 PROMETHEUS_ACCEPT = (
@@ -146,9 +176,35 @@ def timed(fn: object, repeat: int, clock: Callable[[], float] = time.perf_counte
 
 def server_ms(conn: psycopg.Connection[tuple[object, ...]]) -> float:
     """Planning + execution time the server reports for the scrape's statements."""
+    import datetime as dt
+
+    running = [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT DISTINCT task_name FROM pipeline_status"
+            " WHERE execution_status IN ('STARTED', 'RUNNING')"
+        )
+    ]
+    declared = [str(r[0]) for r in conn.execute("SELECT task_name FROM pipeline_task_schedule")]
+    since = dt.datetime.now(dt.timezone.utc).replace(hour=2, minute=0, second=0, microsecond=0)
+    statements: list[tuple[str, tuple[object, ...]]] = [
+        (LATEST_SQL, ()),
+        (RUNNING_SQL, ()),
+        (OUTCOMES_SQL, ()),
+        (LAST_ENDED_SQL, ()),
+        (SCHEDULE_SQL, ()),
+        (CURVE_SQL, (running,)),
+    ]
+    if declared:
+        grace = dt.timedelta(minutes=15)
+        statements.append(
+            (STARTS_SQL, (declared, [since] * len(declared), [grace] * len(declared)))
+        )
     total = 0.0
-    for statement in (LATEST_SQL, RUNNING_SQL, OUTCOMES_SQL, LAST_ENDED_SQL):
-        row = conn.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}").fetchone()
+    for statement, params in statements:
+        row = conn.execute(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}".encode(), params or None
+        ).fetchone()
         plan = row[0][0] if row else {}  # type: ignore[index]
         total += float(plan["Planning Time"]) + float(plan["Execution Time"])
     return total
@@ -166,13 +222,25 @@ def last_outcome_backfill() -> str:
     return text[start : text.index(";", start)]
 
 
-def seed(conn: psycopg.Connection[tuple[object, ...]], runs: int, tasks: int, share: int) -> None:
+def seed(
+    conn: psycopg.Connection[tuple[object, ...]],
+    runs: int,
+    tasks: int,
+    share: int,
+    *,
+    subtasks: int = 0,
+    declare: bool = False,
+) -> None:
     try:
         conn.execute("SET session_replication_role = replica")
         triggers_off = True
     except psycopg.errors.InsufficientPrivilege:
         triggers_off = False  # not a superuser: the triggers fill the tables (slowly)
     conn.execute(SEED_SQL, {"runs": runs, "tasks": tasks, "running_percent": share})
+    if subtasks:
+        conn.execute(SUBTASKS_SQL, {"subtasks": subtasks})
+    if declare:
+        conn.execute(DECLARE_SQL)
     if triggers_off:
         conn.execute("SET session_replication_role = DEFAULT")
         for statement in (*REBUILD_SQL, last_outcome_backfill()):
@@ -183,7 +251,14 @@ def measure(dsn: str, runs: int, tasks: int, args: argparse.Namespace) -> dict[s
     target = DatabaseTarget(conninfo=dsn, source="bench")
     with connect(target) as conn:
         started = time.perf_counter()
-        seed(conn, runs, tasks, args.running_percent)
+        seed(
+            conn,
+            runs,
+            tasks,
+            args.running_percent,
+            subtasks=args.subtasks,
+            declare=args.declare,
+        )
         seeded = time.perf_counter() - started
         conn.execute("VACUUM ANALYZE")
         running = conn.execute(
@@ -229,6 +304,15 @@ def main() -> int:
     parser.add_argument("--naive-repeat", type=int, default=5, help="timed naive queries")
     parser.add_argument(
         "--running-percent", type=int, default=5, help="share of tasks with a running run"
+    )
+    parser.add_argument(
+        "--subtasks",
+        type=int,
+        default=8,
+        help="subtasks of each task's last 5 FINISHED runs (0: none)",
+    )
+    parser.add_argument(
+        "--declare", action="store_true", help="declare every task (daily schedule, a dependency)"
     )
     args = parser.parse_args()
 
