@@ -649,12 +649,13 @@ def rules() -> list[dict[str, Any]]:
 
 
 @contextmanager
-def running_exporter(dsn: str, log: Path) -> Iterator[str]:
-    """``python -m exporter --dsn DSN --listen 127.0.0.1:PORT``; yields its host:port."""
+def running_exporter(dsn: str, log: Path, *extra: str) -> Iterator[str]:
+    """``python -m exporter --dsn DSN --listen 127.0.0.1:PORT [EXTRA...]``; yields host:port."""
     import sys
 
     port = free_port()
     argv = [sys.executable, "-m", "exporter", "--dsn", dsn, "--listen", f"127.0.0.1:{port}"]
+    argv += extra
     address = f"127.0.0.1:{port}"
     with _daemon(argv, f"http://{address}/-/healthy", log, "exporter"):
         yield address

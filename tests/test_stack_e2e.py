@@ -34,7 +34,7 @@ from tests.prom_helpers import (
 # scrape once, so a condition never begins before the pipeline that should see it exists.
 LEAD = timedelta(seconds=12)
 LOST_AFTER = timedelta(seconds=180)  # PipetrackRunLost
-STALLED_AFTER = timedelta(seconds=3600)  # PipetrackRunStalled
+STALLED_AFTER = timedelta(seconds=1800)  # the exporter's --stall-after default
 TOO_LONG_FLOOR = timedelta(seconds=300)  # PipetrackRunTooLong's five-minute floor
 DAILY_WINDOW = timedelta(hours=26)  # PipetrackTaskNoRecentSuccess for DAILY
 
@@ -95,7 +95,9 @@ def test_each_scripted_failure_reaches_the_webhook_as_its_alert(
     with (
         WebhookReceiver() as webhook,
         running_alertmanager(tmp_path / "am", webhook.url) as alertmanager,
-        running_exporter(db_dsn, tmp_path / "exporter.log") as exporter,
+        # No reaper: it would mark the silent run FAILED after 60 s, before PipetrackRunLost's
+        # three minutes; this checks the alert that covers exporters that cannot reap.
+        running_exporter(db_dsn, tmp_path / "exporter.log", "--reap-every", "0") as exporter,
         running_exporter(unreachable_dsn, tmp_path / "exporter-nodb.log") as blind_exporter,
     ):
         config = prometheus_config(
