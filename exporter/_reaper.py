@@ -5,12 +5,18 @@ a scrape. ``tracker._ops.reaper.reap_if_leader`` takes an advisory lock, so of s
 on one database one acts per round. Marking runs needs UPDATE on pipeline_status, which the
 read-only role (pipetrack_reader) lacks: give the reaper a writer's DSN (``--reap-dsn``), else
 it checks its rights once, logs one warning and stops, and the exporter serves on.
+
+After an outage, trackers need a moment to heartbeat again (they replay what they spooled), so
+their runs look silent although they live. The reaper therefore reaps nothing for ``settle``
+seconds (default: the stale threshold) after its own connection comes back from a failure, nor
+while the database server itself has been up for less than that (a restarted server).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -36,10 +42,16 @@ class Reaper:
         *,
         every: float = DEFAULT_REAP_EVERY,
         stale_after: float = DEFAULT_STALE_AFTER,
+        settle: float | None = None,
     ) -> None:
         self._target = target
         self._every = every
         self._stale_after = timedelta(seconds=stale_after)
+        self._settle = stale_after if settle is None else settle
+        self._failed = False
+        self._hold_until = -float("inf")  # time.monotonic() before which nothing is reaped
+        self.last_round = "none"
+        """What the last round did: reaped, not leader, settling, failed or disabled."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -90,30 +102,55 @@ class Reaper:
         import psycopg
 
         if self.disabled is not None:
+            self.last_round = "disabled"
             return None
         try:
-            conn = self._connection()
-            if conn is None:
-                return None
-            reaped = _reap(conn, self._stale_after)
+            reaped = self._round()
         except psycopg.Error as exc:
             message = self._target.redact(" ".join(str(exc).split()) or type(exc).__name__)
-            if message != self._last_error:
-                logger.warning("reaper: %s", message)
-            self._last_error = message
+            self._failure(message)
             self._close()
             return None
         except Exception as exc:  # DatabaseUnavailable: already redacted
-            if str(exc) != self._last_error:
-                logger.warning("reaper: %s", exc)
-            self._last_error = str(exc)
+            self._failure(str(exc))
             return None
         self._last_error = None
-        if reaped is None:
-            return None
-        with self._lock:
-            self._reaped += reaped
+        if reaped is not None:
+            with self._lock:
+                self._reaped += reaped
         return reaped
+
+    def _round(self) -> int | None:
+        conn = self._connection()
+        if conn is None:
+            self.last_round = "disabled"
+            return None
+        if self._failed:
+            # Back after a failure: give trackers time to heartbeat before judging them.
+            self._failed = False
+            self._hold_until = time.monotonic() + self._settle
+        if time.monotonic() < self._hold_until or self._server_is_young(conn):
+            self.last_round = "settling"
+            return None
+        reaped = _reap(conn, self._stale_after)
+        self.last_round = "not leader" if reaped is None else "reaped"
+        return reaped
+
+    def _failure(self, message: str) -> None:
+        if message != self._last_error:
+            logger.warning("reaper: %s", message)
+        self._last_error = message
+        self._failed = True
+        self.last_round = "failed"
+
+    def _server_is_young(self, conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+        """Whether the server started less than ``settle`` ago (trackers still reconnecting)."""
+        if self._settle <= 0:
+            return False
+        row = conn.execute(
+            "SELECT now() - pg_postmaster_start_time() < %s", (timedelta(seconds=self._settle),)
+        ).fetchone()
+        return bool(row and row[0])
 
     def _connection(self) -> psycopg.Connection[tuple[object, ...]] | None:
         from tracker._db.connect import connect

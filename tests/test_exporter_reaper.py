@@ -50,7 +50,8 @@ def reaper_for():
     started: list[Reaper] = []
 
     def make(target, **kwargs) -> Reaper:
-        reaper = Reaper(target, **{"every": 0.2, "stale_after": 60.0, **kwargs})
+        # settle 0: the test server may have started seconds ago (see the settling tests)
+        reaper = Reaper(target, **{"every": 0.2, "stale_after": 60.0, "settle": 0.0, **kwargs})
         started.append(reaper)
         reaper.start()
         return reaper
@@ -219,8 +220,9 @@ def test_the_exporter_command_reaps_and_serves_the_count(db, db_dsn):
             f"127.0.0.1:{port}",
             "--reap-every",
             "0.2",
+            # also the settling time after start: short, since the test server is young
             "--stale-after",
-            "1m",
+            "10s",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -245,3 +247,31 @@ def test_the_exporter_command_reaps_and_serves_the_count(db, db_dsn):
             process.wait()
         process.stdout.close()
         process.stderr.close()
+
+
+def test_after_an_outage_the_reaper_lets_trackers_catch_up_before_reaping(db, db_dsn, reaper_for):
+    from tests.test_exporter_support import proxy_to, via_proxy
+
+    run = lost_run(db)
+    proxy = proxy_to(db_dsn)
+    try:
+        reaper = reaper_for(via_proxy(db_dsn, proxy), every=0.1, settle=1.0)
+        wait_for(lambda: reaper.last_round == "failed", timeout=30, what="a failed round")
+        proxy.start()
+        # Back: the first rounds hold off (a live tracker would be replaying its spool now) ...
+        wait_for(lambda: reaper.last_round == "settling", timeout=30, what="a settling round")
+        assert status_of(db, run) == "RUNNING"
+        # ... then the run, still silent, is reaped.
+        wait_for(lambda: reaper.reaped == 1, timeout=30, what="the lost run reaped")
+    finally:
+        proxy.stop()
+
+
+def test_a_freshly_started_database_server_is_given_time_before_reaping(db, db_target, reaper_for):
+    run = lost_run(db)
+    # The test server has been up for less than a year: that counts as just started here.
+    reaper = reaper_for(db_target, settle=365 * 86400.0)
+    wait_for(lambda: reaper.rounds >= 2, timeout=30, what="two reaper rounds")
+    assert reaper.last_round == "settling"
+    assert reaper.reaped == 0
+    assert status_of(db, run) == "RUNNING"
