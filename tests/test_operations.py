@@ -34,7 +34,17 @@ def insert_run(
     db.execute(
         "INSERT INTO pipeline_status (run_id, task_name, hostname, process_id, execution_start,"
         " execution_end, execution_status, last_update, seq) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-        (run_id, task, host, pid, start, end, status, last_update or NOW, seq),
+        (
+            run_id,
+            task,
+            host,
+            pid,
+            start,
+            end,
+            status,
+            last_update or datetime.now(timezone.utc),
+            seq,
+        ),
     )
     return run_id
 
@@ -142,7 +152,7 @@ def test_reaper_fails_silent_runs_whose_process_is_gone_and_says_why(db):
         (lost, NOW - timedelta(minutes=30)),
     )
     remote = insert_run(db, host="other-host", last_update=silent)
-    fresh = insert_run(db, host=here, pid=dead_pid(), last_update=NOW)
+    fresh = insert_run(db, host=here, pid=dead_pid(), last_update=datetime.now(timezone.utc))
 
     reaped = reap_once(db, stale_after=timedelta(minutes=1), hostname=here)
 
