@@ -39,6 +39,10 @@ def pipetrack(*args, timeout=60):
         (["--statement-timeout", "0"], "statement timeout must be more than 0"),
         (["--web-config", "/nonexistent/web.yml"], "cannot read web config"),
         (["--dsn", "host='unterminated"], "malformed DSN"),
+        (["--reap-every", "-1"], "reap every must be 0 or more"),
+        (["--stall-after", "soonish"], "not a duration"),
+        (["--stale-after", "0"], "must be more than 0 seconds"),
+        (["--reap-dsn", "host='unterminated"], "malformed DSN"),
     ],
 )
 def test_bad_settings_refuse_to_start_with_one_line(args, message):
