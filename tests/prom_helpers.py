@@ -29,6 +29,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tracker._stage import stage_of
+
 ROOT = Path(__file__).resolve().parents[1]
 RULES_DIR = ROOT / "prometheus" / "rules"
 REQUIRE_VAR = "PIPETRACK_REQUIRE_PROMETHEUS"
@@ -313,12 +315,6 @@ def running_alertmanager(tmp: Path, webhook_url: str) -> Iterator[str]:
 
 
 # --- runs written straight into the canonical record --------------------------------------------
-
-
-def stage_of(task: str) -> str:
-    """The stage prefix of a task name, as the tracker derives it."""
-    parts = task.split("_")
-    return "_".join(parts[:2]) if parts[0] == "ANNUAL" else parts[0]
 
 
 def insert_run(conn: Any, task: str, status: str, start: Any, **columns: Any) -> str:

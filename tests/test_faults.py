@@ -8,8 +8,10 @@ the database's return; a lost run is reaped within two thresholds).
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -258,3 +260,35 @@ def test_200_processes_with_10k_updates_each_leave_200_exact_rows(db_dsn, db, tm
         f"{after[0] - before[0]} transactions, {after[1] - before[1]} row writes "
         f"({(after[1] - before[1]) / wall:.0f} rows/s) for {processes * updates} progress calls"
     )
+
+
+def test_a_full_disk_for_the_spool_never_fails_the_pipeline_and_the_loss_is_warned(tmp_path):
+    # The database is unreachable (nothing listens on that port), so every snapshot goes to the
+    # spool, whose writes fail once the file reaches 2 KiB: a full disk, as the process sees it.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    env = child_env(
+        f"host=127.0.0.1 port={closed_port} dbname=x", tmp_path, PIPETRACK_EXIT_TIMEOUT="2"
+    )
+
+    def disk_full() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    started = time.monotonic()
+    child = subprocess.Popen(
+        [sys.executable, str(STEADY_RUN), "DAILY_full_disk", "3", "0.02"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=disk_full,  # noqa: PLW1509 - a resource limit for this child only
+    )
+    code, stderr = finish(child, timeout=60)
+    print(f"\nfull-disk run finished in {time.monotonic() - started:.1f} s; stderr:\n{stderr}")
+    assert code == 0
+    assert "Traceback" not in stderr  # the writer thread survives a failing disk
+    assert "spool" in stderr.lower()
+    assert "cannot write to the spool" in stderr
+    assert "lost" in stderr

@@ -30,24 +30,6 @@ UNLIMITED = 2**63 - 1
 CLOSED_LIMIT = -1
 """A closed subtask's ``_limit``: any advance takes the slow path, which reports the misuse."""
 
-STAGE_PREFIXES = (
-    "STATIC",
-    "DAILY",
-    "ANNUAL_DEC",
-    "ANNUAL_SEPT",
-    "ANNUAL_JUNE",
-    "PERIODIC",
-    "PREREQ",
-)
-
-
-def detect_stage(task_name: str) -> str:
-    """The stage a task name's prefix names (``DAILY_01_…`` → ``DAILY``), else ``UNKNOWN``."""
-    for stage in STAGE_PREFIXES:
-        if task_name.startswith(stage + "_"):
-            return stage
-    return "UNKNOWN"
-
 
 def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat()

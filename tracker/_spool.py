@@ -14,6 +14,7 @@ final snapshot is always kept.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -80,7 +81,8 @@ class Spool:
     def __init__(self, directory: Path, *, max_bytes: int) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
-        self.dropped = 0
+        self.dropped = 0  # not kept: the folder reached its cap
+        self.lost = 0  # not kept: the disk refused the write
         self.written = 0
         self._lock = threading.Lock()
         self._file: IO[str] | None = None
@@ -105,14 +107,39 @@ class Spool:
                     if snapshot.final:
                         # A process that ends while the database is down leaves this behind.
                         os.fsync(handle.fileno())
-                except OSError:
-                    logger.exception("cannot write to the spool in %s", self.directory)
-                    self._drop()
+                except OSError as exc:
+                    self._lose(snapshot, exc)
                     continue
                 self._size_known = self._total_size() + size
                 self.written += 1
                 kept += 1
         return kept
+
+    def _lose(self, snapshot: Snapshot, exc: OSError) -> None:
+        """A write failed (disk full, quota, permissions): count it, say so, start afresh.
+
+        The file's buffer still holds the failed line, so it is abandoned (closing it would try
+        the write again); the next append opens a new file."""
+        self.lost += 1
+        broken, self._file, self._path = self._file, None, None
+        if broken is not None:
+            with contextlib.suppress(OSError):
+                broken.close()
+        self._size_known = None
+        if snapshot.final:
+            logger.warning(
+                "cannot write to the spool in %s (%s): the final state of run %s is lost",
+                self.directory,
+                exc,
+                snapshot.run_id,
+            )
+        elif self.lost == 1 or math.log10(self.lost).is_integer():
+            logger.warning(
+                "cannot write to the spool in %s (%s): lost %d snapshot(s) so far",
+                self.directory,
+                exc,
+                self.lost,
+            )
 
     def _drop(self) -> None:
         self.dropped += 1
@@ -159,7 +186,8 @@ class Spool:
         """Close this process's file (releasing its lock) so that it can be replayed."""
         with self._lock:
             if self._file is not None:
-                self._file.close()
+                with contextlib.suppress(OSError):  # a full disk fails the last flush
+                    self._file.close()
             self._file = self._path = None
 
     @property

@@ -18,9 +18,9 @@ from typing import Any, TypeVar, overload
 
 from tracker import _env, _observers
 from tracker._checks import IGNORE, Checker
-from tracker._model import detect_stage
 from tracker._run import Run
 from tracker._settings import Settings
+from tracker._stage import stage_of
 from tracker._writer import Writer
 from tracker.errors import ConfigurationError, InvalidValue
 
@@ -122,7 +122,7 @@ class Tracker:
             checker=Checker(strict=self.settings.strict, run_id=run_id),
             run_id=run_id,
             task_name=name,
-            task_stage=stage_value or detect_stage(name),
+            task_stage=stage_value or stage_of(name),
             total_subtasks=total if isinstance(total, int) else None,
             context=context,
             max_pending=self.settings.max_pending,

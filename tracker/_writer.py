@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tracker")
 
 BACKOFF_FIRST = 0.25
-BACKOFF_MAX = 5.0
+BACKOFF_MAX = 2.0  # a database back from an outage is written to within 2 s
 
 
 class Writer:
