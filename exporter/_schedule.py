@@ -9,6 +9,7 @@ scrape of a thousand declared tasks does not step a thousand cron iterators.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from tracker._ops.registry import DeclaredTask
 
 if TYPE_CHECKING:
     import psycopg
+
+logger = logging.getLogger("exporter")
 
 SCHEDULE_SQL = """
 SELECT task_name, task_stage, schedule, timezone,
@@ -93,6 +96,20 @@ class _CronCache:
 
 
 CRON = _CronCache()
+_WARNED: set[tuple[str, str, str]] = set()
+
+
+def _warn_once(declared: Declared, exc: Exception) -> None:
+    key = (declared.task, declared.schedule or "", declared.timezone)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        logger.warning(
+            "declared task %s: cannot use schedule %r in time zone %r (%s); ignoring it",
+            declared.task,
+            declared.schedule,
+            declared.timezone,
+            exc,
+        )
 
 
 def read_declared(cur: psycopg.Cursor[tuple[Any, ...]], at: float) -> tuple[Declared, ...]:
@@ -113,8 +130,15 @@ def read_declared(cur: psycopg.Cursor[tuple[Any, ...]], at: float) -> tuple[Decl
             synced_at=float(synced),
         )
         if declared.schedule is not None:
-            before, after = CRON.around(declared.cron(), at)
-            declared = _replace(declared, previous_start=before, next_start=after)
+            try:
+                before, after = CRON.around(declared.cron(), at)
+            except Exception as exc:
+                # A row written around `pipetrack tasks sync` (which validates) must not cost
+                # every other task its series: this one is served as if it had no schedule.
+                _warn_once(declared, exc)
+                declared = _replace(declared, schedule=None)
+            else:
+                declared = _replace(declared, previous_start=before, next_start=after)
         rows.append(declared)
     since = [d for d in rows if d.previous_start is not None]
     if not since:

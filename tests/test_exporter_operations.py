@@ -468,3 +468,31 @@ def test_the_curve_reads_leaf_subtasks_of_recent_finished_runs_only(db):
     assert set(curves) == {TASK}
     assert curves[TASK].marks == (0.5,)
     assert curves[TASK].time_fractions == (0.8,)
+
+
+def test_a_declared_row_with_a_broken_schedule_costs_only_its_own_schedule_series(
+    db, db_target, caplog
+):
+    import logging
+
+    insert_run(db)
+    db.execute(
+        "INSERT INTO pipeline_task_schedule (task_name, task_stage, schedule, timezone)"
+        " VALUES (%s, 'DAILY', 'not cron', 'UTC'), ('DAILY_02_zone', 'DAILY', '0 2 * * *',"
+        " 'Mars/Olympus')",
+        (TASK,),
+    )
+    caplog.set_level(logging.WARNING, logger="exporter")
+    with registered(db_target) as (registry, _):
+        for _ in range(2):
+            assert registry.get_sample_value("pipetrack_last_scrape_error") == 0
+            assert registry.get_sample_value("pipetrack_task_running_runs", labels()) == 1
+            assert registry.get_sample_value("pipetrack_task_start_grace_seconds", labels()) == 900
+            assert (
+                registry.get_sample_value(
+                    "pipetrack_task_next_expected_start_timestamp_seconds", labels()
+                )
+                is None
+            )
+    warnings = [r.getMessage() for r in caplog.records if "cannot use schedule" in r.getMessage()]
+    assert len(warnings) == 2  # once per broken row, not once per scrape
