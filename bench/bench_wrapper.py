@@ -6,6 +6,7 @@ bare:       the child alone, its stdout to /dev/null
 bare|cat:   the child piped through `cat` to /dev/null (one pipe hop, like the wrapper adds)
 wrapped:    `pipetrack run -- child`, the wrapper's stdout to /dev/null
 wrapped+p:  the same with 100k ::pipetrack:: progress lines among the 1M (every 10th line)
+bare>log, wrapped>log:  both with stdout to a log file, as a cron job's usually is
 start-up:   `pipetrack run -- true`: the fixed cost (interpreter, imports, first and last write)
 Each figure is the best of --repeat runs (wall time, so start-up is included: interpreter,
 database connection, the run's first and last write). Throughput = lines / seconds; the ratio
@@ -34,10 +35,12 @@ for i in range(lines):
 """
 
 
-def timed(command: list[str], env: dict[str, str], *, shell: bool = False) -> float:
+def timed(
+    command: list[str], env: dict[str, str], *, shell: bool = False, sink: str = os.devnull
+) -> float:
     started = time.perf_counter()
-    with open(os.devnull, "wb") as sink:
-        subprocess.run(command, env=env, check=True, stdout=sink, shell=shell)
+    with open(sink, "wb") as out:
+        subprocess.run(command, env=env, check=True, stdout=out, shell=shell)
     return time.perf_counter() - started
 
 
@@ -62,21 +65,26 @@ def main() -> None:
             "bare|cat": (piped, True),
             "wrapped": ([*wrap, *bare], False),
             "wrapped+p": ([*wrap, *protocol], False),
+            "bare>log": (bare, False),
+            "wrapped>log": ([*wrap, *bare], False),
             "start-up": ([*wrap, "true"], False),
         }
+        log = str(Path(folder) / "out.log")
         best: dict[str, float] = {}
         for _ in range(args.repeat):
             for name, (command, shell) in cases.items():
-                took = timed(command if not shell else [str(command)], env, shell=shell)
+                sink = log if name.endswith(">log") else os.devnull
+                took = timed(command if not shell else [str(command)], env, shell=shell, sink=sink)
                 best[name] = min(best.get(name, took), took)
     print(f"{args.lines:,} lines, best of {args.repeat}")
-    print(f"{'case':<10} {'seconds':>8} {'lines/s':>12} {'vs bare':>8}")
+    print(f"{'case':<11} {'seconds':>8} {'lines/s':>12} {'vs bare':>8}  (>log: vs bare>log)")
     for name, seconds in best.items():
         if name == "start-up":
-            print(f"{name:<10} {seconds:>8.3f}")
+            print(f"{name:<11} {seconds:>8.3f}")
             continue
-        ratio = best["bare"] / seconds
-        print(f"{name:<10} {seconds:>8.3f} {args.lines / seconds:>12,.0f} {ratio:>8.1%}")
+        baseline = best["bare>log"] if name.endswith(">log") else best["bare"]
+        ratio = baseline / seconds
+        print(f"{name:<11} {seconds:>8.3f} {args.lines / seconds:>12,.0f} {ratio:>8.1%}")
     # What the pass-through itself costs, once the fixed start-up is paid.
     for name in ("wrapped", "wrapped+p"):
         steady = max(best[name] - best["start-up"], 1e-9)
