@@ -57,6 +57,9 @@ class Writer:
         self._retry_at = 0.0
         self._backoff = BACKOFF_FIRST
         self._replay_due = True
+        # Snapshots taken but not yet written or spooled. Each carries subtask rows that no later
+        # snapshot repeats, so a stuck export at exit must spool these too (see _emergency_spool).
+        self._in_flight: list[Snapshot] = []
         self._spool_pending = False
         self._next_heartbeat = time.monotonic() + settings.heartbeat_interval
         self._git_cache: dict[str | None, str | None] = {}
@@ -200,7 +203,11 @@ class Writer:
                 self._sample(run)
             snapshots.append(run.snapshot())
         if snapshots:
-            self._export(snapshots)
+            self._in_flight = snapshots
+            try:
+                self._export(snapshots)
+            finally:
+                self._in_flight = []
         elif self._spool_pending and time.monotonic() >= self._retry_at:
             # Nothing new, but what was spooled should reach the database once it is back.
             self._export([])
@@ -319,7 +326,9 @@ class Writer:
         """At exit, when the thread is stuck (e.g. connecting): spool the final states here."""
         store, spool = self._stores()
         key = store.resolve()
-        snapshots = [run.snapshot() for run in self._pending_runs()]
+        # What the stuck thread holds first (older seqs), then the final states; replay is
+        # idempotent, so a snapshot the thread also manages to write does no harm.
+        snapshots = [*self._in_flight, *(run.snapshot() for run in self._pending_runs())]
         if snapshots:
             spool.append(key, snapshots)
             self.spooled += len(snapshots)
