@@ -4,10 +4,12 @@ the runs the tracker records, and a parent's child processes join its trace."""
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -141,6 +143,22 @@ def test_a_parent_and_two_child_processes_make_one_trace(otlp, tracked, db, db_d
     assert os.environ.get("TRACEPARENT") is None
 
 
+def wait_until_blocked_in_read(pid: int) -> None:
+    """Until the child's main thread sits in read(2) on stdin.
+
+    CPython runs a Python signal handler between bytecodes: a SIGTERM that lands after the
+    child's last check but before it enters read() waits until read() returns, which here is
+    never. Signalling once the child is inside read() makes the EINTR path deterministic."""
+    read_number = {"x86_64": "0", "aarch64": "63"}[platform.machine()]  # __NR_read
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/syscall") as syscall:
+            if syscall.read().split(" ", 1)[0] == read_number:
+                return
+        time.sleep(0.01)
+    raise AssertionError("the child never blocked in read()")
+
+
 SIGTERMED = """
 import sys
 import tracker
@@ -163,6 +181,7 @@ def test_a_run_killed_by_sigterm_still_delivers_its_cancelled_spans(otlp, db, db
     )
     try:
         run_id = child.stdout.readline().strip()
+        wait_until_blocked_in_read(child.pid)
         child.terminate()
         child.wait(30)
     finally:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from tracker._model import RunCore, Snapshot
 from tracker._settings import Settings
+from tracker._signals import signals_blocked
 
 if TYPE_CHECKING:
     from tracker._resources import ResourceSampler
@@ -84,7 +85,8 @@ class Writer:
             if self._thread is not None or self._shutdown:
                 return
             self._thread = threading.Thread(target=self._loop, name="pipetrack-writer", daemon=True)
-            self._thread.start()
+            with signals_blocked():
+                self._thread.start()
 
     def force_flush(self, timeout: float | None = None) -> bool:
         """Write (or spool) every change made before this call; False if not done in time."""

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from tracker._env import FALSE_VALUES, TRUE_VALUES
+from tracker._signals import signals_blocked
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Meter
@@ -221,7 +222,8 @@ class Telemetry:
             finally:
                 done.set()
 
-        threading.Thread(target=target, name=f"pipetrack-telemetry-{name}", daemon=True).start()
+        with signals_blocked():
+            threading.Thread(target=target, name=f"pipetrack-telemetry-{name}", daemon=True).start()
         return done.wait(timeout)
 
     def flush(self, timeout: float = DEFAULT_EXIT_TIMEOUT) -> bool:
@@ -294,8 +296,10 @@ def _otlp_tracer_provider(resource: Any, delivery: DeliveryLog) -> Any:
     # shutdown_on_exit=False: the SDK's own atexit hook would wait up to 30 s on a dead
     # collector; pipetrack's exit hook bounds that wait.
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    exporter = GuardedSpanExporter(_span_exporter(protocol("traces")), delivery)
-    provider.add_span_processor(CountingSpanProcessor(BatchSpanProcessor(exporter), delivery))
+    # The batch processor's worker (and gRPC's threads) must leave SIGTERM to the main thread.
+    with signals_blocked():
+        exporter = GuardedSpanExporter(_span_exporter(protocol("traces")), delivery)
+        provider.add_span_processor(CountingSpanProcessor(BatchSpanProcessor(exporter), delivery))
     return provider
 
 
@@ -305,12 +309,13 @@ def _otlp_meter_provider(resource: Any, delivery: DeliveryLog) -> Any:
 
     from tracker._telemetry._export import GuardedMetricExporter
 
-    exporter = GuardedMetricExporter(_metric_exporter(protocol("metrics")), delivery)
-    return MeterProvider(
-        resource=resource,
-        metric_readers=[PeriodicExportingMetricReader(exporter)],
-        shutdown_on_exit=False,
-    )
+    with signals_blocked():  # the reader's ticker thread, as above
+        exporter = GuardedMetricExporter(_metric_exporter(protocol("metrics")), delivery)
+        return MeterProvider(
+            resource=resource,
+            metric_readers=[PeriodicExportingMetricReader(exporter)],
+            shutdown_on_exit=False,
+        )
 
 
 def build(chosen: Plan) -> Telemetry:
