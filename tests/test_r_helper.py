@@ -10,70 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.design_example import STATES
+
 SCRIPTS = Path(__file__).parent / "scripts"
 PIPETRACK = [sys.executable, "-m", "tracker"]
-STATES = [
-    *[
-        "AL",
-        "AK",
-        "AZ",
-        "AR",
-        "CA",
-        "CO",
-        "CT",
-        "DE",
-        "FL",
-        "GA",
-        "HI",
-        "ID",
-        "IL",
-        "IN",
-        "IA",
-        "KS",
-        "KY",
-        "LA",
-        "ME",
-        "MD",
-        "MA",
-        "MI",
-        "MN",
-        "MS",
-        "MO",
-        "MT",
-        "NE",
-        "NV",
-        "NH",
-        "NJ",
-    ],
-    *[
-        "NM",
-        "NY",
-        "NC",
-        "ND",
-        "OH",
-        "OK",
-        "OR",
-        "PA",
-        "RI",
-        "SC",
-        "SD",
-        "TN",
-        "TX",
-        "UT",
-        "VT",
-        "VA",
-        "WA",
-        "WV",
-        "WI",
-        "WY",
-        "DC",
-        "PR",
-        "VI",
-        "GU",
-        "AS",
-        "MP",
-    ],
-]
 # Read at import: the suite's isolated environment drops PIPETRACK_* variables before tests run.
 REQUIRE_R = os.environ.get("PIPETRACK_REQUIRE_R") == "1"  # CI sets it: a missing R fails
 # Without the site library, R cannot find glue (Debian's r-cran-glue installs there).
@@ -121,7 +61,10 @@ def test_the_original_design_example_of_56_states_yields_the_expected_rows(
 ):
     extra = {} if glue == "with glue" else WITHOUT_GLUE
     if glue == "with glue" and not glue_installed(rscript, extra):
-        pytest.skip("the R package glue is not installed (Debian: r-cran-glue)")
+        message = "the R package glue is not installed (Debian: r-cran-glue)"
+        if REQUIRE_R:
+            pytest.fail(message)
+        pytest.skip(message)
     assert glue_installed(rscript, extra) == (glue == "with glue")
     done = subprocess.run(
         [
