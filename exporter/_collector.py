@@ -19,9 +19,11 @@ from prometheus_client.registry import Collector
 
 from exporter import _metrics as m
 from exporter._database import DatabaseReader, ReadFailed
+from exporter._exposition import WrittenFamily
+from exporter._lines import LineCache, render_lines
 from exporter._queries import Snapshot
 from exporter._reaper import DEFAULT_STALE_AFTER, Reaper
-from exporter._render import DEFAULT_STALL_AFTER, Family, render
+from exporter._render import DEFAULT_STALL_AFTER, Family
 from tracker._db.dsn import DatabaseTarget
 from tracker.errors import ConfigurationError
 
@@ -75,19 +77,23 @@ class PipetrackCollector(Collector):
         self._error: ReadFailed | None = None
         self._read_at = -math.inf  # time.monotonic() of the last read
         self._read_seconds = 0.0
+        self._lines = LineCache()  # task labels escaped once, kept between scrapes
 
     def describe(self) -> list[Family]:
         return m.describe_all()
 
-    def collect(self) -> Iterator[Family]:
+    def collect(self) -> Iterator[Family | WrittenFamily]:
         with self._lock:
             self._refresh()
             snapshot, error, seconds = self._snapshot, self._error, self._read_seconds
-        families: list[Family] = []
+        families: list[WrittenFamily] = []
         if snapshot is not None:
             try:
-                families = render(
-                    snapshot, stall_after=self._stall_after, lost_after=self._lost_after
+                families = render_lines(
+                    snapshot,
+                    self._lines,
+                    stall_after=self._stall_after,
+                    lost_after=self._lost_after,
                 )
             except Exception:
                 logger.exception("building metrics from %s failed", self._redacted)

@@ -5,7 +5,9 @@ prometheus_client's encoders validate and escape every label name of every sampl
 families are plain gauges and counters whose label names are fixed identifiers, so this encoder
 escapes label values only, once per distinct label set, and formats each value once. Anything
 else (histograms, timestamps, exemplars, units) goes to prometheus_client's encoder unchanged.
-The tests parse both outputs back with prometheus_client's parser and compare them.
+The task families arrive as ``WrittenFamily``: their sample lines were written from the rows
+(exporter/_lines.py), so only the headers are added here. The tests compare both outputs with
+prometheus_client's byte for byte and parse them back.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 Encoder = Callable[[Collector], bytes]
@@ -44,6 +48,8 @@ def _simple(families: list[Any]) -> bool:
             return False
         if not _LEGACY_NAME.match(family.name):
             return False
+        if isinstance(family, WrittenFamily):
+            continue  # written by exporter/_lines.py with the names and labels it checks
         suffix = "_total" if family.type == "counter" else ""
         for sample in family.samples:
             if (
@@ -55,8 +61,42 @@ def _simple(families: list[Any]) -> bool:
     return True
 
 
-def _escape_value(value: str) -> str:
+def escape_label_value(value: str) -> str:
+    """A label value as both formats write it between double quotes."""
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class WrittenFamily(Metric):
+    """A gauge or counter family whose sample lines are already written (``lines``).
+
+    The scrape path writes ``lines`` as they are. ``samples`` are built only when something
+    asks for them (prometheus_client's encoders for other formats, ``get_sample_value``), by
+    ``build()``, which returns every family's samples of the same snapshot by name.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        typ: str,
+        lines: str,
+        build: Callable[[], dict[str, list[Sample]]],
+    ) -> None:
+        self._built: list[Sample] | None = None
+        super().__init__(name, documentation, typ)
+        self._built = None  # Metric.__init__ assigned an empty list through the setter
+        self.lines = lines
+        self._build = build
+
+    @property
+    def samples(self) -> list[Sample]:
+        if self._built is None:
+            self._built = self._build()[self.name]
+        return self._built
+
+    @samples.setter
+    def samples(self, value: list[Sample]) -> None:
+        self._built = value
 
 
 def _write(families: list[Any], *, openmetrics: bool) -> bytes:
@@ -74,6 +114,9 @@ def _write(families: list[Any], *, openmetrics: bool) -> bytes:
         else:
             header = family.name + ("_total" if family.type == "counter" else "")
         append(f"# HELP {header} {help_text}\n# TYPE {header} {family.type}\n")
+        if isinstance(family, WrittenFamily):
+            append(family.lines)
+            continue
         # Every sample of a simple family has the same name (_simple checked it).
         sample_name = family.name + ("_total" if family.type == "counter" else "")
         for sample in family.samples:
@@ -90,7 +133,7 @@ def _write(families: list[Any], *, openmetrics: bool) -> bytes:
                         names_checked.add(name)
                     value = escaped.get(raw)
                     if value is None:
-                        value = escaped[raw] = _escape_value(raw)
+                        value = escaped[raw] = escape_label_value(raw)
                     parts.append(f'{name}="{value}"')
                 text = labels_text[id(labels)] = "{" + ",".join(parts) + "}" if parts else ""
             number = values_text.get(sample.value)

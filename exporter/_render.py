@@ -1,17 +1,22 @@
 """Turning a database snapshot into metric families: the rules docs/metrics.md states.
 
-Pure functions of the snapshot (no I/O), so every rule is testable from rows alone.
+Pure functions of the snapshot (no I/O), so every rule is testable from rows alone. The rules
+(``emit``) write each series into a sink: ``SampleSink`` builds prometheus_client families (the
+reference form, ``render``), exporter/_lines.py writes exposition lines straight away (the
+scrape path). One set of rules for both, so the two cannot disagree on which series exist.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.samples import Sample
 
 from exporter import _metrics as m
+from exporter._exposition import escape_label_value
 from exporter._queries import LastEnded, LatestRun, RunningRun, Snapshot
 from exporter._schedule import Declared, missed_start, started_before_dependency
 from tracker._ops.eta import ProgressCurve
@@ -25,7 +30,7 @@ DEFAULT_LOST_AFTER = 60.0
 _MIB = 1024 * 1024
 
 Family = GaugeMetricFamily | CounterMetricFamily
-_Add = Callable[[m.MetricSpec, dict[str, str], float], None]
+_QUANTILE_LABELS = tuple((q, f"{q:g}") for q in m.QUANTILES)
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -33,7 +38,10 @@ def quantile(values: Sequence[float], q: float) -> float:
 
     The same rule as PostgreSQL's percentile_cont and numpy's default.
     """
-    ordered = sorted(values)
+    return _sorted_quantile(sorted(values), q)
+
+
+def _sorted_quantile(ordered: Sequence[float], q: float) -> float:
     position = q * (len(ordered) - 1)
     lower = math.floor(position)
     upper = math.ceil(position)
@@ -105,6 +113,50 @@ def _stage(raw: str | None) -> str:
     return raw if raw else m.UNKNOWN_STAGE
 
 
+class TaskKey:
+    """A task's labels: as prometheus_client wants them, and as exposition text (escaped once)."""
+
+    __slots__ = ("labels", "text")
+
+    def __init__(self, task: str, stage: str) -> None:
+        self.labels = {"task": task, "task_stage": stage}
+        # Label names in sorted order, as both exposition formats write them.
+        self.text = f'task="{escape_label_value(task)}",task_stage="{escape_label_value(stage)}"'
+
+
+class Sink(Protocol):
+    """Where the rules put each series of a task family, in exposition order."""
+
+    def add(self, spec: m.MetricSpec, key: TaskKey, value: float) -> None:
+        """A series labelled by the task only."""
+
+    def add_with(self, spec: m.MetricSpec, key: TaskKey, extra: str, value: float) -> None:
+        """A series with one more label (``spec.labels[-1]``) whose value is ``extra``."""
+
+
+class SampleSink:
+    """Collects the series as prometheus_client families (the reference form)."""
+
+    def __init__(self) -> None:
+        self.families = {spec.name: spec.family() for spec in m.TASK_METRICS}
+        self._out = {
+            spec.name: (
+                self.families[spec.name].samples.append,
+                spec.name + ("_total" if spec.kind == "counter" else ""),
+                spec.labels[-1],
+            )
+            for spec in m.TASK_METRICS
+        }
+
+    def add(self, spec: m.MetricSpec, key: TaskKey, value: float) -> None:
+        append, name, _ = self._out[spec.name]
+        append(Sample(name, key.labels, value))
+
+    def add_with(self, spec: m.MetricSpec, key: TaskKey, extra: str, value: float) -> None:
+        append, name, label = self._out[spec.name]
+        append(Sample(name, {**key.labels, label: extra}, value))
+
+
 def render(
     snapshot: Snapshot,
     *,
@@ -112,17 +164,24 @@ def render(
     lost_after: float = DEFAULT_LOST_AFTER,
 ) -> list[Family]:
     """The task families for one snapshot, each a fresh object."""
-    families = {spec.name: spec.family() for spec in m.TASK_METRICS}
-    sample_names = {
-        spec.name: spec.name + ("_total" if spec.kind == "counter" else "")
-        for spec in m.TASK_METRICS
-    }
+    sink = SampleSink()
+    emit(snapshot, sink, TaskKey, stall_after=stall_after, lost_after=lost_after)
+    return [sink.families[spec.name] for spec in m.TASK_METRICS]
 
-    def add(spec: m.MetricSpec, labels: dict[str, str], value: float) -> None:
-        # Straight to the samples (add_metric zips names and values for every sample): a
-        # task's label dict is built once and shared by its samples, which nobody mutates.
-        families[spec.name].samples.append(Sample(sample_names[spec.name], labels, value))
 
+def emit(
+    snapshot: Snapshot,
+    sink: Sink,
+    key_for: Callable[[str, str], TaskKey],
+    *,
+    stall_after: float = DEFAULT_STALL_AFTER,
+    lost_after: float = DEFAULT_LOST_AFTER,
+) -> None:
+    """Every series of the task families for one snapshot, into ``sink``.
+
+    Within each family the order is the exposition order. ``key_for(task, stage)`` gives the
+    task's labels (the fast path hands out keys it keeps between scrapes).
+    """
     stages = {run.task: _stage(run.stage) for run in snapshot.latest}
     running: dict[str, list[RunningRun]] = {}
     for run in snapshot.running:  # newest first within each task (RUNNING_SQL's order)
@@ -138,37 +197,24 @@ def render(
     tasks = sorted(
         set(stages) | set(running) | set(ended) | {task for task, _ in outcomes},
     )
-    keys = {task: {"task": task, "task_stage": stages.get(task, m.UNKNOWN_STAGE)} for task in tasks}
-    # The two loops below write half of all samples; bound appends keep them cheap.
-    running_append = families[m.RUNNING_RUNS.name].samples.append
-    runs_append = families[m.RUNS.name].samples.append
-    runs_name = sample_names[m.RUNS.name]
+    keys = {task: key_for(task, stages.get(task, m.UNKNOWN_STAGE)) for task in tasks}
+    add, add_with = sink.add, sink.add_with
     for task, key in keys.items():
-        running_append(Sample(m.RUNNING_RUNS.name, key, len(running.get(task, ()))))
+        add(m.RUNNING_RUNS, key, len(running.get(task, ())))
         for status in m.FINAL_STATUSES:
-            runs_append(
-                Sample(runs_name, {**key, "status": status}, outcomes.get((task, status), 0))
-            )
+            add_with(m.RUNS, key, status, outcomes.get((task, status), 0))
 
-    status_append = families[m.LAST_RUN_STATUS.name].samples.append
-    start_append = families[m.LAST_START.name].samples.append
     for latest in snapshot.latest:
         key = keys[latest.task]
         for status in m.STATUSES:
-            status_append(
-                Sample(
-                    m.LAST_RUN_STATUS.name,
-                    {**key, "status": status},
-                    1.0 if latest.status == status else 0.0,
-                )
-            )
-        start_append(Sample(m.LAST_START.name, key, latest.start))
+            add_with(m.LAST_RUN_STATUS, key, status, 1.0 if latest.status == status else 0.0)
+        add(m.LAST_START, key, latest.start)
 
     for task, runs in running.items():
         key = keys[task]
         finished = ended.get(task, {}).get("FINISHED")
         _render_current(
-            add,
+            sink,
             key,
             runs[0],
             finished.recent_durations if finished else (),
@@ -187,13 +233,13 @@ def render(
             add(m.CPU, key, sum(cpu) / 100)
 
     for task, by_status in ended.items():
-        _render_ended(add, keys[task], by_status)
+        _render_ended(sink, keys[task], by_status)
 
     latest_start = {run.task: run for run in snapshot.latest}
     successes = {task: rows["FINISHED"].end for task, rows in ended.items() if "FINISHED" in rows}
     for item in snapshot.declared:
         _render_declared(
-            add,
+            sink,
             keys[item.task],
             item,
             at=snapshot.at,
@@ -202,17 +248,16 @@ def render(
             successes=successes,
         )
 
-    return [families[spec.name] for spec in m.TASK_METRICS]
-
 
 def _render_current(
-    add: _Add,
-    key: dict[str, str],
+    sink: Sink,
+    key: TaskKey,
     run: RunningRun,
     recent_durations: Sequence[float],
     curve: ProgressCurve | None,
 ) -> None:
     """Series about a task's current run (its newest running run)."""
+    add = sink.add
     add(m.LAST_HEARTBEAT, key, run.last_update)
     optional: list[tuple[m.MetricSpec, float | None]] = [
         (m.OVERALL_PROGRESS, overall_ratio(run)),
@@ -228,18 +273,16 @@ def _render_current(
             add(spec, key, float(value))
 
 
-def _render_ended(add: _Add, key: dict[str, str], by_status: dict[str, LastEnded]) -> None:
+def _render_ended(sink: Sink, key: TaskKey, by_status: dict[str, LastEnded]) -> None:
     """Series about a task's ended runs: last end, success, failure, durations."""
+    add = sink.add
     if "FINISHED" in by_status:
         finished = by_status["FINISHED"]
         add(m.LAST_SUCCESS, key, finished.end)
         if finished.recent_durations:
-            for q in m.QUANTILES:
-                add(
-                    m.RECENT_DURATION,
-                    {**key, "quantile": f"{q:g}"},
-                    quantile(finished.recent_durations, q),
-                )
+            ordered = sorted(finished.recent_durations)
+            for q, label in _QUANTILE_LABELS:
+                sink.add_with(m.RECENT_DURATION, key, label, _sorted_quantile(ordered, q))
     if "FAILED" in by_status:
         add(m.LAST_FAILURE, key, by_status["FAILED"].end)
     last = max(by_status.values(), key=lambda row: row.end)
@@ -248,8 +291,8 @@ def _render_ended(add: _Add, key: dict[str, str], by_status: dict[str, LastEnded
 
 
 def _render_declared(
-    add: _Add,
-    key: dict[str, str],
+    sink: Sink,
+    key: TaskKey,
     row: Declared,
     *,
     at: float,
@@ -258,6 +301,7 @@ def _render_declared(
     successes: dict[str, float],
 ) -> None:
     """Series of a declared task: its declared limits and the checks of its schedule."""
+    add = sink.add
     add(m.START_GRACE, key, row.start_grace)
     if row.max_duration is not None:
         add(m.MAX_DURATION, key, row.max_duration)
