@@ -123,3 +123,20 @@ def test_redact_text_masks_known_secrets_anywhere():
 
 def test_blank_dsn_variables_count_as_unset():
     assert resolve_target(environ={"PIPETRACK_DSN": "  ", "MONITOR_DB_CONN": ""}).embedded
+
+
+def test_resolving_a_target_loads_no_psycopg():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from tracker._db.dsn import connect_params, resolve_target\n"
+        "target = resolve_target('postgresql://u:p@db/x?sslmode=require', environ={})\n"
+        "connect_params(target, environ={})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('psycopg', 'ssl')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
