@@ -12,6 +12,7 @@ prometheus_client's byte for byte and parse them back.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -59,6 +60,17 @@ def _simple(families: list[Any]) -> bool:
             ):
                 return False
     return True
+
+
+def format_value(value: float, known: dict[float, str]) -> str:
+    """``floatToGoString(value)``, remembered in ``known``. Zero is never remembered: -0.0 and
+    0.0 are one key, yet written differently."""
+    if value == 0:
+        return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
+    text = known.get(value)
+    if text is None:
+        text = known[value] = floatToGoString(value)  # type: ignore[no-untyped-call]
+    return text
 
 
 def escape_label_value(value: str) -> str:
@@ -136,10 +148,7 @@ def _write(families: list[Any], *, openmetrics: bool) -> bytes:
                         value = escaped[raw] = escape_label_value(raw)
                     parts.append(f'{name}="{value}"')
                 text = labels_text[id(labels)] = "{" + ",".join(parts) + "}" if parts else ""
-            number = values_text.get(sample.value)
-            if number is None:
-                number = values_text[sample.value] = floatToGoString(sample.value)  # type: ignore[no-untyped-call]
-            append(f"{sample_name}{text} {number}\n")
+            append(f"{sample_name}{text} {format_value(sample.value, values_text)}\n")
     if openmetrics:
         append("# EOF\n")
     return "".join(out).encode("utf-8")

@@ -10,15 +10,13 @@ samples, built by the reference path only when something asks for them.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable
 
 from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString
 
 from exporter import _metrics as m
-from exporter._exposition import WrittenFamily, escape_label_value
+from exporter._exposition import WrittenFamily, escape_label_value, format_value
 from exporter._queries import Snapshot
 from exporter._render import DEFAULT_LOST_AFTER, DEFAULT_STALL_AFTER, TaskKey, emit, render
 
@@ -39,17 +37,6 @@ class LineCache:
         self.keys: dict[tuple[str, str], TaskKey] = {}
         self.numbers: dict[float, str] = {}
         self.limit = _MIN_NUMBERS
-
-
-def _format(value: float, numbers: dict[float, str]) -> str:
-    """``floatToGoString(value)``, through the cache. Zero is never cached: -0.0 == 0.0 as a
-    key, yet the two are written differently."""
-    if value == 0:
-        return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
-    text = numbers.get(value)
-    if text is None:
-        text = numbers[value] = floatToGoString(value)  # type: ignore[no-untyped-call]
-    return text
 
 
 class TextSink:
@@ -78,14 +65,14 @@ class TextSink:
 
     def add(self, spec: m.MetricSpec, key: TaskKey, value: float) -> None:
         append, head, _ = self._out[spec.name]
-        append(f"{head}{key.text}}} {_format(value, self._numbers)}\n")
+        append(f"{head}{key.text}}} {format_value(value, self._numbers)}\n")
 
     def add_with(self, spec: m.MetricSpec, key: TaskKey, extra: str, value: float) -> None:
         append, head, before = self._out[spec.name]
         label = self._extra.get(extra)
         if label is None:
             label = self._extra[extra] = f'{spec.labels[-1]}="{escape_label_value(extra)}"'
-        number = _format(value, self._numbers)
+        number = format_value(value, self._numbers)
         if before:
             append(f"{head}{label},{key.text}}} {number}\n")
         else:
