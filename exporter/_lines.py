@@ -45,8 +45,9 @@ class TextSink:
     def __init__(self, numbers: dict[float, str]) -> None:
         self.lines: dict[str, list[str]] = {spec.name: [] for spec in m.TASK_METRICS}
         self._numbers = numbers
-        self._extra: dict[str, str] = {}
-        self._out: dict[str, tuple[Callable[[str], None], str, bool]] = {}
+        # Per family: append, "name{", whether the extra label goes first, and the extra
+        # label's text by value (with its comma, and the brace when it goes last).
+        self._out: dict[str, tuple[Callable[[str], None], str, bool, dict[str, str]]] = {}
         for spec in m.TASK_METRICS:
             head = spec.name + ("_total" if spec.kind == "counter" else "") + "{"
             # Labels are written in sorted order; the one extra label of a family goes before
@@ -61,22 +62,23 @@ class TextSink:
                 before = False
             else:
                 raise ValueError(f"{spec.name}: label {extra!r} sorts between the task's labels")
-            self._out[spec.name] = (self.lines[spec.name].append, head, before)
+            self._out[spec.name] = (self.lines[spec.name].append, head, before, {})
 
     def add(self, spec: m.MetricSpec, key: TaskKey, value: float) -> None:
-        append, head, _ = self._out[spec.name]
+        append, head, _, _ = self._out[spec.name]
         append(f"{head}{key.text}}} {format_value(value, self._numbers)}\n")
 
     def add_with(self, spec: m.MetricSpec, key: TaskKey, extra: str, value: float) -> None:
-        append, head, before = self._out[spec.name]
-        label = self._extra.get(extra)
-        if label is None:
-            label = self._extra[extra] = f'{spec.labels[-1]}="{escape_label_value(extra)}"'
+        append, head, before, texts = self._out[spec.name]
+        text = texts.get(extra)
+        if text is None:
+            label = f'{spec.labels[-1]}="{escape_label_value(extra)}"'
+            text = texts[extra] = f"{head}{label}," if before else f",{label}}}"
         number = format_value(value, self._numbers)
         if before:
-            append(f"{head}{label},{key.text}}} {number}\n")
+            append(f"{text}{key.text}}} {number}\n")
         else:
-            append(f"{head}{key.text},{label}}} {number}\n")
+            append(f"{head}{key.text}{text} {number}\n")
 
 
 def render_lines(
