@@ -284,3 +284,25 @@ def test_bad_counts(mode, caplog):
         run.subtask("b").advance(None)
     with expect(mode, tracker.InvalidValue, caplog, "does not fit a BIGINT"):
         run.subtask("c", items_total=2**70)
+
+
+# Rows travel as PostgreSQL array literals; these are what such a literal gives meaning to.
+ARRAY_SYNTAX = ["NULL", '"NULL"', "", " padded ", "{a,b}", "}", '"', "\\", '\\"', "a,b", "é ✓ 🚀"]
+
+
+@pytest.mark.parametrize("text", ARRAY_SYNTAX)
+def test_array_literal_syntax_in_every_text_column_is_stored_verbatim(mode, db, text):
+    run = tracker.run(f"DAILY_{text}", stage="DAILY")
+    run.message(text)
+    with run.subtask(f"sub {text}") as st:
+        st.update(message=text)
+    run.fail(text, detail=text)
+    row = written(mode, db, run)
+    assert row["task_name"] == f"DAILY_{text}"
+    assert (row["overall_progress_message"], row["error_message"], row["error_detail"]) == (
+        text,
+        text,
+        text,
+    )
+    (sub,) = fetch_subtasks(db, run.run_id)
+    assert (sub["subtask_name"], sub["message"]) == (f"sub {text}", text)

@@ -8,6 +8,8 @@ import sys
 import time
 import uuid
 
+import pytest
+
 from tests.tracker_support import (
     child_env,
     fetch_run,
@@ -168,6 +170,67 @@ def test_an_older_snapshot_never_regresses_a_newer_row(db_dsn, db):
         "FINISHED",
         100,
     )
+
+
+def test_one_batch_writes_many_runs_each_at_its_newest_seq(db_dsn, db):
+    runs = [str(uuid.uuid4()) for _ in range(3)]
+    batch = [
+        snapshot(runs[0], 2, "RUNNING", 20.0),
+        snapshot(runs[1], 1, "RUNNING", 5.0),
+        snapshot(runs[0], 4, "FINISHED", 100.0),
+        snapshot(runs[0], 3, "RUNNING", 30.0),
+        snapshot(runs[2], 7, "FAILED", 70.0),
+    ]
+    store = Store(db_dsn)
+    try:
+        store.write_many(batch)
+    finally:
+        store.close()
+    got = {r: fetch_run(db, r) for r in runs}
+    assert [(got[r]["seq"], got[r]["execution_status"]) for r in runs] == [
+        (4, "FINISHED"),
+        (1, "RUNNING"),
+        (7, "FAILED"),
+    ]
+    assert got[runs[0]]["overall_percent_complete"] == 100
+
+
+def test_a_batch_the_database_refuses_is_written_but_for_the_refused_snapshot(
+    db_dsn, db, tmp_path, caplog
+):
+    from tracker._settings import Settings
+    from tracker._store import Rejected
+    from tracker._writer import Writer
+
+    good = [str(uuid.uuid4()) for _ in range(2)]
+    bad = str(uuid.uuid4())
+    refused = snapshot(bad, 1, "RUNNING", 10.0)
+    refused.status_row["overall_percent_complete"] = 150  # past the table's CHECK
+    batch = [snapshot(good[0], 1, "RUNNING", 10.0), refused, snapshot(good[1], 1, "RUNNING", 30.0)]
+
+    store = Store(db_dsn)
+    try:
+        # All or nothing as one transaction ...
+        with pytest.raises(Rejected, match="overall_percent"):
+            store.write_many(batch)
+        assert db.execute("SELECT count(*) FROM pipeline_status").fetchone()[0] == 0
+    finally:
+        store.close()
+
+    # ... so the writer retries the snapshots one by one and drops only the refused one.
+    writer = Writer(Settings(dsn=db_dsn, spool_dir=tmp_path / "spool", strict=False))
+    try:
+        writer._export(batch)
+    finally:
+        writer.shutdown(5)
+    assert (writer.written, writer.rejected) == (2, 1)
+    assert {r: status_of(db, r) for r in [*good, bad]} == {
+        good[0]: "RUNNING",
+        good[1]: "RUNNING",
+        bad: None,
+    }
+    assert f"rejected the status of run {bad}" in caplog.text
+    assert not spool_files(tmp_path / "spool")
 
 
 def test_spool_cap_drops_progress_but_keeps_final_states(tmp_path, caplog):

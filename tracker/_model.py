@@ -230,6 +230,8 @@ class RunCore:
         self._moved = False
         self._urgent = True
         self._pending: dict[int, SubtaskCore] = {}
+        self._cleaned: dict[str, tuple[str, str | None]] = {}  # column -> (value as given, cleaned)
+        self._start_text: tuple[float, str] = (math.nan, "")
         self.max_pending = max_pending
         self.dropped_rows = 0
         self.exported_seq = 0
@@ -425,7 +427,7 @@ class RunCore:
             "script_file": ctx.get("script_file"),
             "log_path": ctx.get("log_path"),
             "log_file": ctx.get("log_file"),
-            "execution_start": iso(self.start_wall),
+            "execution_start": self._start_iso(),
             "execution_end": iso(self.wall(self.end_mono)) if self.end_mono is not None else None,
             "last_update": iso(now_wall),
             "last_progress": iso(self.last_progress) if self.last_progress is not None else None,
@@ -472,13 +474,24 @@ class RunCore:
             row[column] = self.cleaned(column, row[column])
         return row
 
+    def _start_iso(self) -> str:
+        if self._start_text[0] != self.start_wall:
+            self._start_text = (self.start_wall, iso(self.start_wall))
+        return self._start_text[1]
+
     def cleaned(self, column: str, value: str | None) -> str | None:
         """``value`` made storable in ``column``; problems go to ``report_text``."""
         if value is None:
             return None
+        # Most values are the same object snapshot after snapshot (the task name, a message
+        # not changed since): clean each once, not at every write.
+        held = self._cleaned.get(column)
+        if held is not None and held[0] is value:
+            return held[1]
         text, problems = clean_column(column, value)
         if problems:
             self.report_text(column, problems)
+        self._cleaned[column] = (value, text)
         return text
 
     def report_text(self, column: str, problems: tuple[str, ...]) -> None:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from tracker._batch import COLUMN_TYPES_SQL, STATUS, SUBTASK, BatchEncoder, column_types
 from tracker._model import Snapshot
 
 if TYPE_CHECKING:
@@ -24,80 +26,6 @@ if TYPE_CHECKING:
     from tracker._db.dsn import DatabaseTarget
 
 logger = logging.getLogger("tracker")
-
-STATUS_COLUMNS = (
-    "run_id",
-    "task_name",
-    "task_stage",
-    "task_type",
-    "hostname",
-    "process_id",
-    "user_name",
-    "script_path",
-    "script_file",
-    "log_path",
-    "log_file",
-    "execution_start",
-    "execution_end",
-    "last_update",
-    "last_progress",
-    "execution_status",
-    "total_subtasks",
-    "current_subtask",
-    "subtask_name",
-    "subtask_status",
-    "overall_percent_complete",
-    "overall_progress_message",
-    "subtask_percent_complete",
-    "subtask_progress_message",
-    "subtask_items_total",
-    "subtask_items_complete",
-    "memory_mb",
-    "peak_memory_mb",
-    "cpu_percent",
-    "error_message",
-    "error_detail",
-    "exit_code",
-    "git_commit",
-    "environment",
-    "seq",
-    "trace_id",
-    "parent_run_id",
-)
-_IMMUTABLE = ("run_id", "task_name", "execution_start")
-
-SUBTASK_COLUMNS = (
-    "run_id",
-    "subtask_index",
-    "parent_index",
-    "subtask_name",
-    "subtask_status",
-    "started_at",
-    "ended_at",
-    "items_total",
-    "items_complete",
-    "message",
-    "seq",
-)
-
-
-def _upsert(
-    table: str, columns: tuple[str, ...], key: tuple[str, ...], fixed: tuple[str, ...]
-) -> str:
-    names = ", ".join(columns)
-    marks = ", ".join(["%s"] * len(columns))
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in fixed)
-    return (
-        f"INSERT INTO {table} ({names}) VALUES ({marks}) "
-        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates} "
-        f"WHERE {table}.seq < EXCLUDED.seq"
-    )
-
-
-UPSERT_STATUS = _upsert("pipeline_status", STATUS_COLUMNS, ("run_id",), _IMMUTABLE)
-UPSERT_SUBTASK = _upsert(
-    "pipeline_subtask", SUBTASK_COLUMNS, ("run_id", "subtask_index"), ("run_id", "subtask_index")
-)
 
 
 class Unavailable(Exception):
@@ -142,6 +70,8 @@ class Store:
         self._target: DatabaseTarget | None = None
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._schema_warned = False
+        self._encoder = BatchEncoder()
+        self._statements: tuple[str, str] | None = None
         self.key: str | None = None
 
     @property
@@ -208,24 +138,30 @@ class Store:
         logger.debug("writer connected to %s", target.redacted)
 
     def write(self, snapshot: Snapshot) -> None:
-        """Upsert one snapshot in one transaction. Raises Unavailable or Rejected."""
+        """Upsert one snapshot. Raises Unavailable or Rejected."""
+        self.write_many([snapshot])
+
+    def write_many(self, snapshots: Sequence[Snapshot]) -> None:
+        """Upsert snapshots in one transaction. Raises Unavailable, or Rejected for the lot.
+
+        After Rejected nothing of the batch is written: write the snapshots one by one to
+        find the one the database refuses.
+        """
+        if not snapshots:
+            return
         self.connect()
         conn = self._conn
         if conn is None:
             raise Unavailable("not connected")
         import psycopg
-        from psycopg.types.json import Jsonb
 
-        row = dict(snapshot.status_row)
-        env = row.get("environment")
-        row["environment"] = Jsonb(env) if env is not None else None
-        params = [row.get(c) for c in STATUS_COLUMNS]
-        sub_params = [[r.get(c) for c in SUBTASK_COLUMNS] for r in snapshot.subtask_rows]
+        statuses, subtasks = self._encoder.encode(snapshots)
         try:
+            upsert_status, upsert_subtask = self._prepared(conn)
             with conn.transaction(), conn.cursor() as cur:
-                cur.execute(UPSERT_STATUS, params)
-                if sub_params:
-                    cur.executemany(UPSERT_SUBTASK, sub_params)
+                cur.execute(upsert_status, statuses)
+                if subtasks is not None:
+                    cur.execute(upsert_subtask, subtasks)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self.close()
             raise Unavailable(" ".join(str(exc).split())) from None
@@ -244,7 +180,18 @@ class Store:
                 raise Unavailable(" ".join(str(exc).split())) from None
             raise Rejected(" ".join(str(exc).split())) from exc
 
+    def _prepared(self, conn: psycopg.Connection[tuple[object, ...]]) -> tuple[str, str]:
+        """The two upserts, built from the column types this database has."""
+        if self._statements is None:
+            types = column_types(conn.execute(COLUMN_TYPES_SQL).fetchall())
+            self._statements = (
+                STATUS.statement(types[STATUS.name], lambda _: "%s"),
+                SUBTASK.statement(types[SUBTASK.name], lambda _: "%s"),
+            )
+        return self._statements
+
     def close(self) -> None:
+        self._statements = None
         conn, self._conn = self._conn, None
         if conn is not None:
             try:

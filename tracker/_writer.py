@@ -36,6 +36,9 @@ logger = logging.getLogger("tracker")
 
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 2.0  # a database back from an outage is written to within 2 s
+# Snapshots per transaction: one statement per table whatever the count, yet a batch the
+# database refuses is retried one by one, so keep that retry (rare) affordable.
+BATCH_SIZE = 1000
 
 
 class Writer:
@@ -128,9 +131,12 @@ class Writer:
                 )
                 self._emergency_spool()
                 return False
-        elif thread is None and self._pending_runs():
+        elif thread is None:
             # Never started (or started from a forked parent): do the last cycle here.
-            self._cycle(final=True)
+            if self._pending_runs():
+                self._cycle(final=True)
+            if self._store is not None:
+                self._store.close()
         return True
 
     @property
@@ -258,7 +264,7 @@ class Writer:
         return self._store, self._spool
 
     def _export(self, snapshots: list[Snapshot]) -> None:
-        from tracker._store import Rejected, Unavailable
+        from tracker._store import Unavailable
 
         with self._export_lock:
             store, spool = self._stores()
@@ -281,24 +287,52 @@ class Writer:
                 self._went_down(str(exc))
                 self._to_spool(key, snapshots)
                 return
-            for position, snapshot in enumerate(snapshots):
+            for start in range(0, len(snapshots), BATCH_SIZE):
+                batch = snapshots[start : start + BATCH_SIZE]
                 try:
-                    store.write(snapshot)
+                    self._write_batch(store, batch)
                 except Unavailable as exc:
                     self._went_down(str(exc))
-                    self._to_spool(key, snapshots[position:])
+                    self._to_spool(key, snapshots[start:])
                     return
+            self._backoff = BACKOFF_FIRST
+
+    def _write_batch(self, store: Store, batch: list[Snapshot]) -> None:
+        """Write ``batch`` in one transaction; if the database refuses it, one by one.
+
+        Raises Unavailable, leaving what was written marked as exported.
+        """
+        from tracker._store import Rejected
+
+        try:
+            store.write_many(batch)
+        except Rejected as exc:
+            if len(batch) == 1:
+                self._rejected(batch[0], str(exc))
+                return
+            # Rare: some row breaks a constraint. Alone, each of the others still gets in.
+            for snapshot in batch:
+                try:
+                    store.write(snapshot)
                 except Rejected as exc:
-                    self.rejected += 1
-                    logger.warning(
-                        "the database rejected the status of run %s (seq %d): %s; dropped",
-                        snapshot.run_id,
-                        snapshot.seq,
-                        exc,
-                    )
+                    self._rejected(snapshot, str(exc))
+                    continue
                 self.written += 1
                 self._exported(snapshot)
-            self._backoff = BACKOFF_FIRST
+            return
+        self.written += len(batch)
+        for snapshot in batch:
+            self._exported(snapshot)
+
+    def _rejected(self, snapshot: Snapshot, reason: str) -> None:
+        self.rejected += 1
+        self._exported(snapshot)
+        logger.warning(
+            "the database rejected the status of run %s (seq %d): %s; dropped",
+            snapshot.run_id,
+            snapshot.seq,
+            reason,
+        )
 
     def _went_down(self, reason: str) -> None:
         if self._backoff == BACKOFF_FIRST:

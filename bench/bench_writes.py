@@ -1,0 +1,282 @@
+"""Sustained coalesced writes: the writer path's rate against the batched-update ceiling.
+
+One process tracks N simulated runs (default 1,000 and 10,000), each inside one subtask: one
+Tracker, one writer thread with a 10 ms flush interval, so that it cycles back to back. The
+main thread advances every run once, waits until the writer has written them, and again, so
+each cycle finds every run changed. A written run is a snapshot: its status row and its
+subtask row, upserted under a new ``seq``. Measured, in the same run, on the same database:
+
+  writer   snapshots per second the writer path commits (model -> snapshot -> JSON -> upsert),
+           over a window that starts after every run's first write; afterwards the table's
+           ``seq`` values are checked against the writer's own count (nothing spooled, lost
+           or refused)
+  ceiling  the same N status rows and N subtask rows rewritten, every column, by the
+           database alone: per transaction, one ``UPDATE ... FROM`` per table over a batch
+           encoded before the clock starts (no model, no encoding). The faster of two forms:
+           ``json_populate_recordset`` over one JSON parameter, and ``COPY`` into a temporary
+           table followed by ``UPDATE ... FROM`` it
+  ratio    writer / ceiling (the issue's target: >= 65 %)
+
+Writer and ceiling windows alternate (writer, ceiling, writer, ...), so that autovacuum and the
+machine's load land on both; medians are reported.
+
+    .venv/bin/python bench/bench_writes.py                   # 1k and 10k runs (a few minutes)
+    .venv/bin/python bench/bench_writes.py --runs 1000 --window 3
+    .venv/bin/python bench/bench_writes.py --dsn postgresql://...   # a migrated database
+
+Without --dsn a temporary embedded PostgreSQL is started (and stopped) in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import psycopg
+import psycopg.sql
+
+import tracker
+from tracker._batch import STATUS, SUBTASK
+from tracker._db.connect import connect
+from tracker._db.dsn import DatabaseTarget
+
+STATUS_COLUMNS, SUBTASK_COLUMNS = STATUS.columns, SUBTASK.columns
+
+_STATUS_KEY = ("run_id",)
+_SUBTASK_KEY = ("run_id", "subtask_index")
+_NEVER_SET = ("run_id", "task_name", "execution_start")
+
+
+@contextmanager
+def bench_database(dsn: str | None) -> Iterator[str]:
+    """A migrated database: the given DSN, or a temporary embedded server."""
+    if dsn:
+        yield dsn
+        return
+    from tracker._db import embedded, migrate
+
+    with tempfile.TemporaryDirectory(prefix="pipetrack-bench-") as folder:
+        pgdata = Path(folder) / "postgres"
+        uri = embedded.ensure_running(pgdata)
+        try:
+            with connect(DatabaseTarget(conninfo=uri, source="bench")) as conn:
+                migrate.upgrade(conn)
+            yield uri
+        finally:
+            embedded.stop(pgdata)
+
+
+def _update_from(table: str, source: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
+    """``UPDATE table`` setting every column (seq one up) from the rows of ``source``."""
+    sets = ", ".join(f"{c} = v.{c}" for c in columns if c not in (*key, *_NEVER_SET, "seq"))
+    match = " AND ".join(f"t.{c} = v.{c}" for c in key)
+    return f"UPDATE {table} AS t SET {sets}, seq = t.seq + 1 FROM {source} AS v WHERE {match}"
+
+
+class Ceiling:
+    """The database rewriting the bench's rows in batches, with no client-side work."""
+
+    def __init__(self, dsn: str, task_prefix: str) -> None:
+        self.conn = connect(DatabaseTarget(conninfo=dsn, source="bench"), autocommit=False)
+        run_ids = "SELECT run_id FROM pipeline_status WHERE task_name LIKE %s"
+        pattern = task_prefix + "%"
+        self.status_json = self._one(
+            "SELECT json_agg(p)::text FROM pipeline_status AS p WHERE task_name LIKE %s", pattern
+        )
+        self.subtask_json = self._one(
+            f"SELECT json_agg(s)::text FROM pipeline_subtask AS s WHERE run_id IN ({run_ids})",
+            pattern,
+        )
+        self.status_copy = self._copy_out(
+            f"SELECT {', '.join(STATUS_COLUMNS)} FROM pipeline_status WHERE task_name LIKE %s",
+            pattern,
+        )
+        self.subtask_copy = self._copy_out(
+            f"SELECT {', '.join(SUBTASK_COLUMNS)} FROM pipeline_subtask "
+            f"WHERE run_id IN ({run_ids})",
+            pattern,
+        )
+        with self.conn.cursor() as cur:
+            for table, columns in (
+                ("pipeline_status", STATUS_COLUMNS),
+                ("pipeline_subtask", SUBTASK_COLUMNS),
+            ):
+                # The columns and their types, no constraints: a staging table.
+                cur.execute(
+                    f"CREATE TEMP TABLE batch_{table} ON COMMIT DELETE ROWS AS "  # type: ignore[arg-type]
+                    f"SELECT {', '.join(columns)} FROM {table} WITH NO DATA"
+                )
+        self.conn.commit()
+
+    def _one(self, query: str, pattern: str) -> str:
+        row = self.conn.execute(query, (pattern,)).fetchone()  # type: ignore[arg-type]
+        self.conn.commit()
+        if row is None or row[0] is None:
+            raise RuntimeError("no rows to rewrite")
+        return str(row[0])
+
+    def _copy_out(self, query: str, pattern: str) -> bytes:
+        literal = psycopg.sql.Literal(pattern).as_string(self.conn)
+        with self.conn.cursor() as cur:
+            statement = query.replace("%s", literal)
+            with cur.copy(f"COPY ({statement}) TO STDOUT") as copy:  # type: ignore[arg-type]
+                data = b"".join(bytes(chunk) for chunk in copy)
+        self.conn.commit()
+        return data
+
+    def json_batch(self) -> None:
+        with self.conn.cursor() as cur:
+            for table, columns, key, payload in (
+                ("pipeline_status", STATUS_COLUMNS, _STATUS_KEY, self.status_json),
+                ("pipeline_subtask", SUBTASK_COLUMNS, _SUBTASK_KEY, self.subtask_json),
+            ):
+                source = f"json_populate_recordset(NULL::{table}, %s::json)"
+                cur.execute(_update_from(table, source, columns, key), (payload,))  # type: ignore[arg-type]
+        self.conn.commit()
+
+    def copy_batch(self) -> None:
+        with self.conn.cursor() as cur:
+            for table, columns, key, payload in (
+                ("pipeline_status", STATUS_COLUMNS, _STATUS_KEY, self.status_copy),
+                ("pipeline_subtask", SUBTASK_COLUMNS, _SUBTASK_KEY, self.subtask_copy),
+            ):
+                with cur.copy(f"COPY batch_{table} ({', '.join(columns)}) FROM STDIN") as copy:  # type: ignore[arg-type]
+                    copy.write(payload)
+                cur.execute(_update_from(table, f"batch_{table}", columns, key))  # type: ignore[arg-type]
+        self.conn.commit()
+
+    def rate(self, runs: int, window: float) -> float:
+        """Rows rewritten per second (status + subtask counted as one, like a snapshot)."""
+        best = 0.0
+        for batch in (self.json_batch, self.copy_batch):
+            batches, started = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - started) < window / 2:
+                batch()
+                batches += 1
+            best = max(best, batches * runs / elapsed)
+        return best
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Fleet:
+    """N runs tracked by one process, each inside a subtask, all changed every cycle."""
+
+    def __init__(self, dsn: str, runs: int, spool: Path, task_prefix: str) -> None:
+        self.tracker = tracker.Tracker(
+            dsn=dsn, lifecycle=False, console=False, flush_interval=0.01, spool_dir=spool
+        )
+        self.stack = ExitStack()
+        self.subtasks = []
+        for i in range(runs):
+            run = self.tracker.run(f"{task_prefix}{i:05d}", total_subtasks=1, stage="DAILY")
+            self.stack.callback(run.finish)
+            self.subtasks.append(self.stack.enter_context(run.subtask("work", items_total=10**12)))
+        self.writer = self.tracker.writer
+        self.sweep_and_wait()  # every run's first write (INSERT) happens before the window
+
+    def sweep_and_wait(self) -> None:
+        target = self.writer.written + len(self.subtasks)
+        for st in self.subtasks:
+            st.advance()
+        deadline = time.monotonic() + 120
+        while self.writer.written < target:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the writer stopped writing")
+            time.sleep(0.0005)
+
+    def rate(self, window: float) -> float:
+        written, started = self.writer.written, time.perf_counter()
+        while time.perf_counter() - started < window:
+            self.sweep_and_wait()
+        return (self.writer.written - written) / (time.perf_counter() - started)
+
+    def close(self) -> None:
+        self.stack.close()
+        self.tracker.shutdown(60)
+
+
+def measure(dsn: str, runs: int, window: float, repeat: int, scratch: Path) -> dict[str, float]:
+    prefix = f"BENCH_{uuid.uuid4().hex[:6]}_"
+    fleet = Fleet(dsn, runs, scratch / f"spool-{runs}", prefix)
+    ceiling: Ceiling | None = None
+    writer_rates: list[float] = []
+    ceiling_rates: list[float] = []
+    try:
+        for _ in range(repeat):
+            writer_rates.append(fleet.rate(window))
+            if ceiling is None:
+                ceiling = Ceiling(dsn, prefix)
+            ceiling_rates.append(ceiling.rate(runs, window))
+        written = fleet.writer.written
+        problems = (fleet.writer.spooled, fleet.writer.rejected)
+    finally:
+        if ceiling is not None:
+            ceiling.close()
+        fleet.close()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT sum(seq) FROM pipetrack.pipeline_status WHERE task_name LIKE %s",
+            (prefix + "%",),
+        ).fetchone()
+    seq_total = int(row[0]) if row and row[0] is not None else 0
+    # The ceiling added one to every seq per batch; the final snapshots add one per run.
+    ceiling_batches = seq_total - written - runs
+    writer_median = statistics.median(writer_rates)
+    ceiling_median = statistics.median(ceiling_rates)
+    return {
+        "writer": writer_median,
+        "ceiling": ceiling_median,
+        "ratio": writer_median / ceiling_median,
+        "writer_best": max(writer_rates),
+        "ceiling_best": max(ceiling_rates),
+        "spooled": problems[0],
+        "rejected": problems[1],
+        "unaccounted": ceiling_batches % runs if ceiling_batches >= 0 else -1,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn", help="a migrated database (default: temporary embedded server)")
+    parser.add_argument("--runs", default="1000,10000", help="comma-separated run counts")
+    parser.add_argument("--window", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--repeat", type=int, default=5, help="windows per side (median)")
+    args = parser.parse_args()
+    sizes = [int(part) for part in args.runs.split(",")]
+    print(
+        f"pipetrack coalesced-writes benchmark, python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} CPUs, {args.repeat} x {args.window:g} s windows per side"
+    )
+    print(
+        f"{'runs':>7} {'writer/s':>10} {'ceiling/s':>10} {'ratio':>7}"
+        f" {'best w/s':>10} {'best c/s':>10}  checks"
+    )
+    with bench_database(args.dsn) as dsn, tempfile.TemporaryDirectory() as scratch:
+        for runs in sizes:
+            r = measure(dsn, runs, args.window, args.repeat, Path(scratch))
+            checks = (
+                "ok"
+                if (r["spooled"], r["rejected"], r["unaccounted"]) == (0, 0, 0)
+                else f"spooled {r['spooled']:.0f}, rejected {r['rejected']:.0f}, "
+                f"seq off by {r['unaccounted']:.0f}"
+            )
+            print(
+                f"{runs:>7} {r['writer']:>10,.0f} {r['ceiling']:>10,.0f} {r['ratio']:>6.0%}"
+                f" {r['writer_best']:>10,.0f} {r['ceiling_best']:>10,.0f}  {checks}",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
