@@ -7,9 +7,12 @@ set-based afterwards, with the migrations' own backfill where there is one: thou
 upserts of one row inside one transaction are quadratic (each walks the row's dead versions),
 which production, one run per transaction, never does. Measured, warm (medians, and p95):
   db       server time of the scrape's four statements (EXPLAIN ANALYZE: planning + execution)
-  collect  PipetrackCollector.collect(): the database read and building the families, wall
+  collect  PipetrackCollector.collect(): the database read and the families with their
+           exposition lines written (exporter/_lines.py), wall
   cpu      the exporter process's CPU time for one collect (what machine load cannot inflate)
   scrape   collect + the exposition the server writes for Prometheus' Accept header, wall
+  scrape cpu  the same scrape's CPU time: the full work of one answer, as load cannot inflate it
+              (collect's share of the work moved when the lines began to be written there)
   naive    SELECT DISTINCT ON (task_name) ... ORDER BY task_name, execution_start DESC: the
            latest-run-per-task query without the trigger-kept table, for comparison (wall)
 With --subtasks N (default 8) the last 5 FINISHED runs of every task get N completed subtasks
@@ -277,6 +280,7 @@ def measure(dsn: str, runs: int, tasks: int, args: argparse.Namespace) -> dict[s
         cpu = timed(lambda: list(collector.collect()), args.repeat, time.process_time)
         encode, _ = choose(PROMETHEUS_ACCEPT)
         scrape = timed(lambda: encode(registry), args.repeat)
+        scrape_cpu = timed(lambda: encode(registry), args.repeat, time.process_time)
         body = generate_latest(registry)
         assert registry.get_sample_value("pipetrack_last_scrape_error") == 0
     finally:
@@ -290,6 +294,7 @@ def measure(dsn: str, runs: int, tasks: int, args: argparse.Namespace) -> dict[s
         "collect_p95": p95(collect),
         "scrape_median": statistics.median(scrape),
         "scrape_p95": p95(scrape),
+        "scrape_cpu_median": statistics.median(scrape_cpu),
         "series": float(body.count(b"\n") - body.count(b"\n#")),
         "naive_median": statistics.median(naive),
     }
@@ -319,7 +324,7 @@ def main() -> int:
     header = (
         f"{'runs':>9} {'tasks':>6} {'running':>7} {'series':>7} {'seed s':>7} {'db ms':>6} "
         f"{'collect ms':>10} {'p95':>6} {'cpu ms':>6} {'scrape ms':>9} {'p95':>6} "
-        f"{'naive DISTINCT ON ms':>21}"
+        f"{'scrape cpu ms':>13} {'naive DISTINCT ON ms':>21}"
     )
     with server(args.dsn) as admin:
         template = f"pipetrack_bench_tpl_{uuid.uuid4().hex[:8]}"
@@ -342,7 +347,8 @@ def main() -> int:
                         f"{r['seed_s']:>7.1f} {r['db_median']:>6.1f} "
                         f"{r['collect_median']:>10.1f} {r['collect_p95']:>6.1f} "
                         f"{r['cpu_median']:>6.1f} {r['scrape_median']:>9.1f} "
-                        f"{r['scrape_p95']:>6.1f} {r['naive_median']:>21.1f}",
+                        f"{r['scrape_p95']:>6.1f} {r['scrape_cpu_median']:>13.1f} "
+                        f"{r['naive_median']:>21.1f}",
                         flush=True,
                     )
         finally:
