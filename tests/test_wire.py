@@ -443,3 +443,26 @@ print(heavy, imported - before, used - before)
     )
     heavy, *_ = result.stdout.rsplit("]", 1)
     assert heavy + "]" == "[]", result.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, None),
+        (True, b"t"),
+        (False, b"f"),
+        (1, b"1"),
+        (-0.0, b"-0.0"),
+        (1e-7, b"1e-07"),
+        (math.nan, b"NaN"),
+        (-math.inf, b"-Infinity"),
+        (decimal.Decimal("-Infinity"), b"-Infinity"),
+        ("é", "é".encode()),
+        ({"a": [1]}, b'{"a": [1]}'),
+        (datetime.date(2026, 1, 2), b"2026-01-02"),
+    ],
+)
+def test_parameters_are_sent_in_the_text_form_postgresql_reads(value, text):
+    from tracker._db.wire import encode_param
+
+    assert encode_param(value) == text

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import socket
 import struct
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from tracker._db import wire_codec as codec
+from tracker._db.wire_codec import encode_param
 from tracker._db.wire_errors import ServerError, WireError, WireUnavailable, WireUnsupported
 from tracker._db.wire_settings import Settings, resolve
 
@@ -32,6 +32,7 @@ __all__ = [
     "WireError",
     "WireUnavailable",
     "WireUnsupported",
+    "encode_param",
 ]
 
 logger = logging.getLogger("tracker")
@@ -171,7 +172,7 @@ class WireConnection:
         params.extend(settings.environment_options)
         params.append(("client_encoding", "UTF8"))
         body = struct.pack("!i", _PROTOCOL_3_0) + b"".join(
-            _cstr(key) + _cstr(value) for key, value in params
+            codec.cstr(key) + codec.cstr(value) for key, value in params
         )
         self._send(struct.pack("!i", len(body) + 5) + body + b"\x00")
         self._authenticate()
@@ -248,7 +249,7 @@ class WireConnection:
         return self._settings.password.encode("utf-8", "surrogateescape")
 
     def _login_error(self, data: bytes | memoryview) -> WireUnavailable:
-        fields = _error_fields(data)
+        fields = codec.error_fields(data)
         message = fields.get("M", "login failed")
         if self._settings.password_from_file and fields.get("C") == "28P01":
             message += " (password retrieved from the password file)"
@@ -309,11 +310,11 @@ class WireConnection:
                     name = naming[sql] = f"pipetrack_{self._counter}"
                 else:
                     name = ""
-                out += _message(b"P", _cstr(name) + _sql(sql) + b"\x00\x00")
+                out += codec.message(b"P", codec.cstr(name) + codec.sql_text(sql) + b"\x00\x00")
                 parsing.append((sql, name))
-            out += _message(b"B", _bind_body(name, params))
-            out += _EXECUTE
-        out += _SYNC
+            out += codec.message(b"B", codec.bind_body(name, params))
+            out += codec.EXECUTE
+        out += codec.SYNC
         self._deadline = None if timeout is None else time.monotonic() + timeout
         try:
             self._send(out)
@@ -336,13 +337,15 @@ class WireConnection:
                     self._prepared[sql] = name
             elif kind == b"D":
                 if rows is not None:
-                    rows.append(_data_row(data))
+                    rows.append(codec.data_row(data))
             elif kind == b"E":
                 if error is None:
-                    error = _server_error(data)
+                    error = codec.server_error(data)
             elif kind == b"G":
                 # COPY FROM STDIN: refuse it; the server ignored our Sync while in copy mode.
-                self._send(_message(b"f", b"COPY is not supported by this client\x00") + _SYNC)
+                self._send(
+                    codec.message(b"f", b"COPY is not supported by this client\x00") + codec.SYNC
+                )
             elif kind not in b"23CInsdcHt":
                 self._unexpected(kind)
         if error is not None:
@@ -351,11 +354,11 @@ class WireConnection:
     def _forget_prepared(self, timeout: float | None) -> None:
         out = bytearray()
         for name in self._prepared.values():
-            out += _message(b"C", b"S" + _cstr(name))
+            out += codec.message(b"C", b"S" + codec.cstr(name))
         self._prepared.clear()
         self._deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            self._send(out + _SYNC)
+            self._send(out + codec.SYNC)
             self._collect([], None)
         finally:
             self._deadline = None
@@ -372,7 +375,7 @@ class WireConnection:
             return
         try:
             self._sock.settimeout(1.0)
-            self._sock.sendall(_message(b"X", b""))
+            self._sock.sendall(codec.message(b"X", b""))
         except OSError:
             pass  # the server is gone already; closing is all that is left
         self._drop()
@@ -421,7 +424,7 @@ class WireConnection:
             self._lost(exc)
 
     def _send_message(self, kind: bytes, body: bytes) -> None:
-        self._send(_message(kind, body))
+        self._send(codec.message(kind, body))
 
     def _read(self) -> tuple[bytes, memoryview]:
         """The next message that is not asynchronous (notices, notifications, parameters)."""
@@ -437,16 +440,16 @@ class WireConnection:
                 name, value = bytes(data).split(b"\x00")[:2]
                 self.parameters[name.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
             elif kind == b"N":
-                fields = _error_fields(data)
+                fields = codec.error_fields(data)
                 logger.debug("PostgreSQL %s: %s", fields.get("V", "NOTICE"), fields.get("M"))
             elif kind == b"A":
                 pass  # NotificationResponse: this client never LISTENs on purpose
             elif (
                 kind == b"E"
                 and not self._logging_in
-                and _error_fields(data).get("V") in ("FATAL", "PANIC")
+                and codec.error_fields(data).get("V") in ("FATAL", "PANIC")
             ):
-                fields = _error_fields(data)
+                fields = codec.error_fields(data)
                 self._drop()
                 message = self._redact(fields.get("M", "the server ended the session"))
                 raise WireUnavailable(message, sqlstate=fields.get("C"))
@@ -534,143 +537,3 @@ def _connect_socket(settings: Settings, deadline: float | None) -> socket.socket
         sock.close()
         raise
     return sock
-
-
-# -- message encoding -----------------------------------------------------------------------
-
-_SYNC = b"S\x00\x00\x00\x04"
-_EXECUTE = b"E\x00\x00\x00\x09\x00\x00\x00\x00\x00"  # unnamed portal, all rows
-
-
-def _message(kind: bytes, body: bytes | bytearray) -> bytes:
-    return kind + struct.pack("!i", len(body) + 4) + body
-
-
-def _cstr(text: str) -> bytes:
-    data = text.encode("utf-8")
-    if b"\x00" in data:
-        raise ValueError("PostgreSQL strings cannot contain NUL characters")
-    return data + b"\x00"
-
-
-def _sql(sql: str) -> bytes:
-    try:
-        return _cstr(sql)
-    except UnicodeEncodeError:
-        raise ValueError("the SQL text is not valid Unicode") from None
-
-
-def _bind_body(name: str, params: Sequence[object]) -> bytes:
-    if len(params) > 65535:
-        raise ValueError("more than 65535 parameters in one statement")
-    parts = [b"\x00", _cstr(name), b"\x00\x00", struct.pack("!h", len(params))]
-    for position, value in enumerate(params, start=1):
-        encoded = encode_param(value, position)
-        if encoded is None:
-            parts.append(b"\xff\xff\xff\xff")
-        else:
-            parts.append(struct.pack("!i", len(encoded)))
-            parts.append(encoded)
-    parts.append(b"\x00\x00")  # every result column in text format
-    return b"".join(parts)
-
-
-def encode_param(value: object, position: int = 1) -> bytes | None:
-    """A parameter's text form, as the server's input functions read it (None for NULL).
-
-    Raises TypeError for a type with no obvious text form, ValueError for a string PostgreSQL
-    cannot store (NUL characters, lone surrogates).
-    """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, bool):  # before int: bool is an int
-        text = "t" if value else "f"
-    elif isinstance(value, int):
-        text = str(int(value))
-    elif isinstance(value, float):
-        text = _float_text(value)
-    elif isinstance(value, (dict, list)):
-        import json
-
-        text = json.dumps(value)
-    else:
-        text = _other_text(value, position)
-    if "\x00" in text:
-        raise ValueError(f"parameter ${position}: PostgreSQL text cannot contain NUL characters")
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"parameter ${position} is not valid Unicode") from None
-
-
-def _float_text(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return repr(value)
-
-
-def _other_text(value: object, position: int) -> str:
-    # Look the types up only in modules already imported: a value of the type implies its module.
-    modules = sys.modules
-    datetime_module: Any = modules.get("datetime")
-    if datetime_module is not None and isinstance(
-        value, (datetime_module.date, datetime_module.time)
-    ):
-        text: str = value.isoformat()
-        return text
-    uuid_module: Any = modules.get("uuid")
-    if uuid_module is not None and isinstance(value, uuid_module.UUID):
-        return str(value)
-    decimal_module: Any = modules.get("decimal")
-    if decimal_module is not None and isinstance(value, decimal_module.Decimal):
-        return _decimal_text(value)
-    raise TypeError(f"parameter ${position}: cannot send a {type(value).__name__} value")
-
-
-def _decimal_text(value: Any) -> str:
-    if value.is_nan():
-        return "NaN"
-    if value.is_infinite():
-        return "-Infinity" if value.is_signed() else "Infinity"
-    return str(value)
-
-
-# -- message decoding -----------------------------------------------------------------------
-
-
-def _data_row(data: memoryview) -> tuple[str | None, ...]:
-    (count,) = struct.unpack_from("!h", data)
-    values: list[str | None] = []
-    offset = 2
-    for _ in range(count):
-        (length,) = struct.unpack_from("!i", data, offset)
-        offset += 4
-        if length < 0:
-            values.append(None)
-        else:
-            values.append(bytes(data[offset : offset + length]).decode("utf-8"))
-            offset += length
-    return tuple(values)
-
-
-def _error_fields(data: bytes | memoryview) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for part in bytes(data).split(b"\x00"):
-        if part:
-            fields[chr(part[0])] = part[1:].decode("utf-8", "replace")
-    return fields
-
-
-def _server_error(data: memoryview) -> ServerError:
-    fields = _error_fields(data)
-    return ServerError(
-        fields.get("M", "unknown error"),
-        sqlstate=fields.get("C", "XX000"),
-        severity=fields.get("V", fields.get("S", "ERROR")),
-        detail=fields.get("D"),
-        hint=fields.get("H"),
-    )
