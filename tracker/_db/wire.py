@@ -96,6 +96,11 @@ class WireConnection:
         cannot be reached in ``connect_timeout`` or refuses the login.
         """
         settings = resolve(params, environ)
+        try:
+            for text in (settings.user, settings.dbname, settings.options):
+                codec.cstr(text)
+        except ValueError:  # NUL characters, or lone surrogates from a byte environment
+            raise WireUnsupported("connection settings that are not plain UTF-8 text") from None
         deadline = (
             None
             if settings.connect_timeout is None

@@ -174,6 +174,9 @@ def resolve(params: Mapping[str, str], environ: Mapping[str, str] | None = None)
     sslmode = merged.get("sslmode") or "prefer"
     if sslmode not in _SSLMODES:
         raise WireUnsupported("sslmode value")
+    crl = os.path.join(home, ".postgresql", "root.crl")
+    if sslmode != "disable" and not host.startswith("/") and os.path.exists(crl):
+        raise WireUnsupported("a certificate revocation list (~/.postgresql/root.crl)")
     rootcert = merged.get("sslrootcert") or os.path.join(home, ".postgresql", "root.crt")
     if rootcert == "system":
         raise WireUnsupported("sslrootcert=system")
@@ -225,7 +228,6 @@ def _check_supported(merged: Mapping[str, str]) -> None:
     encoding = merged.get("client_encoding", "")
     if encoding and encoding.lower() not in _UTF8_NAMES:
         raise WireUnsupported("client_encoding other than UTF8")
-    # The environment's root.crl is loaded by libpq when it verifies; we cannot check CRLs.
 
 
 def _int(text: str, name: str) -> int:
