@@ -62,6 +62,15 @@ def _os_user() -> str:
     return user_name() or ""
 
 
+class Pending:
+    """A batch sent to the database whose outcome is still to be read."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Rejected | None) -> None:
+        self.error = error
+
+
 class Store:
     """One connection to the target database, opened and re-opened on demand."""
 
@@ -140,6 +149,22 @@ class Store:
     def write(self, snapshot: Snapshot) -> None:
         """Upsert one snapshot. Raises Unavailable or Rejected."""
         self.write_many([snapshot])
+
+    def send(self, snapshots: Sequence[Snapshot]) -> Pending:
+        """Start writing ``snapshots`` in one transaction; ``settle`` tells how it ended.
+
+        Raises Unavailable when it cannot even start.
+        """
+        try:
+            self.write_many(snapshots)
+        except Rejected as exc:
+            return Pending(exc)
+        return Pending(None)
+
+    def settle(self, pending: Pending) -> None:
+        """Wait for a batch ``send`` started. Raises Unavailable, or Rejected for the lot."""
+        if pending.error is not None:
+            raise pending.error
 
     def write_many(self, snapshots: Sequence[Snapshot]) -> None:
         """Upsert snapshots in one transaction. Raises Unavailable, or Rejected for the lot.

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from tracker._model import RunCore, Snapshot
@@ -30,7 +31,7 @@ from tracker._signals import signals_blocked
 if TYPE_CHECKING:
     from tracker._resources import ResourceSampler
     from tracker._spool import Spool
-    from tracker._store import Store
+    from tracker._store import Pending, Store
 
 logger = logging.getLogger("tracker")
 
@@ -38,7 +39,9 @@ BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 2.0  # a database back from an outage is written to within 2 s
 # Snapshots per transaction: one statement per table whatever the count, yet a batch the
 # database refuses is retried one by one, so keep that retry (rare) affordable.
-BATCH_SIZE = 1000
+BATCH_SIZE = 250
+# Batches in flight at once: the next is built while the database writes the one before.
+PIPELINE_DEPTH = 2
 
 
 class Writer:
@@ -199,7 +202,7 @@ class Writer:
             self._next_heartbeat = now + self._settings.heartbeat_interval
         with self._runs_lock:
             runs = list(self._runs.values())
-        snapshots: list[Snapshot] = []
+        due: list[RunCore] = []
         for run in runs:
             first = run.seq == 0
             ending = run.terminal and run.final_seq == 0
@@ -209,16 +212,15 @@ class Writer:
                 self._fill_git(run)
             if first or ending or (heartbeat and not run.terminal):
                 self._sample(run)
-            snapshots.append(run.snapshot())
-        if snapshots:
-            self._in_flight = snapshots
+            due.append(run)
+        if due:
             try:
-                self._export(snapshots)
+                self._export(self._batches(due))
             finally:
                 self._in_flight = []
         elif self._spool_pending and time.monotonic() >= self._retry_at:
             # Nothing new, but what was spooled should reach the database once it is back.
-            self._export([])
+            self._export(iter(()))
         # A run is done with once its final snapshot is out (in the database or the spool).
         with self._runs_lock:
             for run in runs:
@@ -263,14 +265,22 @@ class Writer:
             )
         return self._store, self._spool
 
-    def _export(self, snapshots: list[Snapshot]) -> None:
+    def _batches(self, runs: list[RunCore]) -> Iterator[list[Snapshot]]:
+        """The runs' snapshots, a batch at a time: each is taken just before it is sent, so
+        that building one overlaps the database writing the one before."""
+        for start in range(0, len(runs), BATCH_SIZE):
+            batch = [run.snapshot() for run in runs[start : start + BATCH_SIZE]]
+            self._in_flight.extend(batch)
+            yield batch
+
+    def _export(self, batches: Iterator[list[Snapshot]]) -> None:
         from tracker._store import Unavailable
 
         with self._export_lock:
             store, spool = self._stores()
             key = store.resolve()
             if time.monotonic() < self._retry_at:
-                self._to_spool(key, snapshots)
+                self._to_spool(key, [s for batch in batches for s in batch])
                 return
             try:
                 store.connect()
@@ -285,44 +295,67 @@ class Writer:
                         )
             except Unavailable as exc:
                 self._went_down(str(exc))
-                self._to_spool(key, snapshots)
+                self._to_spool(key, [s for batch in batches for s in batch])
                 return
-            for start in range(0, len(snapshots), BATCH_SIZE):
-                batch = snapshots[start : start + BATCH_SIZE]
-                try:
-                    self._write_batch(store, batch)
-                except Unavailable as exc:
-                    self._went_down(str(exc))
-                    self._to_spool(key, snapshots[start:])
-                    return
+            # Up to PIPELINE_DEPTH batches are in the database's hands at once.
+            sent: list[tuple[list[Snapshot], Pending]] = []
+            refused: list[list[Snapshot]] = []
+            in_hand: list[Snapshot] = []  # taken from ``batches``, not yet in ``sent``
+            try:
+                for batch in batches:
+                    in_hand = batch
+                    sent.append((batch, store.send(batch)))
+                    in_hand = []
+                    while len(sent) >= PIPELINE_DEPTH:
+                        self._settle(store, sent, refused)
+                while sent:
+                    self._settle(store, sent, refused)
+                for batch in refused:
+                    # Rare: some row breaks a constraint. Alone, each of the others gets in.
+                    while batch:
+                        self._write_alone(store, batch[0])
+                        batch.pop(0)
+            except Unavailable as exc:
+                self._went_down(str(exc))
+                unsent = [s for batch in batches for s in batch]
+                held = [s for batch, _ in sent for s in batch] + [s for b in refused for s in b]
+                self._to_spool(key, held + in_hand + unsent)
+                return
             self._backoff = BACKOFF_FIRST
 
-    def _write_batch(self, store: Store, batch: list[Snapshot]) -> None:
-        """Write ``batch`` in one transaction; if the database refuses it, one by one.
-
-        Raises Unavailable, leaving what was written marked as exported.
-        """
+    def _settle(
+        self,
+        store: Store,
+        sent: list[tuple[list[Snapshot], Pending]],
+        refused: list[list[Snapshot]],
+    ) -> None:
+        """Wait for the oldest batch sent. Raises Unavailable, leaving it in ``sent``."""
         from tracker._store import Rejected
 
+        batch, pending = sent[0]
         try:
-            store.write_many(batch)
+            store.settle(pending)
         except Rejected as exc:
             if len(batch) == 1:
                 self._rejected(batch[0], str(exc))
-                return
-            # Rare: some row breaks a constraint. Alone, each of the others still gets in.
+            else:
+                refused.append(batch)
+        else:
+            self.written += len(batch)
             for snapshot in batch:
-                try:
-                    store.write(snapshot)
-                except Rejected as exc:
-                    self._rejected(snapshot, str(exc))
-                    continue
-                self.written += 1
                 self._exported(snapshot)
+        sent.pop(0)
+
+    def _write_alone(self, store: Store, snapshot: Snapshot) -> None:
+        from tracker._store import Rejected
+
+        try:
+            store.write(snapshot)
+        except Rejected as exc:
+            self._rejected(snapshot, str(exc))
             return
-        self.written += len(batch)
-        for snapshot in batch:
-            self._exported(snapshot)
+        self.written += 1
+        self._exported(snapshot)
 
     def _rejected(self, snapshot: Snapshot, reason: str) -> None:
         self.rejected += 1
