@@ -14,6 +14,8 @@ import time
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tracker._db.conninfo import make_conninfo, parse_conninfo
 from tracker._db.wire import (
@@ -479,3 +481,19 @@ def test_a_revocation_list_in_home_is_left_to_libpq(tmp_path):
 def test_a_user_name_with_a_nul_is_left_to_libpq(home):
     with pytest.raises(WireUnsupported):
         WireConnection.open({"host": "/run/pg", "user": "a\x00b"}, environ=home)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"])), max_size=4
+    )
+)
+def test_any_text_and_json_round_trip_unchanged(conn, texts):
+    statements = "SELECT " + ", ".join(f"${i}::text" for i in range(1, len(texts) + 1))
+    if texts:
+        assert conn.query(statements, texts) == [tuple(texts)]
+    ((echoed,),) = conn.query("SELECT $1::jsonb::text", [{"texts": texts}])
+    assert json.loads(echoed) == {"texts": texts}

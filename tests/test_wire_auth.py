@@ -28,8 +28,10 @@ def server() -> Iterator[MatrixServer]:
     try:
         yield matrix
     finally:
-        matrix.stop()
-        shutil.rmtree(matrix.folder, ignore_errors=True)
+        try:
+            matrix.stop()
+        finally:
+            shutil.rmtree(matrix.folder, ignore_errors=True)
 
 
 @pytest.fixture
