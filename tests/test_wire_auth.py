@@ -126,15 +126,18 @@ def test_verify_ca_without_a_root_certificate_file_is_refused(server, env, needs
         login(server, "u_trust", env, sslmode="verify-ca")
 
 
-def test_require_verifies_when_home_has_a_root_certificate_as_libpq_does(
+def test_a_root_certificate_in_home_is_checked_in_every_sslmode_as_libpq_does(
     server, env, tmp_path, needs_tls
 ):
     (tmp_path / ".postgresql").mkdir()
     shutil.copy(server.other_ca_file, tmp_path / ".postgresql" / "root.crt")
     with pytest.raises(WireUnavailable, match="certificate verify failed"):
         login(server, "u_trust", env, sslmode="require")
+    # prefer verifies too, and goes on without TLS when the check fails.
+    assert login(server, "u_trust", env, sslmode="prefer") == ("u_trust", False)
     shutil.copy(server.ca_file, tmp_path / ".postgresql" / "root.crt")
     assert login(server, "u_trust", env, sslmode="require") == ("u_trust", True)
+    assert login(server, "u_trust", env, sslmode="prefer") == ("u_trust", True)
 
 
 def test_prefer_uses_tls_and_goes_plain_when_the_server_refuses_tls(server, env, needs_tls):

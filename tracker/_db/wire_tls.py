@@ -25,15 +25,17 @@ _VERSIONS = {
 def wrap(sock: socket.socket, settings: Settings) -> ssl.SSLSocket:
     """``sock`` after a TLS handshake that checks what ``settings.sslmode`` asks for.
 
-    As libpq does, ``require`` verifies the chain when a root certificate file exists (the
-    given one or ~/.postgresql/root.crt), and a client certificate is sent when its file exists.
+    As libpq does, every sslmode verifies the chain when a root certificate file exists (the
+    given one or ~/.postgresql/root.crt): ``require`` then acts as ``verify-ca``, and ``prefer``
+    goes on without TLS when the check fails. A client certificate is sent when its file exists.
     Raises WireUnavailable for a missing root certificate or an unsafe key file, and OSError
     (ssl.SSLError) when the handshake or the verification fails.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     mode = settings.sslmode
     has_root = os.path.exists(settings.sslrootcert)
-    if mode in ("verify-ca", "verify-full") or (mode == "require" and has_root):
+    # libpq verifies the chain whenever a root certificate file exists, whatever the sslmode.
+    if mode in ("verify-ca", "verify-full") or has_root:
         if not has_root:
             raise WireUnavailable(
                 f"root certificate file {settings.sslrootcert} does not exist; either provide "
