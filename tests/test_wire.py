@@ -497,3 +497,13 @@ def test_any_text_and_json_round_trip_unchanged(conn, texts):
         assert conn.query(statements, texts) == [tuple(texts)]
     ((echoed,),) = conn.query("SELECT $1::jsonb::text", [{"texts": texts}])
     assert json.loads(echoed) == {"texts": texts}
+
+
+def test_settings_and_connections_never_show_the_password(db_dsn, home):
+    settings = resolve({"host": "/run/pg", "password": "s3cr3t-w0rd"}, environ=home)
+    assert "s3cr3t" not in repr(settings)
+    given = wire_params(db_dsn)
+    with WireConnection.open(given, environ=home) as conn:
+        assert repr(conn).startswith(f"<WireConnection {given['user']}@")
+        if given.get("password"):
+            assert given["password"] not in repr(conn)

@@ -11,7 +11,7 @@ import logging
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tracker._db.wire_errors import WireUnsupported
 
@@ -111,7 +111,7 @@ class Settings:
     port: int
     dbname: str
     user: str
-    password: str | None
+    password: str | None = field(repr=False)
     #: the password came from .pgpass (libpq says so when the server rejects it)
     password_from_file: bool
     connect_timeout: float | None
