@@ -507,3 +507,12 @@ def test_settings_and_connections_never_show_the_password(db_dsn, home):
         assert repr(conn).startswith(f"<WireConnection {given['user']}@")
         if given.get("password"):
             assert given["password"] not in repr(conn)
+
+
+def test_a_batch_whose_answers_overflow_the_socket_buffers_completes(conn):
+    # 20k statements with a 1 kB row each: megabytes of answers while the batch is still sent.
+    # Stuck, both ends would wait in send() forever; the timeout turns that into a failure.
+    batch = [("SELECT repeat('x', 1000), $1::int", [number]) for number in range(20_000)]
+    conn.execute(batch, timeout=60)
+    conn.execute([("SELECT $1::text", ["y" * 100])] * 20_000, timeout=60)
+    assert conn.query("SELECT 1") == [("1",)]

@@ -42,6 +42,8 @@ _SSL_REQUEST = 80877103
 _CANCEL_REQUEST = 80877102
 # Far above anything the writer sends or reads; a bigger length means a broken stream.
 _MAX_MESSAGE = 1 << 30
+# Batches up to this size are sent in one sendall(); bigger ones read answers as they go.
+_SEND_AT_ONCE = 1 << 16
 # Named prepared statements kept per connection; further statements are parsed each time.
 MAX_PREPARED = 64
 # SQLSTATEs after which the cached statements are dropped and the batch retried once:
@@ -412,21 +414,54 @@ class WireConnection:
 
     # -- bytes on the wire -----------------------------------------------------------------
 
-    def _arm_timeout(self) -> None:
+    def _remaining(self) -> float | None:
         if self._deadline is None:
-            self._sock.settimeout(None)
-            return
+            return None
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("timed out")
-        self._sock.settimeout(remaining)
+        return remaining
+
+    def _arm_timeout(self) -> None:
+        self._sock.settimeout(self._remaining())
 
     def _send(self, data: bytes | bytearray) -> None:
         try:
-            self._arm_timeout()
-            self._sock.sendall(data)
+            if len(data) <= _SEND_AT_ONCE:
+                self._arm_timeout()
+                self._sock.sendall(data)
+            else:
+                self._send_reading(data)
         except OSError as exc:
             self._lost(exc)
+
+    def _send_reading(self, data: bytes | bytearray) -> None:
+        """Send a large batch while taking in the answers the server already writes.
+
+        The server answers each statement as it goes; once the socket buffers between us are
+        full of answers it stops reading, and a plain sendall() would then wait forever.
+        poll(), not select(): a process may hold file descriptors beyond select()'s 1024.
+        """
+        import select
+
+        view = memoryview(data)
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN | select.POLLOUT)
+        while view:
+            remaining = self._remaining()
+            events = poller.poll(None if remaining is None else max(remaining * 1000, 1))
+            if not events:
+                raise TimeoutError("timed out")
+            mask = events[0][1]
+            self._arm_timeout()
+            if mask & (select.POLLIN | select.POLLERR | select.POLLHUP):
+                chunk = self._sock.recv(65536)
+                if not chunk:
+                    raise ConnectionResetError("the server closed the connection")
+                self._buffer += chunk
+            if mask & select.POLLOUT:
+                sent = self._sock.send(view[:_SEND_AT_ONCE])
+                view = view[sent:]
 
     def _send_message(self, kind: bytes, body: bytes) -> None:
         self._send(codec.message(kind, body))
