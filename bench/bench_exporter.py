@@ -189,7 +189,11 @@ def server_ms(conn: psycopg.Connection[tuple[object, ...]]) -> float:
         )
     ]
     declared = [str(r[0]) for r in conn.execute("SELECT task_name FROM pipeline_task_schedule")]
-    since = dt.datetime.now(dt.timezone.utc).replace(hour=2, minute=0, second=0, microsecond=0)
+    since = (
+        dt.datetime.now(dt.timezone.utc)
+        .replace(hour=2, minute=0, second=0, microsecond=0)
+        .timestamp()
+    )
     statements: list[tuple[str, tuple[object, ...]]] = [
         (LATEST_SQL, ()),
         (RUNNING_SQL, ()),
@@ -199,7 +203,7 @@ def server_ms(conn: psycopg.Connection[tuple[object, ...]]) -> float:
         (CURVE_SQL, (running,)),
     ]
     if declared:
-        grace = dt.timedelta(minutes=15)
+        grace = 15 * 60.0
         statements.append(
             (STARTS_SQL, (declared, [since] * len(declared), [grace] * len(declared)))
         )
