@@ -516,3 +516,32 @@ def test_a_batch_whose_answers_overflow_the_socket_buffers_completes(conn):
     conn.execute(batch, timeout=60)
     conn.execute([("SELECT $1::text", ["y" * 100])] * 20_000, timeout=60)
     assert conn.query("SELECT 1") == [("1",)]
+
+
+def test_pipelined_batches_are_separate_transactions_answered_in_order(conn, db):
+    db.execute("CREATE TABLE public.wire_p (id int PRIMARY KEY, note text)")
+    insert = "INSERT INTO public.wire_p VALUES ($1, $2)"
+    first = conn.send([(insert, [1, "a"]), (insert, [2, "b"])])
+    # The first statement of the second batch fails, so its Parse of the second is skipped.
+    second = conn.send([(insert, [1, "again"]), ("UPDATE public.wire_p SET note = $1", ["x"])])
+    third = conn.send([(insert, [3, "c"]), ("UPDATE public.wire_p SET note = $1", ["y"])])
+    with pytest.raises(ValueError, match="order they were sent"):
+        conn.receive(second)
+    conn.receive(first)
+    with pytest.raises(ServerError) as refused:
+        conn.receive(second)
+    assert refused.value.sqlstate == "23505"
+    # The third batch does not count on the second's Parse of the UPDATE (which the server
+    # skipped): it parsed the statement itself.
+    conn.receive(third)
+    assert conn.query("SELECT 1") == [("1",)]
+    rows = db.execute("SELECT id, note FROM public.wire_p ORDER BY id").fetchall()
+    assert rows == [(1, "y"), (2, "y"), (3, "y")]
+
+
+def test_running_a_batch_while_another_awaits_its_answer_is_refused(conn):
+    sent = conn.send([("SELECT 1", [])])
+    with pytest.raises(ValueError, match="receive"):
+        conn.execute([("SELECT 2", [])])
+    conn.receive(sent)
+    assert conn.query("SELECT 3") == [("3",)]

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from tracker._db import wire_auth
 
 __all__ = [
+    "Sent",
     "ServerError",
     "WireConnection",
     "WireError",
@@ -55,6 +56,15 @@ _AUTH_SASL, _AUTH_SASL_CONTINUE, _AUTH_SASL_FINAL = 10, 11, 12
 _AUTH_NAMES = {2: "Kerberos V5", 6: "SCM credentials", 7: "GSSAPI", 8: "GSSAPI", 9: "SSPI"}
 
 
+class Sent:
+    """A batch ``WireConnection.send`` sent; ``receive`` reads its answer."""
+
+    __slots__ = ("parsing",)
+
+    def __init__(self, parsing: list[tuple[str, str]]) -> None:
+        self.parsing = parsing  # (SQL, name) of the Parse messages sent, in order
+
+
 class _StartupRejected(Exception):
     """The server answered the startup with an ErrorResponse (sslmode allow/prefer retry once)."""
 
@@ -76,7 +86,9 @@ class WireConnection:
         self._buffer = bytearray()
         self._closed = False
         self._deadline: float | None = None
-        self._prepared: dict[str, str] = {}
+        self._prepared: dict[str, str] = {}  # SQL -> statement name, Parse confirmed
+        self._parsing: dict[str, str] = {}  # SQL -> name, Parse sent, not yet answered
+        self._sent: list[Sent] = []  # batches sent, answers not yet read (oldest first)
         self._counter = 0
         self._backend_key: tuple[int, bytes] | None = None
         # During the login a FATAL error is the server's answer, not a lost connection.
@@ -298,36 +310,82 @@ class WireConnection:
             self._run([(sql, params)], timeout, rows=rows)
         return rows
 
+    def send(
+        self, statements: Sequence[tuple[str, Sequence[object]]], *, timeout: float | None = None
+    ) -> Sent:
+        """Send ``statements`` as ``execute`` does, without waiting for the answer.
+
+        Several batches may be sent before the first is received (a pipeline): the server
+        runs each in its own transaction, in order. ``receive`` each, in the order sent.
+        """
+        self._check_open()
+        # Encode everything first: a value we cannot send fails before a byte is sent.
+        out = bytearray()
+        parsing: list[tuple[str, str]] = []
+        for sql, params in statements:
+            name = self._prepared.get(sql)
+            if name is None:
+                # A Parse of this SQL still in flight may yet be skipped (an earlier statement
+                # of its batch failing): parse it again here, unnamed, rather than rely on it.
+                if (
+                    sql not in self._parsing
+                    and len(self._prepared) + len(self._parsing) < MAX_PREPARED
+                ):
+                    self._counter += 1
+                    name = f"pipetrack_{self._counter}"
+                else:
+                    name = ""
+                out += codec.message(b"P", codec.cstr(name) + codec.sql_text(sql) + b"\x00\x00")
+                parsing.append((sql, name))
+                if name:
+                    self._parsing[sql] = name
+            out += codec.message(b"B", codec.bind_body(name, params))
+            out += codec.EXECUTE
+        out += codec.SYNC
+        sent = Sent(parsing)
+        self._sent.append(sent)
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self._send(out)
+        finally:
+            self._deadline = None
+        return sent
+
+    def receive(
+        self,
+        sent: Sent,
+        *,
+        timeout: float | None = None,
+        rows: list[tuple[str | None, ...]] | None = None,
+    ) -> None:
+        """Read the answer to a batch ``send`` sent: None, or ServerError (rolled back)."""
+        if self._closed:
+            raise WireUnavailable("the connection is closed")
+        if not self._sent or self._sent[0] is not sent:
+            raise ValueError("receive() the batches in the order they were sent")
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self._collect(sent.parsing, rows)
+        finally:
+            self._deadline = None
+            self._sent.pop(0)
+            # A Parse the server skipped (an earlier statement failed) created nothing.
+            for sql, name in sent.parsing:
+                if self._parsing.get(sql) == name:
+                    del self._parsing[sql]
+
     def _run(
         self,
         statements: Sequence[tuple[str, Sequence[object]]],
         timeout: float | None,
         rows: list[tuple[str | None, ...]] | None,
     ) -> None:
-        self._check_open()
-        # Encode everything first: a value we cannot send fails before a byte is sent.
-        out = bytearray()
-        parsing: list[tuple[str, str]] = []
-        naming: dict[str, str] = {}
-        for sql, params in statements:
-            name = self._prepared.get(sql) or naming.get(sql)
-            if name is None:
-                if len(self._prepared) + len(naming) < MAX_PREPARED:
-                    self._counter += 1
-                    name = naming[sql] = f"pipetrack_{self._counter}"
-                else:
-                    name = ""
-                out += codec.message(b"P", codec.cstr(name) + codec.sql_text(sql) + b"\x00\x00")
-                parsing.append((sql, name))
-            out += codec.message(b"B", codec.bind_body(name, params))
-            out += codec.EXECUTE
-        out += codec.SYNC
-        self._deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            self._send(out)
-            self._collect(parsing, rows)
-        finally:
-            self._deadline = None
+        if self._sent:
+            raise ValueError("receive() the batches sent before running another")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sent = self.send(statements, timeout=timeout)
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        self.receive(sent, timeout=left, rows=rows)
 
     def _collect(
         self, parsing: list[tuple[str, str]], rows: list[tuple[str | None, ...]] | None
@@ -342,6 +400,7 @@ class WireConnection:
                 sql, name = parsing.pop(0)
                 if name:
                     self._prepared[sql] = name
+                    self._parsing.pop(sql, None)
             elif kind == b"D":
                 if rows is not None:
                     rows.append(codec.data_row(data))
