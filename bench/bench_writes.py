@@ -1,12 +1,14 @@
 """Sustained coalesced writes: the writer path's rate against the batched-update ceiling.
 
 One process tracks N simulated runs (default 1,000 and 10,000), each inside one subtask: one
-Tracker, one writer thread with a 10 ms flush interval, so that it cycles back to back. The
-main thread advances every run once, waits until the writer has written them, and again, so
-each cycle finds every run changed. A written run is a snapshot: its status row and its
-subtask row, upserted under a new ``seq``. Measured, in the same run, on the same database:
+Tracker, one writer thread. The main thread advances every run once and flushes (the writer
+writes every run in one cycle, and the flush returns once it has), and again, so that the
+writer cycles back to back and each cycle finds every run changed. A written run is a
+snapshot: its status row and its subtask row, upserted under a new ``seq``. Measured, in the
+same run, on the same database:
 
-  writer   snapshots per second the writer path commits (model -> snapshot -> JSON -> upsert),
+  writer   snapshots per second the writer path commits (model -> snapshot -> array literals
+           -> upsert over pipetrack's wire client, two batches in flight),
            over a window that starts after every run's first write; afterwards the table's
            ``seq`` values are checked against the writer's own count (nothing spooled, lost
            or refused)
@@ -172,9 +174,7 @@ class Fleet:
     """N runs tracked by one process, each inside a subtask, all changed every cycle."""
 
     def __init__(self, dsn: str, runs: int, spool: Path, task_prefix: str) -> None:
-        self.tracker = tracker.Tracker(
-            dsn=dsn, lifecycle=False, console=False, flush_interval=0.01, spool_dir=spool
-        )
+        self.tracker = tracker.Tracker(dsn=dsn, lifecycle=False, console=False, spool_dir=spool)
         self.stack = ExitStack()
         self.subtasks = []
         for i in range(runs):
@@ -185,14 +185,11 @@ class Fleet:
         self.sweep_and_wait()  # every run's first write (INSERT) happens before the window
 
     def sweep_and_wait(self) -> None:
-        target = self.writer.written + len(self.subtasks)
+        """Change every run, then have the writer write them (one cycle) and wait for it."""
         for st in self.subtasks:
             st.advance()
-        deadline = time.monotonic() + 120
-        while self.writer.written < target:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the writer stopped writing")
-            time.sleep(0.0005)
+        if not self.tracker.flush(120):
+            raise RuntimeError("the writer stopped writing")
 
     def rate(self, window: float) -> float:
         written, started = self.writer.written, time.perf_counter()

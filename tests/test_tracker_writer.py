@@ -17,10 +17,10 @@ from tests.tracker_support import (
     make_tracker,
     proxy_for,
     run_script,
+    snapshot,
     spool_files,
     wait_for,
 )
-from tracker import _model
 from tracker._model import RunCore, Snapshot, SubtaskCore
 from tracker._spool import Spool
 from tracker._store import Store
@@ -135,24 +135,6 @@ def test_spool_commands_show_and_replay_what_is_waiting(db_dsn, db, tmp_path):
     after = pipetrack("spool", "status", env=env)
     assert after.returncode == 0
     assert "empty" in after.stdout
-
-
-def snapshot(run_id, seq, status="RUNNING", percent=None):
-    core = RunCore(
-        run_id=run_id,
-        task_name="DAILY_seq",
-        task_stage="DAILY",
-        total_subtasks=None,
-        context={"hostname": "h", "process_id": 1},
-        max_pending=10,
-    )
-    core.start_wall = 1_700_000_000.0
-    core.status = status
-    core.overall_explicit = percent
-    core.seq = seq - 1
-    if status in _model.TERMINAL:
-        core.end_mono = core.start_mono + 1
-    return core.snapshot(now_wall=1_700_000_000.0 + seq)
 
 
 def test_an_older_snapshot_never_regresses_a_newer_row(db_dsn, db):

@@ -20,7 +20,8 @@ import pytest
 from psycopg.rows import dict_row
 
 import tracker
-from tracker import _tracker
+from tracker import _model, _tracker
+from tracker._model import RunCore
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -241,3 +242,22 @@ def proxy_for(dsn: str) -> Iterator[TcpProxy]:
 
 def spool_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.jsonl")) if directory.exists() else []
+
+
+def snapshot(run_id: str, seq: int, status: str = "RUNNING", percent: float | None = None) -> Any:
+    """A snapshot of a bare run (task DAILY_seq), as the writer would take it at ``seq``."""
+    core = RunCore(
+        run_id=run_id,
+        task_name="DAILY_seq",
+        task_stage="DAILY",
+        total_subtasks=None,
+        context={"hostname": "h", "process_id": 1},
+        max_pending=10,
+    )
+    core.start_wall = 1_700_000_000.0
+    core.status = status
+    core.overall_explicit = percent
+    core.seq = seq - 1
+    if status in _model.TERMINAL:
+        core.end_mono = core.start_mono + 1
+    return core.snapshot(now_wall=1_700_000_000.0 + seq)

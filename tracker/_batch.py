@@ -15,7 +15,9 @@ late or replayed snapshot never regresses a row::
 
 Updating first and inserting only the new rows measured no slower than a plain upsert, and
 spares existing rows the insert-side trigger (the archived-run check). The ON CONFLICT arm
-covers a row another session inserts meanwhile. The columns' types are read from the catalog
+covers a row another session inserts meanwhile. The environment, captured once when the run
+starts, is written by the insert only: it travels as text and is parsed as JSON for a new row
+alone. The columns' types are read from the catalog
 when the connection opens (``COLUMN_TYPES_SQL``), so the statements follow the schema.
 """
 
@@ -32,29 +34,51 @@ from tracker._model import Snapshot
 class Table:
     """A table the writer upserts into: its columns, key, and the columns never updated."""
 
-    def __init__(self, name: str, columns: tuple[str, ...], key: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        name: str,
+        columns: tuple[str, ...],
+        key: tuple[str, ...],
+        insert_only: tuple[str, ...] = (),
+        kept: tuple[str, ...] = (),
+    ) -> None:
         self.name = name
         self.columns = columns
         self.key = key
         # The key, and what a trigger forbids changing (task_name, execution_start).
         self.fixed = key + tuple(c for c in ("task_name", "execution_start") if c in columns)
+        # Written once, by the insert: they travel as text and are cast only for a new row,
+        # so the updates that make up nearly all writes never parse them.
+        self.insert_only = insert_only
+        # Sent as NULL once the row is known to hold them (BatchEncoder), so an update keeps
+        # what the row has: they never go back to NULL.
+        self.kept = kept
+
+    def _assignment(self, column: str, new: str, old: str) -> str:
+        if column in self.kept:
+            return f"{column} = COALESCE({new}.{column}, {old}.{column})"
+        return f"{column} = {new}.{column}"
 
     def statement(self, types: Mapping[str, str], placeholder: Callable[[int], str]) -> str:
         """The upsert reading one array parameter per column, in ``columns`` order."""
         names = ", ".join(self.columns)
         arrays = ", ".join(
-            f"{placeholder(i)}::{types[c]}[]" for i, c in enumerate(self.columns, start=1)
+            f"{placeholder(i)}::{'text' if c in self.insert_only else types[c]}[]"
+            for i, c in enumerate(self.columns, start=1)
         )
-        changing = [c for c in self.columns if c not in self.fixed]
-        sets = ", ".join(f"{c} = v.{c}" for c in changing)
-        excluded = ", ".join(f"{c} = EXCLUDED.{c}" for c in changing)
+        inserted = ", ".join(
+            f"v.{c}::{types[c]}" if c in self.insert_only else f"v.{c}" for c in self.columns
+        )
+        changing = [c for c in self.columns if c not in self.fixed + self.insert_only]
+        sets = ", ".join(self._assignment(c, "v", "t") for c in changing)
+        excluded = ", ".join(self._assignment(c, "EXCLUDED", self.name) for c in changing)
         match = " AND ".join(f"t.{c} = v.{c}" for c in self.key)
         exists = " AND ".join(f"p.{c} = v.{c}" for c in self.key)
         return (
             f"WITH v AS (SELECT * FROM unnest({arrays}) AS v({names})), "
             f"updated AS (UPDATE {self.name} AS t SET {sets} FROM v "
             f"WHERE {match} AND t.seq < v.seq) "
-            f"INSERT INTO {self.name} ({names}) SELECT {names} FROM v "
+            f"INSERT INTO {self.name} ({names}) SELECT {inserted} FROM v "
             f"WHERE NOT EXISTS (SELECT FROM {self.name} AS p WHERE {exists}) "
             f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {excluded} "
             f"WHERE {self.name}.seq < EXCLUDED.seq"
@@ -106,8 +130,26 @@ STATUS = Table(
         "seq",
     ),
     ("run_id",),
+    # Captured when the run starts, never changed after.
+    insert_only=("environment",),
+    kept=(
+        "task_stage",
+        "task_type",
+        "hostname",
+        "process_id",
+        "user_name",
+        "script_path",
+        "script_file",
+        "log_path",
+        "log_file",
+        "git_commit",
+        "trace_id",
+        "parent_run_id",
+    ),
 )
 _FIXED_COUNT = STATUS.columns.index("execution_end")
+# A stored run's identity columns: its id, and NULL for the rest (see BatchEncoder).
+_SLIM_TAIL = ["NULL"] * (_FIXED_COUNT - 1)
 
 SUBTASK = Table(
     "pipeline_subtask",
@@ -171,8 +213,34 @@ def _number(value: float) -> str:
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
-def _arrays(rows: list[list[str]]) -> list[str]:
-    return ["{" + ",".join(column) + "}" for column in zip(*rows, strict=True)]
+_INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
+_FLOAT_TYPES = frozenset({"numeric", "real", "double precision"})
+_NUMBER_CHARACTERS = frozenset("0123456789.-+e,NUL")
+
+
+def _text_array(values: list[Any]) -> str:
+    # The common case inline (no call per value): text, timestamps as ISO strings, NULLs.
+    return (
+        "{"
+        + ",".join(
+            "NULL"
+            if v is None
+            else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            if type(v) is str
+            else element(v)
+            for v in values
+        )
+        + "}"
+    )
+
+
+def _number_array(values: list[Any]) -> str:
+    # repr() spells ints and finite floats as PostgreSQL reads them; anything else (nan, inf,
+    # a bool) takes element(), which knows PostgreSQL's spellings.
+    text = ",".join(map(repr, values)).replace("None", "NULL")
+    if not _NUMBER_CHARACTERS.issuperset(text):
+        return "{" + ",".join(map(element, values)) + "}"
+    return "{" + text + "}"
 
 
 class BatchEncoder:
@@ -180,14 +248,27 @@ class BatchEncoder:
 
     A row appears once, at its highest ``seq``: one statement cannot update a row twice, and
     the older versions would lose to the newest anyway. A run's unchanging columns (its
-    environment above all) are encoded once and kept until its final snapshot.
+    environment above all) are encoded once and kept until its final snapshot. ``types``
+    (``column_types()`` of the database) picks the quick encoding of each column.
     """
 
-    def __init__(self) -> None:
-        self._fixed: dict[str, tuple[tuple[Any, ...], list[str]]] = {}
+    def __init__(self, types: Mapping[str, Mapping[str, str]]) -> None:
+        # run id -> [the snapshots' identity marker, identity values, their elements,
+        #            whether the row is known to hold them]
+        self._fixed: dict[str, list[Any]] = {}
+        self._status_kinds = [_kind(types[STATUS.name][c]) for c in STATUS.columns]
+        self._subtask_kinds = [_kind(types[SUBTASK.name][c]) for c in SUBTASK.columns]
 
-    def encode(self, snapshots: Sequence[Snapshot]) -> tuple[list[str], list[str] | None]:
-        """(status parameters, subtask parameters or None when no subtask row changed)."""
+    def encode(
+        self, snapshots: Sequence[Snapshot], *, full: bool = False
+    ) -> tuple[list[str], list[str] | None]:
+        """(status parameters, subtask parameters or None when no subtask row changed).
+
+        A run whose row is known to hold its identity columns (``stored``) sends them as
+        NULL, unless ``full``: most of a row's bytes, and of the server's parsing, spared. Were
+        the row gone meanwhile, the insert of such a slim row breaks a NOT NULL constraint,
+        the batch is refused, and the writer's one-by-one retry sends full rows.
+        """
         newest: dict[str, Snapshot] = {}
         subtasks: dict[tuple[str, int], dict[str, Any]] = {}
         for snapshot in snapshots:
@@ -199,20 +280,47 @@ class BatchEncoder:
                 previous = subtasks.get(key)
                 if previous is None or previous["seq"] < row["seq"]:
                     subtasks[key] = row
-        statuses = _arrays([self._status(s) for s in newest.values()])
+        fixed = [self._fixed_elements(s, full) for s in newest.values()]
+        statuses = ["{" + ",".join(column) + "}" for column in zip(*fixed, strict=True)]
+        rows = [s.status_row for s in newest.values()]
+        for column, kind in zip(
+            STATUS.columns[_FIXED_COUNT:], self._status_kinds[_FIXED_COUNT:], strict=True
+        ):
+            statuses.append(kind([row.get(column) for row in rows]))
         if not subtasks:
             return statuses, None
-        rows = [[element(row.get(c)) for c in SUBTASK.columns] for row in subtasks.values()]
-        return statuses, _arrays(rows)
+        sub_rows = list(subtasks.values())
+        return statuses, [
+            kind([row.get(column) for row in sub_rows])
+            for column, kind in zip(SUBTASK.columns, self._subtask_kinds, strict=True)
+        ]
 
-    def _status(self, snapshot: Snapshot) -> list[str]:
-        row = snapshot.status_row
-        columns = STATUS.columns
-        fixed = tuple(row.get(c) for c in columns[:_FIXED_COUNT])
+    def stored(self, snapshots: Sequence[Snapshot]) -> None:
+        """The database took ``snapshots``: their rows hold their runs' identity columns."""
+        for snapshot in snapshots:
+            held = self._fixed.get(snapshot.run_id)
+            if held is not None:
+                held[3] = True
+
+    def _fixed_elements(self, snapshot: Snapshot, full: bool) -> list[str]:
         held = self._fixed.get(snapshot.run_id)
-        if held is None or held[0] != fixed:
-            held = (fixed, [element(v) for v in fixed])
-            self._fixed[snapshot.run_id] = held
+        identity = snapshot.identity
+        if held is None or identity is None or held[0] is not identity:
+            row = snapshot.status_row
+            fixed = [row.get(c) for c in STATUS.columns[:_FIXED_COUNT]]
+            if held is None or held[1] != fixed:
+                held = [None, fixed, [element(v) for v in fixed], False]
+                self._fixed[snapshot.run_id] = held
+            held[0] = identity
         if snapshot.final:
             del self._fixed[snapshot.run_id]
-        return held[1] + [element(row.get(c)) for c in columns[_FIXED_COUNT:]]
+        elements: list[str] = held[2]
+        if held[3] and not full:
+            return [elements[0], *_SLIM_TAIL]
+        return elements
+
+
+def _kind(type_name: str) -> Callable[[list[Any]], str]:
+    if type_name in _INTEGER_TYPES or type_name in _FLOAT_TYPES:
+        return _number_array
+    return _text_array

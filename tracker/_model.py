@@ -31,8 +31,60 @@ CLOSED_LIMIT = -1
 """A closed subtask's ``_limit``: any advance takes the slow path, which reports the misuse."""
 
 
+_second: list[tuple[int, str]] = [(0, "1970-01-01T00:00:00")]  # swapped whole: thread-safe
+
+
 def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+    """``epoch`` in ISO 8601, UTC, to the microsecond.
+
+    A snapshot holds several timestamps, mostly within the same second: the date and time
+    up to the second are formatted once per second.
+    """
+    whole = math.floor(epoch)
+    micro = round((epoch - whole) * 1_000_000)
+    if micro == 1_000_000:
+        whole, micro = whole + 1, 0
+    held = _second[0]
+    if held[0] != whole:
+        held = (whole, datetime.fromtimestamp(whole, timezone.utc).isoformat()[:-6])
+        _second[0] = held
+    return f"{held[1]}.{micro:06d}+00:00"
+
+
+# Context the status row carries as given (after cleaning), from the run's context dict.
+_CONTEXT_COLUMNS = (
+    "task_type",
+    "hostname",
+    "process_id",
+    "user_name",
+    "script_path",
+    "script_file",
+    "log_path",
+    "log_file",
+    "git_commit",
+    "environment",
+    "parent_run_id",
+)
+_CLEANED_IDENTITY_COLUMNS = (
+    "task_name",
+    "task_stage",
+    "task_type",
+    "hostname",
+    "user_name",
+    "script_path",
+    "script_file",
+    "log_path",
+    "log_file",
+    "git_commit",
+)
+_NO_SUBTASK: dict[str, Any] = {
+    "subtask_name": None,
+    "subtask_status": None,
+    "subtask_percent_complete": None,
+    "subtask_progress_message": None,
+    "subtask_items_total": None,
+    "subtask_items_complete": None,
+}
 
 
 class SubtaskCore:
@@ -44,6 +96,7 @@ class SubtaskCore:
         "_lock",
         "_percent",
         "_run",
+        "_started_text",
         "_total",
         "_written_complete",
         "ended",
@@ -76,6 +129,7 @@ class SubtaskCore:
         self.name = name
         self.status = "RUNNING"
         self.started = started
+        self._started_text = ""
         self.ended: float | None = None
         self._complete = 0
         self._total = items_total
@@ -125,6 +179,10 @@ class SubtaskCore:
             return 0.0
         return round(100.0 * min(self._complete, self._total) / self._total, 2)
 
+    def _start_iso(self, run: RunCore) -> str:
+        self._started_text = iso(run.wall(self.started))
+        return self._started_text
+
     def row(self, run: RunCore, seq: int) -> dict[str, Any]:
         name = run.cleaned("subtask_name", self.name) or ""
         message = run.cleaned("message", self.message)
@@ -134,7 +192,7 @@ class SubtaskCore:
             "parent_index": self.parent_index,
             "subtask_name": name,
             "subtask_status": self.status,
-            "started_at": iso(run.wall(self.started)),
+            "started_at": self._started_text or self._start_iso(run),
             "ended_at": iso(run.wall(self.ended)) if self.ended is not None else None,
             "items_total": self._total,
             "items_complete": self._complete,
@@ -146,7 +204,7 @@ class SubtaskCore:
 class Snapshot:
     """What one write carries: the run's row and the subtask rows that changed, one ``seq``."""
 
-    __slots__ = ("final", "run_id", "seq", "status_row", "subtask_rows")
+    __slots__ = ("final", "identity", "run_id", "seq", "status_row", "subtask_rows")
 
     def __init__(
         self,
@@ -162,6 +220,10 @@ class Snapshot:
         self.status_row = status_row
         self.subtask_rows = subtask_rows
         self.final = final
+        # The same object from snapshot to snapshot while the run's identity columns stay
+        # the same (None when unknown, e.g. read back from a spool): lets an encoder skip
+        # comparing them.
+        self.identity: object = None
 
     def to_json(self) -> dict[str, Any]:
         return {"run": self.status_row, "subtasks": self.subtask_rows}
@@ -232,6 +294,7 @@ class RunCore:
         self._pending: dict[int, SubtaskCore] = {}
         self._cleaned: dict[str, tuple[str, str | None]] = {}  # column -> (value as given, cleaned)
         self._start_text: tuple[float, str] = (math.nan, "")
+        self._identity: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})
         self.max_pending = max_pending
         self.dropped_rows = 0
         self.exported_seq = 0
@@ -410,69 +473,69 @@ class RunCore:
             final = self.terminal
             if final:
                 self.final_seq = seq
-            return Snapshot(self.run_id, seq, status_row, rows, final=final)
+            snapshot = Snapshot(self.run_id, seq, status_row, rows, final=final)
+            snapshot.identity = self._identity[0]
+            return snapshot
 
     def _status_row(self, seq: int, now_wall: float) -> dict[str, Any]:
         shown = self.shown
-        ctx = self.context
-        row: dict[str, Any] = {
-            "run_id": self.run_id,
-            "task_name": self.task_name,
-            "task_stage": self.task_stage,
-            "task_type": ctx.get("task_type"),
-            "hostname": ctx.get("hostname") or "unknown",
-            "process_id": ctx.get("process_id") or 0,
-            "user_name": ctx.get("user_name"),
-            "script_path": ctx.get("script_path"),
-            "script_file": ctx.get("script_file"),
-            "log_path": ctx.get("log_path"),
-            "log_file": ctx.get("log_file"),
-            "execution_start": self._start_iso(),
-            "execution_end": iso(self.wall(self.end_mono)) if self.end_mono is not None else None,
-            "last_update": iso(now_wall),
-            "last_progress": iso(self.last_progress) if self.last_progress is not None else None,
-            "execution_status": self.status,
-            "total_subtasks": self.total_subtasks,
-            "current_subtask": self.current_subtask(),
-            "subtask_name": shown.name if shown is not None and shown.name else None,
-            "subtask_status": shown.status if shown is not None else None,
-            "overall_percent_complete": self.overall_percent(),
-            "overall_progress_message": self.overall_message,
-            "subtask_percent_complete": shown.percent() if shown is not None else None,
-            "subtask_progress_message": shown.message if shown is not None else None,
-            "subtask_items_total": shown._total if shown is not None else None,
-            "subtask_items_complete": shown._complete if shown is not None else None,
-            "memory_mb": self.memory_mb,
-            "peak_memory_mb": self.peak_memory_mb,
-            "cpu_percent": self.cpu_percent,
-            "error_message": self.error_message,
-            "error_detail": self.error_detail,
-            "exit_code": self.exit_code,
-            "git_commit": ctx.get("git_commit"),
-            "environment": ctx.get("environment"),
-            "seq": seq,
-            "trace_id": self.trace_id,
-            "parent_run_id": ctx.get("parent_run_id"),
-        }
-        for column in (
-            "task_name",
-            "task_stage",
-            "task_type",
-            "hostname",
-            "user_name",
-            "script_path",
-            "script_file",
-            "log_path",
-            "log_file",
-            "subtask_name",
-            "overall_progress_message",
-            "subtask_progress_message",
-            "error_message",
-            "error_detail",
-            "git_commit",
-        ):
-            row[column] = self.cleaned(column, row[column])
+        row = self._identity_columns().copy()
+        row["execution_end"] = iso(self.wall(self.end_mono)) if self.end_mono is not None else None
+        row["last_update"] = iso(now_wall)
+        row["last_progress"] = iso(self.last_progress) if self.last_progress is not None else None
+        row["execution_status"] = self.status
+        row["total_subtasks"] = self.total_subtasks
+        row["current_subtask"] = self.current_subtask()
+        row["overall_percent_complete"] = self.overall_percent()
+        row["overall_progress_message"] = self.cleaned(
+            "overall_progress_message", self.overall_message
+        )
+        if shown is None:
+            row.update(_NO_SUBTASK)
+        else:
+            row["subtask_name"] = self.cleaned("subtask_name", shown.name or None)
+            row["subtask_status"] = shown.status
+            row["subtask_percent_complete"] = shown.percent()
+            row["subtask_progress_message"] = self.cleaned(
+                "subtask_progress_message", shown.message
+            )
+            row["subtask_items_total"] = shown._total
+            row["subtask_items_complete"] = shown._complete
+        row["memory_mb"] = self.memory_mb
+        row["peak_memory_mb"] = self.peak_memory_mb
+        row["cpu_percent"] = self.cpu_percent
+        row["error_message"] = self.cleaned("error_message", self.error_message)
+        row["error_detail"] = self.cleaned("error_detail", self.error_detail)
+        row["exit_code"] = self.exit_code
+        row["seq"] = seq
         return row
+
+    def _identity_columns(self) -> dict[str, Any]:
+        """The row's columns that say what and where the run is, cleaned: built again only
+        when one of them changes (the writer fills in the git commit after the start)."""
+        ctx = self.context
+        key = (
+            self.task_name,
+            self.task_stage,
+            self.trace_id,
+            self.start_wall,
+            *[ctx.get(name) for name in _CONTEXT_COLUMNS],
+        )
+        if self._identity[0] != key:
+            row: dict[str, Any] = {
+                "run_id": self.run_id,
+                "task_name": self.task_name,
+                "task_stage": self.task_stage,
+                "execution_start": self._start_iso(),
+                "trace_id": self.trace_id,
+                **{name: ctx.get(name) for name in _CONTEXT_COLUMNS},
+            }
+            row["hostname"] = row["hostname"] or "unknown"
+            row["process_id"] = row["process_id"] or 0
+            for column in _CLEANED_IDENTITY_COLUMNS:
+                row[column] = self.cleaned(column, row[column])
+            self._identity = (key, row)
+        return self._identity[1]
 
     def _start_iso(self) -> str:
         if self._start_text[0] != self.start_wall:

@@ -1,13 +1,14 @@
-"""The writer's side of PostgreSQL: one connection, idempotent upserts, and error triage.
+"""The writer's side of PostgreSQL: one connection, batched idempotent upserts, error triage.
 
-Every write is an upsert guarded by ``seq`` (``… WHERE pipeline_status.seq < EXCLUDED.seq``), so
-a replayed or late snapshot never regresses a row. ``task_name`` and ``execution_start`` are
-never updated (a trigger forbids it). Errors are sorted into two kinds:
+Every write is an upsert guarded by ``seq`` (see ``tracker._batch``), so a replayed or late
+snapshot never regresses a row. ``task_name`` and ``execution_start`` are never updated (a
+trigger forbids it). The connection is a ``tracker._link`` link: the small wire client, or
+psycopg where only libpq will do. Errors are sorted into two kinds:
 
-* ``Unavailable`` — the database cannot take the write now (down, schema missing, no rights):
-  the snapshot goes to the spool and is replayed later;
-* ``Rejected`` — the database refuses this data for good: logged and dropped, because spooling
-  it would block every later replay.
+* ``Unavailable`` — the database cannot take the write now (down, schema missing or older, no
+  rights): the snapshot goes to the spool and is replayed later;
+* ``Rejected`` — the database refuses this data for good (a value breaks a check or a
+  constraint): logged and dropped, because spooling it would block every later replay.
 """
 
 from __future__ import annotations
@@ -21,11 +22,17 @@ from tracker._batch import COLUMN_TYPES_SQL, STATUS, SUBTASK, BatchEncoder, colu
 from tracker._model import Snapshot
 
 if TYPE_CHECKING:
-    import psycopg
-
     from tracker._db.dsn import DatabaseTarget
+    from tracker._link import Link, LinkRefused
 
 logger = logging.getLogger("tracker")
+
+# SQLSTATEs that say "not now" rather than "not this data": connection (08), resources (53),
+# operator intervention (57), system (58), rollbacks (40), lock not available (55), read-only
+# transaction, login (28), no such database (3D000) or schema (3F000), table, column or
+# function (a schema older than this tracker), and missing privileges.
+_NOT_NOW_CLASSES = ("08", "53", "57", "58", "40", "55", "28")
+_NOT_NOW_STATES = frozenset({"25006", "3D000", "3F000", "42P01", "42703", "42883", "42501"})
 
 
 class Unavailable(Exception):
@@ -38,14 +45,13 @@ class Rejected(Exception):
 
 def target_key(target: DatabaseTarget) -> str:
     """A stable name for the database a target reaches, so a spool is replayed only into it."""
-    from psycopg.conninfo import conninfo_to_dict
-
     from tracker._db import embedded
+    from tracker._db.conninfo import parse_conninfo
     from tracker._db.dsn import connect_params
 
     if target.embedded:
         return f"embedded:{embedded.pgdata_dir()}"
-    params = {k: str(v) for k, v in conninfo_to_dict(connect_params(target)).items() if v}
+    params = {k: str(v) for k, v in parse_conninfo(connect_params(target)).items() if v}
     user = params.get("user") or os.environ.get("PGUSER") or _os_user()
     parts = {
         "host": params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST", ""),
@@ -65,10 +71,11 @@ def _os_user() -> str:
 class Pending:
     """A batch sent to the database whose outcome is still to be read."""
 
-    __slots__ = ("error",)
+    __slots__ = ("handle", "snapshots")
 
-    def __init__(self, error: Rejected | None) -> None:
-        self.error = error
+    def __init__(self, handle: object, snapshots: Sequence[Snapshot]) -> None:
+        self.handle = handle
+        self.snapshots = snapshots
 
 
 class Store:
@@ -77,15 +84,15 @@ class Store:
     def __init__(self, dsn: str | None) -> None:
         self._dsn = dsn
         self._target: DatabaseTarget | None = None
-        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._link: Link | None = None
+        self._statements: tuple[str, str] = ("", "")
         self._schema_warned = False
-        self._encoder = BatchEncoder()
-        self._statements: tuple[str, str] | None = None
+        self._encoder: BatchEncoder | None = None
         self.key: str | None = None
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and not self._conn.closed and not self._conn.broken
+        return self._link is not None and not self._link.closed
 
     def resolve(self) -> str:
         """Resolve the target (without starting anything) and return its spool key."""
@@ -112,20 +119,20 @@ class Store:
         self.resolve()
         if self._target is None:
             raise Unavailable("the configured database cannot be used")
-        from tracker._db import migrate
-        from tracker._db.connect import connect, ready_target
+        from tracker._db.connect import ready_target
+        from tracker._link import LinkDown, LinkRefused, open_link
         from tracker.errors import TrackerError
 
         try:
             target = ready_target(self._dsn) if self._target.embedded else self._target
-            conn = connect(target)
-        except TrackerError as exc:
+            link = open_link(target)
+        except (TrackerError, LinkDown) as exc:
             raise Unavailable(str(exc)) from None
         try:
             if target.embedded:
                 # A newcomer's first script just works: the embedded server is ours to migrate.
-                migrate.upgrade(conn)
-            elif not _schema_present(conn):
+                _migrate_if_behind(link, target)
+            elif not _schema_present(link):
                 if not self._schema_warned:
                     self._schema_warned = True
                     logger.warning(
@@ -133,38 +140,25 @@ class Store:
                         "spooling statuses until then",
                         target.redacted,
                     )
-                conn.close()
                 raise Unavailable("schema missing")
-        except TrackerError as exc:
-            conn.close()
-            raise Unavailable(str(exc)) from None
+            types = column_types(link.query(COLUMN_TYPES_SQL))
+            self._encoder = BatchEncoder(types)
+            self._statements = (
+                STATUS.statement(types[STATUS.name], link.placeholder),
+                SUBTASK.statement(types[SUBTASK.name], link.placeholder),
+            )
         except Unavailable:
+            link.close()
             raise
-        except Exception as exc:
-            conn.close()
+        except (TrackerError, LinkDown, LinkRefused, KeyError) as exc:
+            link.close()
             raise Unavailable(f"{type(exc).__name__}: {exc}") from None
-        self._conn = conn
-        logger.debug("writer connected to %s", target.redacted)
+        self._link = link
+        logger.debug("writer connected to %s (%s)", target.redacted, type(link).__name__)
 
     def write(self, snapshot: Snapshot) -> None:
         """Upsert one snapshot. Raises Unavailable or Rejected."""
         self.write_many([snapshot])
-
-    def send(self, snapshots: Sequence[Snapshot]) -> Pending:
-        """Start writing ``snapshots`` in one transaction; ``settle`` tells how it ended.
-
-        Raises Unavailable when it cannot even start.
-        """
-        try:
-            self.write_many(snapshots)
-        except Rejected as exc:
-            return Pending(exc)
-        return Pending(None)
-
-    def settle(self, pending: Pending) -> None:
-        """Wait for a batch ``send`` started. Raises Unavailable, or Rejected for the lot."""
-        if pending.error is not None:
-            raise pending.error
 
     def write_many(self, snapshots: Sequence[Snapshot]) -> None:
         """Upsert snapshots in one transaction. Raises Unavailable, or Rejected for the lot.
@@ -172,62 +166,97 @@ class Store:
         After Rejected nothing of the batch is written: write the snapshots one by one to
         find the one the database refuses.
         """
-        if not snapshots:
-            return
+        if snapshots:
+            self.settle(self.send(snapshots, full=True))
+
+    def send(self, snapshots: Sequence[Snapshot], *, full: bool = False) -> Pending:
+        """Start writing ``snapshots`` in one transaction; ``settle`` tells how it ended.
+
+        Several batches may be sent before the first is settled; settle them in order.
+        ``full`` sends every column even of rows known to hold the unchanging ones.
+        Raises Unavailable when the batch cannot even be sent.
+        """
+        from tracker._link import LinkDown, LinkRefused
+
         self.connect()
-        conn = self._conn
-        if conn is None:
+        link, encoder = self._link, self._encoder
+        if link is None or encoder is None:
             raise Unavailable("not connected")
-        import psycopg
-
-        statuses, subtasks = self._encoder.encode(snapshots)
+        statuses, subtasks = encoder.encode(snapshots, full=full)
+        statements = [(self._statements[0], statuses)]
+        if subtasks is not None:
+            statements.append((self._statements[1], subtasks))
         try:
-            upsert_status, upsert_subtask = self._prepared(conn)
-            with conn.transaction(), conn.cursor() as cur:
-                cur.execute(upsert_status, statuses)
-                if subtasks is not None:
-                    cur.execute(upsert_subtask, subtasks)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            return Pending(link.send(statements), snapshots)
+        except LinkDown as exc:
             self.close()
-            raise Unavailable(" ".join(str(exc).split())) from None
-        except (
-            psycopg.errors.UndefinedTable,
-            psycopg.errors.UndefinedColumn,
-            psycopg.errors.InvalidSchemaName,
-            psycopg.errors.InsufficientPrivilege,
-            psycopg.errors.ReadOnlySqlTransaction,
-        ) as exc:
-            self.close()
-            raise Unavailable(" ".join(str(exc).split())) from None
-        except psycopg.Error as exc:
-            if conn.broken or conn.closed:
-                self.close()
-                raise Unavailable(" ".join(str(exc).split())) from None
-            raise Rejected(" ".join(str(exc).split())) from exc
+            raise Unavailable(str(exc)) from None
+        except LinkRefused as exc:
+            return Pending(exc, snapshots)
 
-    def _prepared(self, conn: psycopg.Connection[tuple[object, ...]]) -> tuple[str, str]:
-        """The two upserts, built from the column types this database has."""
-        if self._statements is None:
-            types = column_types(conn.execute(COLUMN_TYPES_SQL).fetchall())
-            self._statements = (
-                STATUS.statement(types[STATUS.name], lambda _: "%s"),
-                SUBTASK.statement(types[SUBTASK.name], lambda _: "%s"),
-            )
-        return self._statements
+    def settle(self, pending: Pending) -> None:
+        """Wait for a batch ``send`` started. Raises Unavailable, or Rejected for the lot."""
+        from tracker._link import LinkDown, LinkRefused
+
+        if isinstance(pending.handle, LinkRefused):
+            raise self._triaged(pending.handle)
+        link = self._link
+        if link is None:
+            raise Unavailable("the connection was lost")
+        try:
+            link.settle(pending.handle)
+        except LinkDown as exc:
+            self.close()
+            raise Unavailable(str(exc)) from None
+        except LinkRefused as exc:
+            raise self._triaged(exc) from None
+        if self._encoder is not None:
+            self._encoder.stored(pending.snapshots)
+
+    def _triaged(self, refused: LinkRefused) -> Unavailable | Rejected:
+        state = refused.sqlstate
+        if state.startswith(_NOT_NOW_CLASSES) or state in _NOT_NOW_STATES:
+            # The connection may be fine, but what it stands on (schema, rights) is not:
+            # reconnecting re-checks it.
+            self.close()
+            return Unavailable(str(refused))
+        return Rejected(str(refused))
 
     def close(self) -> None:
-        self._statements = None
-        conn, self._conn = self._conn, None
-        if conn is not None:
+        link, self._link = self._link, None
+        if link is not None:
             try:
-                conn.close()
+                link.close()
             except Exception:
                 logger.debug("closing the writer's connection failed", exc_info=True)
 
 
-def _schema_present(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
-    row = conn.execute(
+def _truth(value: object) -> bool:
+    """A boolean column's value from either link (psycopg: bool; wire: 't' or 'f')."""
+    return value is True or value == "t"
+
+
+def _schema_present(link: Link) -> bool:
+    rows = link.query(
         "SELECT to_regclass('pipetrack.pipeline_status') IS NOT NULL"
         " AND to_regclass('pipetrack.pipeline_subtask') IS NOT NULL"
-    ).fetchone()
-    return bool(row and row[0])
+    )
+    return bool(rows) and _truth(rows[0][0])
+
+
+def _migrate_if_behind(link: Link, target: DatabaseTarget) -> None:
+    """Bring the embedded database's schema up to this version's, with psycopg, if behind.
+
+    Most processes find it current, and never load psycopg for it.
+    """
+    from tracker._db import migrate
+    from tracker._db.connect import connect
+
+    rows = link.query("SELECT to_regclass('pipetrack.schema_migrations') IS NOT NULL")
+    applied = 0
+    if rows and _truth(rows[0][0]):
+        applied = int(link.query("SELECT coalesce(max(version), 0) FROM schema_migrations")[0][0])
+    if applied >= max(m.version for m in migrate.shipped_migrations()):
+        return
+    with connect(target) as conn:
+        migrate.upgrade(conn)

@@ -311,7 +311,7 @@ class Writer:
                 while sent:
                     self._settle(store, sent, refused)
                 for batch in refused:
-                    # Rare: some row breaks a constraint. Alone, each of the others gets in.
+                    # Rare: some row breaks a constraint. Alone, the others get in.
                     while batch:
                         self._write_alone(store, batch[0])
                         batch.pop(0)
@@ -335,11 +335,10 @@ class Writer:
         batch, pending = sent[0]
         try:
             store.settle(pending)
-        except Rejected as exc:
-            if len(batch) == 1:
-                self._rejected(batch[0], str(exc))
-            else:
-                refused.append(batch)
+        except Rejected:
+            # Retried one by one, each snapshot with all its columns (a batch may leave out
+            # what a row already holds, and that row may be gone).
+            refused.append(batch)
         else:
             self.written += len(batch)
             for snapshot in batch:

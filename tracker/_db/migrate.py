@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -38,6 +37,8 @@ class Migration:
 
     @property
     def checksum(self) -> str:
+        import hashlib  # loads OpenSSL's libcrypto (MBs of RSS): only when checking files
+
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
     @property
