@@ -67,7 +67,11 @@ class TextSink:
 
     def add(self, spec: m.MetricSpec, key: TaskKey, value: float) -> None:
         append, head, _, _ = self._out[spec.name]
-        append(f"{head}{key.text}}} {format_value(value, self._numbers)}\n")
+        # The cache inline (zero is never in it): a call less per series on the common path.
+        number = self._numbers.get(value) if value else None
+        if number is None:
+            number = format_value(value, self._numbers)
+        append(f"{head}{key.text}}} {number}\n")
 
     def add_with(self, spec: m.MetricSpec, key: TaskKey, extra: str, value: float) -> None:
         append, head, before, texts = self._out[spec.name]
@@ -75,7 +79,9 @@ class TextSink:
         if text is None:
             label = f'{spec.labels[-1]}="{escape_label_value(extra)}"'
             text = texts[extra] = f"{head}{label}," if before else f",{label}}}"
-        number = format_value(value, self._numbers)
+        number = self._numbers.get(value) if value else None
+        if number is None:
+            number = format_value(value, self._numbers)
         if before:
             append(f"{text}{key.text}}} {number}\n")
         else:
