@@ -2,7 +2,8 @@
 
 ``describe()`` lists the families without touching the database, so registering is free;
 ``collect()`` reads (or, within ``min_interval`` of the last read, reuses) one snapshot and
-yields fresh families built from it, plus the self-metrics. A failed read yields only the
+yields fresh families built from it (their exposition lines already written, see
+exporter/_lines.py), plus the self-metrics. A failed read yields only the
 self-metrics, saying the database is down: never an exception, never a hang.
 """
 
