@@ -30,7 +30,7 @@ class LineCache:
     """What one collector keeps between scrapes: task keys and formatted numbers.
 
     Keys are kept for the tasks of the last scrape only, and the numbers are dropped when
-    they outgrow a few scrapes' worth, so neither grows with time.
+    they outgrow one scrape's worth of lines, so neither grows with time.
     """
 
     def __init__(self) -> None:
