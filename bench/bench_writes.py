@@ -77,10 +77,14 @@ def bench_database(dsn: str | None) -> Iterator[str]:
 
 
 def _update_from(table: str, source: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
-    """``UPDATE table`` setting every column (seq one up) from the rows of ``source``."""
+    """``UPDATE table`` setting every column but ``seq`` from the rows of ``source``.
+
+    ``seq`` stays: the writer's next snapshots must still be newer than the rows, or its
+    guarded updates would match nothing and measure no-ops.
+    """
     sets = ", ".join(f"{c} = v.{c}" for c in columns if c not in (*key, *_NEVER_SET, "seq"))
     match = " AND ".join(f"t.{c} = v.{c}" for c in key)
-    return f"UPDATE {table} AS t SET {sets}, seq = t.seq + 1 FROM {source} AS v WHERE {match}"
+    return f"UPDATE {table} AS t SET {sets} FROM {source} AS v WHERE {match}"
 
 
 class Ceiling:
@@ -214,20 +218,18 @@ def measure(dsn: str, runs: int, window: float, repeat: int, scratch: Path) -> d
             if ceiling is None:
                 ceiling = Ceiling(dsn, prefix)
             ceiling_rates.append(ceiling.rate(runs, window))
-        written = fleet.writer.written
-        problems = (fleet.writer.spooled, fleet.writer.rejected)
     finally:
         if ceiling is not None:
             ceiling.close()
         fleet.close()
+    writer = fleet.writer
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT sum(seq) FROM pipetrack.pipeline_status WHERE task_name LIKE %s",
+            "SELECT sum(seq), count(*) FILTER (WHERE execution_status = 'FINISHED')"
+            " FROM pipetrack.pipeline_status WHERE task_name LIKE %s",
             (prefix + "%",),
         ).fetchone()
-    seq_total = int(row[0]) if row and row[0] is not None else 0
-    # The ceiling added one to every seq per batch; the final snapshots add one per run.
-    ceiling_batches = seq_total - written - runs
+    seq_total, finished = (int(row[0]), int(row[1])) if row and row[0] is not None else (0, 0)
     writer_median = statistics.median(writer_rates)
     ceiling_median = statistics.median(ceiling_rates)
     return {
@@ -236,9 +238,11 @@ def measure(dsn: str, runs: int, window: float, repeat: int, scratch: Path) -> d
         "ratio": writer_median / ceiling_median,
         "writer_best": max(writer_rates),
         "ceiling_best": max(ceiling_rates),
-        "spooled": problems[0],
-        "rejected": problems[1],
-        "unaccounted": ceiling_batches % runs if ceiling_batches >= 0 else -1,
+        "spooled": writer.spooled,
+        "rejected": writer.rejected,
+        # Every snapshot took its run's seq one up: the rows' seqs add up to what was written.
+        "unaccounted": writer.written - seq_total,
+        "unfinished": runs - finished,
     }
 
 
@@ -263,9 +267,9 @@ def main() -> int:
             r = measure(dsn, runs, args.window, args.repeat, Path(scratch))
             checks = (
                 "ok"
-                if (r["spooled"], r["rejected"], r["unaccounted"]) == (0, 0, 0)
+                if (r["spooled"], r["rejected"], r["unaccounted"], r["unfinished"]) == (0, 0, 0, 0)
                 else f"spooled {r['spooled']:.0f}, rejected {r['rejected']:.0f}, "
-                f"seq off by {r['unaccounted']:.0f}"
+                f"seq off by {r['unaccounted']:.0f}, {r['unfinished']:.0f} not FINISHED"
             )
             print(
                 f"{runs:>7} {r['writer']:>10,.0f} {r['ceiling']:>10,.0f} {r['ratio']:>6.0%}"

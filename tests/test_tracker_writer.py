@@ -186,8 +186,7 @@ def test_a_batch_the_database_refuses_is_written_but_for_the_refused_snapshot(
 
     good = [str(uuid.uuid4()) for _ in range(2)]
     bad = str(uuid.uuid4())
-    refused = snapshot(bad, 1, "RUNNING", 10.0)
-    refused.status_row["overall_percent_complete"] = 150  # past the table's CHECK
+    refused = snapshot(bad, 1, "RUNNING", 150.0)  # past the table's CHECK
     batch = [snapshot(good[0], 1, "RUNNING", 10.0), refused, snapshot(good[1], 1, "RUNNING", 30.0)]
 
     store = Store(db_dsn)
@@ -235,8 +234,9 @@ def test_bad_lines_and_foreign_targets_do_not_block_a_replay(db_dsn, db, tmp_pat
     spool = Spool(directory, max_bytes=10**6)
     store = Store(db_dsn)
     key = store.resolve()
-    bad = snapshot(str(uuid.uuid4()), 1)
-    bad.status_row["process_id"] = -1  # the schema rejects it for good
+    given = snapshot(str(uuid.uuid4()), 1)
+    # A process id the schema rejects for good.
+    bad = Snapshot.from_row({**given.status_row, "process_id": -1}, given.subtask_rows)
     spool.append(key, [bad, snapshot(mine, 1, "FINISHED")])
     spool.rotate()
     with (spool_files(directory)[0]).open("a") as handle:

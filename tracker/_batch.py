@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tracker._model import Snapshot
+from tracker._model import IDENTITY_COLUMNS, STATUS_COLUMNS, Snapshot
 
 
 class Table:
@@ -87,48 +87,7 @@ class Table:
 
 STATUS = Table(
     "pipeline_status",
-    (
-        # What a run's row says about where and what it is: the same from its first snapshot
-        # to its last (BatchEncoder encodes these once per run) ...
-        "run_id",
-        "task_name",
-        "task_stage",
-        "task_type",
-        "hostname",
-        "process_id",
-        "user_name",
-        "script_path",
-        "script_file",
-        "log_path",
-        "log_file",
-        "execution_start",
-        "git_commit",
-        "environment",
-        "trace_id",
-        "parent_run_id",
-        # ... and what changes.
-        "execution_end",
-        "last_update",
-        "last_progress",
-        "execution_status",
-        "total_subtasks",
-        "current_subtask",
-        "subtask_name",
-        "subtask_status",
-        "overall_percent_complete",
-        "overall_progress_message",
-        "subtask_percent_complete",
-        "subtask_progress_message",
-        "subtask_items_total",
-        "subtask_items_complete",
-        "memory_mb",
-        "peak_memory_mb",
-        "cpu_percent",
-        "error_message",
-        "error_detail",
-        "exit_code",
-        "seq",
-    ),
+    STATUS_COLUMNS,
     ("run_id",),
     # Captured when the run starts, never changed after.
     insert_only=("environment",),
@@ -147,7 +106,7 @@ STATUS = Table(
         "parent_run_id",
     ),
 )
-_FIXED_COUNT = STATUS.columns.index("execution_end")
+_FIXED_COUNT = len(IDENTITY_COLUMNS)
 # A stored run's identity columns: its id, and NULL for the rest (see BatchEncoder).
 _SLIM_TAIL = ["NULL"] * (_FIXED_COUNT - 1)
 
@@ -253,8 +212,7 @@ class BatchEncoder:
     """
 
     def __init__(self, types: Mapping[str, Mapping[str, str]]) -> None:
-        # run id -> [the snapshots' identity marker, identity values, their elements,
-        #            whether the row is known to hold them]
+        # run id -> [identity values, their elements, whether the row is known to hold them]
         self._fixed: dict[str, list[Any]] = {}
         self._status_kinds = [_kind(types[STATUS.name][c]) for c in STATUS.columns]
         self._subtask_kinds = [_kind(types[SUBTASK.name][c]) for c in SUBTASK.columns]
@@ -282,11 +240,9 @@ class BatchEncoder:
                     subtasks[key] = row
         fixed = [self._fixed_elements(s, full) for s in newest.values()]
         statuses = ["{" + ",".join(column) + "}" for column in zip(*fixed, strict=True)]
-        rows = [s.status_row for s in newest.values()]
-        for column, kind in zip(
-            STATUS.columns[_FIXED_COUNT:], self._status_kinds[_FIXED_COUNT:], strict=True
-        ):
-            statuses.append(kind([row.get(column) for row in rows]))
+        changing = [s.changing for s in newest.values()]
+        for position, kind in enumerate(self._status_kinds[_FIXED_COUNT:]):
+            statuses.append(kind([values[position] for values in changing]))
         if not subtasks:
             return statuses, None
         sub_rows = list(subtasks.values())
@@ -300,22 +256,19 @@ class BatchEncoder:
         for snapshot in snapshots:
             held = self._fixed.get(snapshot.run_id)
             if held is not None:
-                held[3] = True
+                held[2] = True
 
     def _fixed_elements(self, snapshot: Snapshot, full: bool) -> list[str]:
         held = self._fixed.get(snapshot.run_id)
         identity = snapshot.identity
-        if held is None or identity is None or held[0] is not identity:
-            row = snapshot.status_row
-            fixed = [row.get(c) for c in STATUS.columns[:_FIXED_COUNT]]
-            if held is None or held[1] != fixed:
-                held = [None, fixed, [element(v) for v in fixed], False]
-                self._fixed[snapshot.run_id] = held
-            held[0] = identity
+        # A run hands out the same tuple while its identity holds: mostly no comparing.
+        if held is None or (held[0] is not identity and held[0] != identity):
+            held = [identity, [element(v) for v in identity], False]
+            self._fixed[snapshot.run_id] = held
         if snapshot.final:
             del self._fixed[snapshot.run_id]
-        elements: list[str] = held[2]
-        if held[3] and not full:
+        elements: list[str] = held[1]
+        if held[2] and not full:
             return [elements[0], *_SLIM_TAIL]
         return elements
 

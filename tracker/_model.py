@@ -77,14 +77,6 @@ _CLEANED_IDENTITY_COLUMNS = (
     "log_file",
     "git_commit",
 )
-_NO_SUBTASK: dict[str, Any] = {
-    "subtask_name": None,
-    "subtask_status": None,
-    "subtask_percent_complete": None,
-    "subtask_progress_message": None,
-    "subtask_items_total": None,
-    "subtask_items_complete": None,
-}
 
 
 class SubtaskCore:
@@ -201,43 +193,103 @@ class SubtaskCore:
         }
 
 
-class Snapshot:
-    """What one write carries: the run's row and the subtask rows that changed, one ``seq``."""
+IDENTITY_COLUMNS = (
+    "run_id",
+    "task_name",
+    "task_stage",
+    "task_type",
+    "hostname",
+    "process_id",
+    "user_name",
+    "script_path",
+    "script_file",
+    "log_path",
+    "log_file",
+    "execution_start",
+    "git_commit",
+    "environment",
+    "trace_id",
+    "parent_run_id",
+)
+"""The status row's columns that say what and where a run is: set at the start (the git commit
+and the trace id may come a moment later), the same in every later snapshot."""
+CHANGING_COLUMNS = (
+    "execution_end",
+    "last_update",
+    "last_progress",
+    "execution_status",
+    "total_subtasks",
+    "current_subtask",
+    "subtask_name",
+    "subtask_status",
+    "overall_percent_complete",
+    "overall_progress_message",
+    "subtask_percent_complete",
+    "subtask_progress_message",
+    "subtask_items_total",
+    "subtask_items_complete",
+    "memory_mb",
+    "peak_memory_mb",
+    "cpu_percent",
+    "error_message",
+    "error_detail",
+    "exit_code",
+    "seq",
+)
+STATUS_COLUMNS = IDENTITY_COLUMNS + CHANGING_COLUMNS
 
-    __slots__ = ("final", "identity", "run_id", "seq", "status_row", "subtask_rows")
+
+class Snapshot:
+    """What one write carries: the run's row and the subtask rows that changed, one ``seq``.
+
+    The status row is two tuples in ``IDENTITY_COLUMNS`` and ``CHANGING_COLUMNS`` order; a run
+    hands out the same ``identity`` tuple object for as long as those columns do not change,
+    which spares an encoder comparing them. ``status_row`` is the row as a dict.
+    """
+
+    __slots__ = ("_row", "changing", "final", "identity", "run_id", "seq", "subtask_rows")
 
     def __init__(
         self,
         run_id: str,
         seq: int,
-        status_row: dict[str, Any],
+        identity: tuple[Any, ...],
+        changing: tuple[Any, ...],
         subtask_rows: list[dict[str, Any]],
         *,
         final: bool,
     ) -> None:
         self.run_id = run_id
         self.seq = seq
-        self.status_row = status_row
+        self.identity = identity
+        self.changing = changing
         self.subtask_rows = subtask_rows
         self.final = final
-        # The same object from snapshot to snapshot while the run's identity columns stay
-        # the same (None when unknown, e.g. read back from a spool): lets an encoder skip
-        # comparing them.
-        self.identity: object = None
+        self._row: dict[str, Any] | None = None
+
+    @property
+    def status_row(self) -> dict[str, Any]:
+        if self._row is None:
+            self._row = dict(zip(STATUS_COLUMNS, self.identity + self.changing, strict=True))
+        return self._row
 
     def to_json(self) -> dict[str, Any]:
         return {"run": self.status_row, "subtasks": self.subtask_rows}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Snapshot:
-        row = data["run"]
+    def from_row(cls, row: dict[str, Any], subtask_rows: list[dict[str, Any]]) -> Snapshot:
         return cls(
             str(row["run_id"]),
             int(row["seq"]),
-            row,
-            list(data.get("subtasks") or []),
+            tuple(row.get(c) for c in IDENTITY_COLUMNS),
+            tuple(row.get(c) for c in CHANGING_COLUMNS),
+            subtask_rows,
             final=row.get("execution_status") in TERMINAL,
         )
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Snapshot:
+        return cls.from_row(data["run"], list(data.get("subtasks") or []))
 
 
 class RunCore:
@@ -294,7 +346,7 @@ class RunCore:
         self._pending: dict[int, SubtaskCore] = {}
         self._cleaned: dict[str, tuple[str, str | None]] = {}  # column -> (value as given, cleaned)
         self._start_text: tuple[float, str] = (math.nan, "")
-        self._identity: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})
+        self._identity: tuple[tuple[Any, ...], tuple[Any, ...]] = ((), ())
         self.max_pending = max_pending
         self.dropped_rows = 0
         self.exported_seq = 0
@@ -468,51 +520,53 @@ class RunCore:
             for sub in self.open:
                 sub._written_complete = sub._complete
             self._pending = {}
-            status_row = self._status_row(seq, now_wall)
+            changing = self._changing_values(seq, now_wall)
             self._dirty = self._moved = self._urgent = False
             final = self.terminal
             if final:
                 self.final_seq = seq
-            snapshot = Snapshot(self.run_id, seq, status_row, rows, final=final)
-            snapshot.identity = self._identity[0]
-            return snapshot
+            return Snapshot(self.run_id, seq, self._identity_values(), changing, rows, final=final)
 
-    def _status_row(self, seq: int, now_wall: float) -> dict[str, Any]:
+    def _changing_values(self, seq: int, now_wall: float) -> tuple[Any, ...]:
+        """The row's ``CHANGING_COLUMNS``, in that order."""
         shown = self.shown
-        row = self._identity_columns().copy()
-        row["execution_end"] = iso(self.wall(self.end_mono)) if self.end_mono is not None else None
-        row["last_update"] = iso(now_wall)
-        row["last_progress"] = iso(self.last_progress) if self.last_progress is not None else None
-        row["execution_status"] = self.status
-        row["total_subtasks"] = self.total_subtasks
-        row["current_subtask"] = self.current_subtask()
-        row["overall_percent_complete"] = self.overall_percent()
-        row["overall_progress_message"] = self.cleaned(
-            "overall_progress_message", self.overall_message
-        )
         if shown is None:
-            row.update(_NO_SUBTASK)
+            subtask: tuple[Any, ...] = (None, None)
+            subtask_progress: tuple[Any, ...] = (None, None, None, None)
         else:
-            row["subtask_name"] = self.cleaned("subtask_name", shown.name or None)
-            row["subtask_status"] = shown.status
-            row["subtask_percent_complete"] = shown.percent()
-            row["subtask_progress_message"] = self.cleaned(
-                "subtask_progress_message", shown.message
+            subtask = (self.cleaned("subtask_name", shown.name or None), shown.status)
+            subtask_progress = (
+                shown.percent(),
+                self.cleaned("subtask_progress_message", shown.message),
+                shown._total,
+                shown._complete,
             )
-            row["subtask_items_total"] = shown._total
-            row["subtask_items_complete"] = shown._complete
-        row["memory_mb"] = self.memory_mb
-        row["peak_memory_mb"] = self.peak_memory_mb
-        row["cpu_percent"] = self.cpu_percent
-        row["error_message"] = self.cleaned("error_message", self.error_message)
-        row["error_detail"] = self.cleaned("error_detail", self.error_detail)
-        row["exit_code"] = self.exit_code
-        row["seq"] = seq
-        return row
+        return (
+            iso(self.wall(self.end_mono)) if self.end_mono is not None else None,
+            iso(now_wall),
+            iso(self.last_progress) if self.last_progress is not None else None,
+            self.status,
+            self.total_subtasks,
+            self.current_subtask(),
+            *subtask,
+            self.overall_percent(),
+            self.cleaned("overall_progress_message", self.overall_message),
+            subtask_progress[0],
+            subtask_progress[1],
+            subtask_progress[2],
+            subtask_progress[3],
+            self.memory_mb,
+            self.peak_memory_mb,
+            self.cpu_percent,
+            self.cleaned("error_message", self.error_message),
+            self.cleaned("error_detail", self.error_detail),
+            self.exit_code,
+            seq,
+        )
 
-    def _identity_columns(self) -> dict[str, Any]:
-        """The row's columns that say what and where the run is, cleaned: built again only
-        when one of them changes (the writer fills in the git commit after the start)."""
+    def _identity_values(self) -> tuple[Any, ...]:
+        """The row's ``IDENTITY_COLUMNS``, cleaned: the same tuple object until one of them
+        changes (the writer fills in the git commit after the start)."""
         ctx = self.context
         key = (
             self.task_name,
@@ -522,7 +576,7 @@ class RunCore:
             *[ctx.get(name) for name in _CONTEXT_COLUMNS],
         )
         if self._identity[0] != key:
-            row: dict[str, Any] = {
+            given: dict[str, Any] = {
                 "run_id": self.run_id,
                 "task_name": self.task_name,
                 "task_stage": self.task_stage,
@@ -530,11 +584,11 @@ class RunCore:
                 "trace_id": self.trace_id,
                 **{name: ctx.get(name) for name in _CONTEXT_COLUMNS},
             }
-            row["hostname"] = row["hostname"] or "unknown"
-            row["process_id"] = row["process_id"] or 0
+            given["hostname"] = given["hostname"] or "unknown"
+            given["process_id"] = given["process_id"] or 0
             for column in _CLEANED_IDENTITY_COLUMNS:
-                row[column] = self.cleaned(column, row[column])
-            self._identity = (key, row)
+                given[column] = self.cleaned(column, given[column])
+            self._identity = (key, tuple(given[c] for c in IDENTITY_COLUMNS))
         return self._identity[1]
 
     def _start_iso(self) -> str:
