@@ -26,12 +26,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_support import bench_database  # noqa: E402
 
 import tracker  # noqa: E402
 from tracker import _tracker  # noqa: E402
@@ -53,27 +54,6 @@ def loop_overhead_ns(calls: int, rounds: int) -> float:
         return None
 
     return median_ns(nothing, calls, rounds)
-
-
-@contextmanager
-def bench_database(dsn: str | None) -> Iterator[str]:
-    """A migrated database: the given DSN, or a temporary embedded server."""
-    if dsn:
-        yield dsn
-        return
-    from tracker._db import embedded, migrate
-    from tracker._db.connect import connect
-    from tracker._db.dsn import DatabaseTarget
-
-    with tempfile.TemporaryDirectory(prefix="pipetrack-bench-") as folder:
-        pgdata = Path(folder) / "postgres"
-        uri = embedded.ensure_running(pgdata)
-        try:
-            with connect(DatabaseTarget(conninfo=uri, source="bench")) as conn:
-                migrate.upgrade(conn)
-            yield uri
-        finally:
-            embedded.stop(pgdata)
 
 
 # -- 1. hot path -------------------------------------------------------------------------

@@ -38,12 +38,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg
 import psycopg.sql
+from bench_support import bench_database
 
 import tracker
 from tracker._batch import STATUS, SUBTASK
@@ -55,25 +55,6 @@ STATUS_COLUMNS, SUBTASK_COLUMNS = STATUS.columns, SUBTASK.columns
 _STATUS_KEY = ("run_id",)
 _SUBTASK_KEY = ("run_id", "subtask_index")
 _NEVER_SET = ("run_id", "task_name", "execution_start")
-
-
-@contextmanager
-def bench_database(dsn: str | None) -> Iterator[str]:
-    """A migrated database: the given DSN, or a temporary embedded server."""
-    if dsn:
-        yield dsn
-        return
-    from tracker._db import embedded, migrate
-
-    with tempfile.TemporaryDirectory(prefix="pipetrack-bench-") as folder:
-        pgdata = Path(folder) / "postgres"
-        uri = embedded.ensure_running(pgdata)
-        try:
-            with connect(DatabaseTarget(conninfo=uri, source="bench")) as conn:
-                migrate.upgrade(conn)
-            yield uri
-        finally:
-            embedded.stop(pgdata)
 
 
 def _update_from(table: str, source: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
@@ -117,13 +98,13 @@ class Ceiling:
             ):
                 # The columns and their types, no constraints: a staging table.
                 cur.execute(
-                    f"CREATE TEMP TABLE batch_{table} ON COMMIT DELETE ROWS AS "  # type: ignore[arg-type]
+                    f"CREATE TEMP TABLE batch_{table} ON COMMIT DELETE ROWS AS "
                     f"SELECT {', '.join(columns)} FROM {table} WITH NO DATA"
                 )
         self.conn.commit()
 
     def _one(self, query: str, pattern: str) -> str:
-        row = self.conn.execute(query, (pattern,)).fetchone()  # type: ignore[arg-type]
+        row = self.conn.execute(query, (pattern,)).fetchone()
         self.conn.commit()
         if row is None or row[0] is None:
             raise RuntimeError("no rows to rewrite")
@@ -133,7 +114,7 @@ class Ceiling:
         literal = psycopg.sql.Literal(pattern).as_string(self.conn)
         with self.conn.cursor() as cur:
             statement = query.replace("%s", literal)
-            with cur.copy(f"COPY ({statement}) TO STDOUT") as copy:  # type: ignore[arg-type]
+            with cur.copy(f"COPY ({statement}) TO STDOUT") as copy:
                 data = b"".join(bytes(chunk) for chunk in copy)
         self.conn.commit()
         return data
@@ -145,7 +126,7 @@ class Ceiling:
                 ("pipeline_subtask", SUBTASK_COLUMNS, _SUBTASK_KEY, self.subtask_json),
             ):
                 source = f"json_populate_recordset(NULL::{table}, %s::json)"
-                cur.execute(_update_from(table, source, columns, key), (payload,))  # type: ignore[arg-type]
+                cur.execute(_update_from(table, source, columns, key), (payload,))
         self.conn.commit()
 
     def copy_batch(self) -> None:
@@ -154,9 +135,9 @@ class Ceiling:
                 ("pipeline_status", STATUS_COLUMNS, _STATUS_KEY, self.status_copy),
                 ("pipeline_subtask", SUBTASK_COLUMNS, _SUBTASK_KEY, self.subtask_copy),
             ):
-                with cur.copy(f"COPY batch_{table} ({', '.join(columns)}) FROM STDIN") as copy:  # type: ignore[arg-type]
+                with cur.copy(f"COPY batch_{table} ({', '.join(columns)}) FROM STDIN") as copy:
                     copy.write(payload)
-                cur.execute(_update_from(table, f"batch_{table}", columns, key))  # type: ignore[arg-type]
+                cur.execute(_update_from(table, f"batch_{table}", columns, key))
         self.conn.commit()
 
     def rate(self, runs: int, window: float) -> float:

@@ -91,19 +91,12 @@ STATUS = Table(
     ("run_id",),
     # Captured when the run starts, never changed after.
     insert_only=("environment",),
-    kept=(
-        "task_stage",
-        "task_type",
-        "hostname",
-        "process_id",
-        "user_name",
-        "script_path",
-        "script_file",
-        "log_path",
-        "log_file",
-        "git_commit",
-        "trace_id",
-        "parent_run_id",
+    # The rest of a run's identity may come a moment after the first write (git commit, trace
+    # id), but never goes back to NULL.
+    kept=tuple(
+        c
+        for c in IDENTITY_COLUMNS
+        if c not in ("run_id", "task_name", "execution_start", "environment")
     ),
 )
 _FIXED_COUNT = len(IDENTITY_COLUMNS)

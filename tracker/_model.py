@@ -51,20 +51,6 @@ def iso(epoch: float) -> str:
     return f"{held[1]}.{micro:06d}+00:00"
 
 
-# Context the status row carries as given (after cleaning), from the run's context dict.
-_CONTEXT_COLUMNS = (
-    "task_type",
-    "hostname",
-    "process_id",
-    "user_name",
-    "script_path",
-    "script_file",
-    "log_path",
-    "log_file",
-    "git_commit",
-    "environment",
-    "parent_run_id",
-)
 _CLEANED_IDENTITY_COLUMNS = (
     "task_name",
     "task_stage",
@@ -237,6 +223,12 @@ CHANGING_COLUMNS = (
     "seq",
 )
 STATUS_COLUMNS = IDENTITY_COLUMNS + CHANGING_COLUMNS
+# The identity columns a run's context dict holds (the rest are the run's own attributes).
+_CONTEXT_COLUMNS = tuple(
+    c
+    for c in IDENTITY_COLUMNS
+    if c not in ("run_id", "task_name", "task_stage", "execution_start", "trace_id")
+)
 
 
 class Snapshot:
