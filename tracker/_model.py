@@ -504,14 +504,14 @@ class RunCore:
             self.last_update = now_wall
             self.seq += 1
             seq = self.seq
-            rows = [sub.row(self, seq) for sub in self._pending.values()]
-            written = set(self._pending)
+            pending = self._pending
+            rows = [sub.row(self, seq) for sub in pending.values()]
             for sub in self.open:
-                if sub.index not in written and sub._complete != sub._written_complete:
-                    rows.append(sub.row(self, seq))
-            for sub in self.open:
-                sub._written_complete = sub._complete
-            self._pending = {}
+                if sub._complete != sub._written_complete:
+                    if sub.index not in pending:
+                        rows.append(sub.row(self, seq))
+                    sub._written_complete = sub._complete
+            pending.clear()
             changing = self._changing_values(seq, now_wall)
             self._dirty = self._moved = self._urgent = False
             final = self.terminal
