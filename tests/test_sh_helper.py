@@ -24,6 +24,8 @@ def helper():
 def shell(name):
     found = shutil.which(name)
     if found is None:
+        if os.environ.get("PIPETRACK_REQUIRE_SHELLS") == "1":
+            pytest.fail(f"{name} is not installed")
         pytest.skip(f"{name} is not installed")
     return found
 

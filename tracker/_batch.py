@@ -46,7 +46,9 @@ class Table:
         self.columns = columns
         self.key = key
         # The key, and what a trigger forbids changing (task_name, execution_start).
-        self.fixed = key + tuple(c for c in ("task_name", "execution_start") if c in columns)
+        self.never_updated = key + tuple(
+            c for c in ("task_name", "execution_start") if c in columns
+        )
         # Written once, by the insert: they travel as text and are cast only for a new row,
         # so the updates that make up nearly all writes never parse them.
         self.insert_only = insert_only
@@ -69,7 +71,7 @@ class Table:
         inserted = ", ".join(
             f"v.{c}::{types[c]}" if c in self.insert_only else f"v.{c}" for c in self.columns
         )
-        changing = [c for c in self.columns if c not in self.fixed + self.insert_only]
+        changing = [c for c in self.columns if c not in self.never_updated + self.insert_only]
         sets = ", ".join(self._assignment(c, "v", "t") for c in changing)
         excluded = ", ".join(self._assignment(c, "EXCLUDED", self.name) for c in changing)
         match = " AND ".join(f"t.{c} = v.{c}" for c in self.key)
@@ -99,9 +101,9 @@ STATUS = Table(
         if c not in ("run_id", "task_name", "execution_start", "environment")
     ),
 )
-_FIXED_COUNT = len(IDENTITY_COLUMNS)
+_IDENTITY_COUNT = len(IDENTITY_COLUMNS)
 # A stored run's identity columns: its id, and NULL for the rest (see BatchEncoder).
-_SLIM_TAIL = ["NULL"] * (_FIXED_COUNT - 1)
+_SLIM_TAIL = ["NULL"] * (_IDENTITY_COUNT - 1)
 
 SUBTASK = Table(
     "pipeline_subtask",
@@ -206,7 +208,7 @@ class BatchEncoder:
 
     def __init__(self, types: Mapping[str, Mapping[str, str]]) -> None:
         # run id -> [identity values, their elements, whether the row is known to hold them]
-        self._fixed: dict[str, list[Any]] = {}
+        self._identity: dict[str, list[Any]] = {}
         self._status_kinds = [_kind(types[STATUS.name][c]) for c in STATUS.columns]
         self._subtask_kinds = [_kind(types[SUBTASK.name][c]) for c in SUBTASK.columns]
 
@@ -231,10 +233,10 @@ class BatchEncoder:
                 previous = subtasks.get(key)
                 if previous is None or previous["seq"] < row["seq"]:
                     subtasks[key] = row
-        fixed = [self._fixed_elements(s, full) for s in newest.values()]
-        statuses = ["{" + ",".join(column) + "}" for column in zip(*fixed, strict=True)]
+        identities = [self._identity_elements(s, full) for s in newest.values()]
+        statuses = ["{" + ",".join(column) + "}" for column in zip(*identities, strict=True)]
         changing = [s.changing for s in newest.values()]
-        for position, kind in enumerate(self._status_kinds[_FIXED_COUNT:]):
+        for position, kind in enumerate(self._status_kinds[_IDENTITY_COUNT:]):
             statuses.append(kind([values[position] for values in changing]))
         if not subtasks:
             return statuses, None
@@ -247,19 +249,19 @@ class BatchEncoder:
     def stored(self, snapshots: Sequence[Snapshot]) -> None:
         """The database took ``snapshots``: their rows hold their runs' identity columns."""
         for snapshot in snapshots:
-            held = self._fixed.get(snapshot.run_id)
+            held = self._identity.get(snapshot.run_id)
             if held is not None:
                 held[2] = True
 
-    def _fixed_elements(self, snapshot: Snapshot, full: bool) -> list[str]:
-        held = self._fixed.get(snapshot.run_id)
+    def _identity_elements(self, snapshot: Snapshot, full: bool) -> list[str]:
+        held = self._identity.get(snapshot.run_id)
         identity = snapshot.identity
         # A run hands out the same tuple while its identity holds: mostly no comparing.
         if held is None or (held[0] is not identity and held[0] != identity):
             held = [identity, [element(v) for v in identity], False]
-            self._fixed[snapshot.run_id] = held
+            self._identity[snapshot.run_id] = held
         if snapshot.final:
-            del self._fixed[snapshot.run_id]
+            del self._identity[snapshot.run_id]
         elements: list[str] = held[1]
         if held[2] and not full:
             return [elements[0], *_SLIM_TAIL]

@@ -15,7 +15,6 @@ client several batches can be in flight at once; psycopg's link runs each batch 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -63,15 +62,13 @@ def open_link(target: DatabaseTarget) -> Link:
 
     Raises LinkDown (with the password redacted) when the database cannot be reached.
     """
-    from tracker._db.connect import SCHEMA
+    from tracker._db.connect import session_options
     from tracker._db.conninfo import parse_conninfo
     from tracker._db.dsn import connect_params
     from tracker._db.wire import WireConnection, WireUnavailable, WireUnsupported
 
     params = parse_conninfo(connect_params(target))
-    # An options parameter replaces PGOPTIONS (libpq's rule), so keep either in front.
-    theirs = params.get("options") or os.environ.get("PGOPTIONS", "")
-    params["options"] = " ".join(p for p in (theirs, f"-c search_path={SCHEMA},public") if p)
+    params["options"] = session_options(params.get("options"))
     try:
         return WireLink(WireConnection.open(params), target.redact)
     except WireUnsupported as exc:

@@ -7,6 +7,7 @@ import os
 from typing import TYPE_CHECKING
 
 from tracker._db import embedded
+from tracker._db.conninfo import parse_conninfo
 from tracker._db.dsn import DatabaseTarget, connect_params, resolve_target
 from tracker.errors import DatabaseUnavailable
 
@@ -24,6 +25,16 @@ def ready_target(dsn: str | None = None, *, start_embedded: bool = True) -> Data
     return target
 
 
+def session_options(theirs: str | None, extra: str | None = None) -> str:
+    """The ``options`` connection parameter: pipetrack's schema first on the search path.
+
+    Passing ``options`` replaces the DSN's or PGOPTIONS' own (libpq's rule), so theirs
+    (``theirs``, else PGOPTIONS) stay in front.
+    """
+    theirs = theirs or os.environ.get("PGOPTIONS", "")
+    return " ".join(part for part in (theirs, f"-c search_path={SCHEMA},public", extra) if part)
+
+
 def connect(
     target: DatabaseTarget, *, autocommit: bool = True, options: str | None = None
 ) -> psycopg.Connection[tuple[object, ...]]:
@@ -33,13 +44,8 @@ def connect(
     the connect timeout or refuses the credentials.
     """
     import psycopg
-    from psycopg.conninfo import conninfo_to_dict
 
-    # Passing options= replaces the DSN's or PGOPTIONS' own, so keep theirs in front.
-    theirs = conninfo_to_dict(target.conninfo).get("options") or os.environ.get("PGOPTIONS", "")
-    merged = " ".join(
-        str(part) for part in (theirs, f"-c search_path={SCHEMA},public", options) if part
-    )
+    merged = session_options(parse_conninfo(target.conninfo).get("options"), options)
     try:
         return psycopg.connect(connect_params(target), autocommit=autocommit, options=merged)
     except psycopg.OperationalError as exc:
