@@ -330,7 +330,7 @@ def test_writer_survives_a_rejected_snapshot_and_keeps_writing(db_dsn, db, tmp_p
     t = make_tracker(db_dsn, tmp_path / "spool")
     try:
         broken = t.run("DAILY_rejected")
-        broken.context["process_id"] = -5  # violates chk_process_id: the database refuses it
+        broken.set_identity(process_id=-5)  # violates chk_process_id: the database refuses it
         fine = t.run("DAILY_fine")
         fine.finish()
         assert t.flush(10)

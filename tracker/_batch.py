@@ -1,10 +1,10 @@
-"""A batch of snapshots as two statements: every row of a table in one upsert.
+"""The writer's statements: every row of a batch in one statement per table and kind.
 
 Rows travel column-wise, one PostgreSQL array literal per column (a text parameter the server
-casts to the column's type), which the server decodes faster than JSON and which needs no
-temporary table, so a transaction-pooling proxy in front of the database is fine. Each
-statement updates the rows that exist and inserts the rest, both guarded by ``seq`` so that a
-late or replayed snapshot never regresses a row::
+casts to the column's type; ``tracker._arrays``), which the server decodes faster than JSON and
+which needs no temporary table, so a transaction-pooling proxy in front of the database is
+fine. A ``Table``'s statement updates the rows that exist and inserts the rest, both guarded by
+``seq`` so that a late or replayed snapshot never regresses a row::
 
     WITH v AS (SELECT * FROM unnest($1::uuid[], …) AS v(run_id, …)),
          updated AS (UPDATE pipeline_status AS t SET … FROM v
@@ -17,18 +17,17 @@ Updating first and inserting only the new rows measured no slower than a plain u
 spares existing rows the insert-side trigger (the archived-run check). The ON CONFLICT arm
 covers a row another session inserts meanwhile. The environment, captured once when the run
 starts, is written by the insert only: it travels as text and is parsed as JSON for a new row
-alone. The columns' types are read from the catalog
-when the connection opens (``COLUMN_TYPES_SQL``), so the statements follow the schema.
+alone. A ``Progress`` statement updates the few columns a progress tick changes (see its
+docstring and ``tracker._encoder``). The columns' types are read from the catalog when the
+connection opens (``COLUMN_TYPES_SQL``), so the statements follow the schema.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tracker._model import IDENTITY_COLUMNS, STATUS_COLUMNS, Snapshot
+from tracker._model import IDENTITY_COLUMNS, PROGRESS_COLUMNS, STATUS_COLUMNS
 
 
 class Table:
@@ -101,9 +100,6 @@ STATUS = Table(
         if c not in ("run_id", "task_name", "execution_start", "environment")
     ),
 )
-_IDENTITY_COUNT = len(IDENTITY_COLUMNS)
-# A stored run's identity columns: its id, and NULL for the rest (see BatchEncoder).
-_SLIM_TAIL = ["NULL"] * (_IDENTITY_COUNT - 1)
 
 SUBTASK = Table(
     "pipeline_subtask",
@@ -141,134 +137,50 @@ def column_types(rows: Sequence[Sequence[Any]]) -> dict[str, dict[str, str]]:
     return types
 
 
-_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
-_JSON = json.JSONEncoder(separators=(",", ":")).encode
+class Progress:
+    """An update of a few columns of rows known to exist, reporting the rows it missed.
 
+    A progress tick changes a handful of columns of a row the writer wrote a moment ago:
+    only those travel, and the rest of the row stays as it is. ``guard`` says when a row is
+    as the writer left it; the statement returns the key of every row it did not update
+    (gone, changed by someone else), so that the writer can write those rows in full::
 
-def element(value: Any) -> str:
-    """``value`` as one element of an array literal (the server casts it to the column type)."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _number(value)
-    if isinstance(value, bool):
-        text = "t" if value else "f"
-    elif isinstance(value, (dict, list)):
-        text = _JSON(value)
-    else:
-        text = str(value)
-    return '"' + text.translate(_ESCAPES) + '"'
-
-
-def _number(value: float) -> str:
-    if isinstance(value, int) or math.isfinite(value):
-        return repr(value)
-    # numeric's own spellings; the table's checks then say what is wrong with the row.
-    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-
-
-_INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
-_FLOAT_TYPES = frozenset({"numeric", "real", "double precision"})
-_NUMBER_CHARACTERS = frozenset("0123456789.-+e,NUL")
-
-
-def _text_array(values: list[Any]) -> str:
-    # The common case inline (no call per value): text, timestamps as ISO strings, NULLs.
-    return (
-        "{"
-        + ",".join(
-            "NULL"
-            if v is None
-            else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-            if type(v) is str
-            else element(v)
-            for v in values
-        )
-        + "}"
-    )
-
-
-def _number_array(values: list[Any]) -> str:
-    # repr() spells ints and finite floats as PostgreSQL reads them; anything else (nan, inf,
-    # a bool) takes element(), which knows PostgreSQL's spellings.
-    text = ",".join(map(repr, values)).replace("None", "NULL")
-    if not _NUMBER_CHARACTERS.issuperset(text):
-        return "{" + ",".join(map(element, values)) + "}"
-    return "{" + text + "}"
-
-
-class BatchEncoder:
-    """Snapshots as the array parameters of ``STATUS`` and ``SUBTASK``'s statements.
-
-    A row appears once, at its highest ``seq``: one statement cannot update a row twice, and
-    the older versions would lose to the newest anyway. A run's unchanging columns (its
-    environment above all) are encoded once and kept until its final snapshot. ``types``
-    (``column_types()`` of the database) picks the quick encoding of each column.
+        WITH v AS (SELECT * FROM unnest($1::uuid[], …) AS v(run_id, …)),
+             u AS (UPDATE pipeline_status AS t SET … FROM v
+                   WHERE t.run_id = v.run_id AND <guard> RETURNING t.run_id)
+        SELECT v.run_id FROM v WHERE NOT EXISTS (SELECT FROM u WHERE u.run_id = v.run_id)
     """
 
-    def __init__(self, types: Mapping[str, Mapping[str, str]]) -> None:
-        # run id -> [identity values, their elements, whether the row is known to hold them]
-        self._identity: dict[str, list[Any]] = {}
-        self._status_kinds = [_kind(types[STATUS.name][c]) for c in STATUS.columns]
-        self._subtask_kinds = [_kind(types[SUBTASK.name][c]) for c in SUBTASK.columns]
+    def __init__(self, table: Table, columns: tuple[str, ...], guard: str) -> None:
+        self.table = table
+        self.columns = table.key + columns
+        self.guard = guard
 
-    def encode(
-        self, snapshots: Sequence[Snapshot], *, full: bool = False
-    ) -> tuple[list[str], list[str] | None]:
-        """(status parameters, subtask parameters or None when no subtask row changed).
-
-        A run whose row is known to hold its identity columns (``stored``) sends them as
-        NULL, unless ``full``: most of a row's bytes, and of the server's parsing, spared. Were
-        the row gone meanwhile, the insert of such a slim row breaks a NOT NULL constraint,
-        the batch is refused, and the writer's one-by-one retry sends full rows.
-        """
-        newest: dict[str, Snapshot] = {}
-        subtasks: dict[tuple[str, int], dict[str, Any]] = {}
-        for snapshot in snapshots:
-            held = newest.get(snapshot.run_id)
-            if held is None or held.seq < snapshot.seq:
-                newest[snapshot.run_id] = snapshot
-            for row in snapshot.subtask_rows:
-                key = (str(row["run_id"]), int(row["subtask_index"]))
-                previous = subtasks.get(key)
-                if previous is None or previous["seq"] < row["seq"]:
-                    subtasks[key] = row
-        identities = [self._identity_elements(s, full) for s in newest.values()]
-        statuses = ["{" + ",".join(column) + "}" for column in zip(*identities, strict=True)]
-        changing = [s.changing for s in newest.values()]
-        for position, kind in enumerate(self._status_kinds[_IDENTITY_COUNT:]):
-            statuses.append(kind([values[position] for values in changing]))
-        if not subtasks:
-            return statuses, None
-        sub_rows = list(subtasks.values())
-        return statuses, [
-            kind([row.get(column) for row in sub_rows])
-            for column, kind in zip(SUBTASK.columns, self._subtask_kinds, strict=True)
-        ]
-
-    def stored(self, snapshots: Sequence[Snapshot]) -> None:
-        """The database took ``snapshots``: their rows hold their runs' identity columns."""
-        for snapshot in snapshots:
-            held = self._identity.get(snapshot.run_id)
-            if held is not None:
-                held[2] = True
-
-    def _identity_elements(self, snapshot: Snapshot, full: bool) -> list[str]:
-        held = self._identity.get(snapshot.run_id)
-        identity = snapshot.identity
-        # A run hands out the same tuple while its identity holds: mostly no comparing.
-        if held is None or (held[0] is not identity and held[0] != identity):
-            held = [identity, [element(v) for v in identity], False]
-            self._identity[snapshot.run_id] = held
-        if snapshot.final:
-            del self._identity[snapshot.run_id]
-        elements: list[str] = held[1]
-        if held[2] and not full:
-            return [elements[0], *_SLIM_TAIL]
-        return elements
+    def statement(self, types: Mapping[str, str], placeholder: Callable[[int], str]) -> str:
+        key = self.table.key
+        arrays = ", ".join(
+            f"{placeholder(i)}::{types[c]}[]" for i, c in enumerate(self.columns, start=1)
+        )
+        sets = ", ".join(f"{c} = v.{c}" for c in self.columns if c not in key)
+        match = " AND ".join(f"t.{c} = v.{c}" for c in key)
+        returned = " AND ".join(f"u.{c} = v.{c}" for c in key)
+        return (
+            f"WITH v AS (SELECT * FROM unnest({arrays}) AS v({', '.join(self.columns)})), "
+            f"u AS (UPDATE {self.table.name} AS t SET {sets} FROM v "
+            f"WHERE {match} AND {self.guard} "
+            f"RETURNING {', '.join(f't.{c}' for c in key)}) "
+            f"SELECT {', '.join(f'v.{c}' for c in key)} FROM v "
+            f"WHERE NOT EXISTS (SELECT FROM u WHERE {returned})"
+        )
 
 
-def _kind(type_name: str) -> Callable[[list[Any]], str]:
-    if type_name in _INTEGER_TYPES or type_name in _FLOAT_TYPES:
-        return _number_array
-    return _text_array
+STATUS_PROGRESS = Progress(
+    STATUS,
+    PROGRESS_COLUMNS,
+    # Exactly the row this writer wrote last (the encoder knows that seq was stored), not
+    # ended: a run the reaper declared lost meanwhile is written in full, so its final state
+    # stays final (see sql/0006_operations.sql). Spelt NOT IN: the planner would otherwise
+    # scan the partial index of active runs, every active run, for every batch.
+    "t.seq = v.seq - 1 AND t.execution_status NOT IN ('FINISHED', 'FAILED', 'CANCELLED')",
+)
+SUBTASK_PROGRESS = Progress(SUBTASK, ("items_complete", "seq"), "t.seq < v.seq")

@@ -31,6 +31,10 @@ Statements = Sequence[tuple[str, Sequence[Any]]]
 # Bounds a batch's round trip: a half-open TCP connection would otherwise block the writer
 # until the kernel's keepalive gives up (hours). Past it, the batch goes to the spool.
 STATEMENT_TIMEOUT = 30.0
+# The writer runs two prepared statements over and over, a few hundred rows at a time: always
+# by index. A custom plan would be re-planned at every batch (about 1 ms each) and, with stale
+# statistics on a table that grew, may hash the whole table for every batch.
+WRITER_OPTIONS = "-c plan_cache_mode=force_generic_plan"
 
 
 class LinkDown(Exception):
@@ -50,7 +54,10 @@ class Link(Protocol):
 
     def placeholder(self, position: int) -> str: ...
     def send(self, statements: Statements) -> object: ...
-    def settle(self, handle: object) -> None: ...
+    def settle(self, handle: object) -> list[tuple[Any, ...]]:
+        """Wait for a batch ``send`` started: the rows its statements returned."""
+        ...
+
     def query(self, sql: str) -> list[tuple[Any, ...]]: ...
     def close(self) -> None: ...
     @property
@@ -68,7 +75,7 @@ def open_link(target: DatabaseTarget) -> Link:
     from tracker._db.wire import WireConnection, WireUnavailable, WireUnsupported
 
     params = parse_conninfo(connect_params(target))
-    params["options"] = session_options(params.get("options"))
+    params["options"] = session_options(params.get("options"), WRITER_OPTIONS)
     try:
         return WireLink(WireConnection.open(params), target.redact)
     except WireUnsupported as exc:
@@ -100,17 +107,19 @@ class WireLink:
             # A value the protocol cannot carry (the model cleans text, so: a bug upstream).
             raise LinkRefused(f"cannot send the batch: {exc}", "22000") from None
 
-    def settle(self, handle: object) -> None:
+    def settle(self, handle: object) -> list[tuple[Any, ...]]:
         from tracker._db.wire import Sent, ServerError, WireUnavailable
 
         if not isinstance(handle, Sent):
             raise TypeError(f"not a batch this link sent: {handle!r}")
+        rows: list[tuple[str | None, ...]] = []
         try:
-            self._conn.receive(handle, timeout=STATEMENT_TIMEOUT)
+            self._conn.receive(handle, timeout=STATEMENT_TIMEOUT, rows=rows)
         except ServerError as exc:
             raise LinkRefused(_one_line(self._redact(_described(exc))), exc.sqlstate) from None
         except WireUnavailable as exc:
             raise LinkDown(self._redact(_one_line(str(exc)))) from None
+        return list(rows)
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         from tracker._db.wire import ServerError, WireUnavailable
@@ -142,7 +151,7 @@ class PsycopgLink:
         from tracker.errors import DatabaseUnavailable
 
         try:
-            return cls(connect(target))
+            return cls(connect(target, options=WRITER_OPTIONS))
         except DatabaseUnavailable as exc:
             raise LinkDown(str(exc)) from None
 
@@ -152,10 +161,13 @@ class PsycopgLink:
     def send(self, statements: Statements) -> object:
         import psycopg
 
+        rows: list[tuple[Any, ...]] = []
         try:
             with self._conn.transaction(), self._conn.cursor() as cur:
                 for sql, params in statements:
                     cur.execute(sql, params)
+                    if cur.description is not None:
+                        rows += cur.fetchall()
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             if self._conn.broken or self._conn.closed or exc.sqlstate is None:
                 raise LinkDown(_one_line(str(exc))) from None
@@ -164,11 +176,12 @@ class PsycopgLink:
             if self._conn.broken or self._conn.closed:
                 raise LinkDown(_one_line(str(exc))) from None
             return LinkRefused(_one_line(str(exc)), exc.sqlstate or "XX000")
-        return None
+        return rows
 
-    def settle(self, handle: object) -> None:
+    def settle(self, handle: object) -> list[tuple[Any, ...]]:
         if isinstance(handle, LinkRefused):
             raise handle
+        return handle if isinstance(handle, list) else []
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         import psycopg

@@ -18,7 +18,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any
 
 from tracker._text import clean_column
@@ -41,7 +43,7 @@ def iso(epoch: float) -> str:
     up to the second are formatted once per second.
     """
     whole = math.floor(epoch)
-    micro = round((epoch - whole) * 1_000_000)
+    micro = round((epoch - whole) * 1_000_000)  # as datetime.fromtimestamp rounds
     if micro == 1_000_000:
         whole, micro = whole + 1, 0
     held = _second[0]
@@ -77,6 +79,9 @@ class SubtaskCore:
         "_started_text",
         "_total",
         "_written_complete",
+        "_written_message",
+        "_written_row",
+        "_written_total",
         "ended",
         "has_children",
         "index",
@@ -113,7 +118,11 @@ class SubtaskCore:
         self._total = items_total
         self._limit = UNLIMITED if items_total is None else items_total
         self._percent: float | None = None
+        # What the last row written of this subtask held (see RunCore.snapshot).
         self._written_complete = -1
+        self._written_total: int | None = None
+        self._written_message: str | None = None
+        self._written_row: dict[str, Any] = {}
         self.message: str | None = None
         self.is_unit = True
         self.has_children = False
@@ -161,6 +170,13 @@ class SubtaskCore:
         self._started_text = iso(run.wall(self.started))
         return self._started_text
 
+    def written_row(self, run: RunCore, seq: int) -> dict[str, Any]:
+        """``row()``, remembered as the last row written of this subtask."""
+        row = self._written_row = self.row(run, seq)
+        self._written_complete = self._complete
+        self._written_total, self._written_message = self._total, self.message
+        return row
+
     def row(self, run: RunCore, seq: int) -> dict[str, Any]:
         name = run.cleaned("subtask_name", self.name) or ""
         message = run.cleaned("message", self.message)
@@ -201,27 +217,33 @@ IDENTITY_COLUMNS = (
 and the trace id may come a moment later), the same in every later snapshot."""
 CHANGING_COLUMNS = (
     "execution_end",
-    "last_update",
-    "last_progress",
     "execution_status",
     "total_subtasks",
-    "current_subtask",
     "subtask_name",
     "subtask_status",
-    "overall_percent_complete",
     "overall_progress_message",
-    "subtask_percent_complete",
     "subtask_progress_message",
     "subtask_items_total",
+    "error_message",
+    "error_detail",
+    "exit_code",
+    # From here on: what a progress tick changes (PROGRESS_COLUMNS).
+    "current_subtask",
+    "overall_percent_complete",
+    "subtask_percent_complete",
     "subtask_items_complete",
     "memory_mb",
     "peak_memory_mb",
     "cpu_percent",
-    "error_message",
-    "error_detail",
-    "exit_code",
+    "last_update",
+    "last_progress",
     "seq",
 )
+"""The status row's other columns, in the order a snapshot holds them."""
+PROGRESS_START = CHANGING_COLUMNS.index("current_subtask")
+PROGRESS_COLUMNS = CHANGING_COLUMNS[PROGRESS_START:]
+"""The columns a progress tick changes: a snapshot whose other columns equal the last one
+written can be written as an update of these alone (``tracker._batch``)."""
 STATUS_COLUMNS = IDENTITY_COLUMNS + CHANGING_COLUMNS
 # The identity columns a run's context dict holds (the rest are the run's own attributes).
 _CONTEXT_COLUMNS = tuple(
@@ -239,7 +261,7 @@ class Snapshot:
     which spares an encoder comparing them. ``status_row`` is the row as a dict.
     """
 
-    __slots__ = ("_row", "changing", "final", "identity", "run_id", "seq", "subtask_rows")
+    __slots__ = ("_row", "changing", "final", "identity", "moved", "run_id", "seq", "subtask_rows")
 
     def __init__(
         self,
@@ -250,6 +272,7 @@ class Snapshot:
         subtask_rows: list[dict[str, Any]],
         *,
         final: bool,
+        moved: int = 0,
     ) -> None:
         self.run_id = run_id
         self.seq = seq
@@ -257,6 +280,9 @@ class Snapshot:
         self.changing = changing
         self.subtask_rows = subtask_rows
         self.final = final
+        # The last ``moved`` subtask rows differ from the run's previous snapshot's only in
+        # their item count (and seq).
+        self.moved = moved
         self._row: dict[str, Any] | None = None
 
     @property
@@ -302,7 +328,10 @@ class RunCore:
         self.task_name = task_name
         self.task_stage = task_stage
         self.total_subtasks = total_subtasks
-        self.context = context
+        self._context = dict(context)
+        # Read-only: identity changes go through set_identity(), which the snapshot's cached
+        # identity tuple relies on.
+        self.context: Mapping[str, Any] = MappingProxyType(self._context)
         self.trace_id: str | None = None
         self.start_wall = time.time()
         self.start_mono = time.monotonic()
@@ -329,6 +358,7 @@ class RunCore:
         self.cpu_percent: float | None = None
         self.seq = 0
         self.last_progress: float | None = None
+        self._progress_text: str | None = None  # last_progress in ISO 8601
         self.last_update = self.start_wall
         # Flags the writer polls: _dirty (something changed), _moved (progress moved),
         # _urgent (a transition: write at once).
@@ -337,8 +367,7 @@ class RunCore:
         self._urgent = True
         self._pending: dict[int, SubtaskCore] = {}
         self._cleaned: dict[str, tuple[str, str | None]] = {}  # column -> (value as given, cleaned)
-        self._start_text: tuple[float, str] = (math.nan, "")
-        self._identity: tuple[tuple[Any, ...], tuple[Any, ...]] = ((), ())
+        self._identity: tuple[Any, ...] | None = None  # built by the next snapshot
         self.max_pending = max_pending
         self.dropped_rows = 0
         self.exported_seq = 0
@@ -473,9 +502,12 @@ class RunCore:
     def current_subtask(self) -> int | None:
         if self.current_override is not None:
             return self.current_override
-        open_units = sum(1 for s in self.open if s.is_unit)
         if self.next_index == 1 and not self.implicit_active and self.done_units == 0:
             return None
+        open_units = 0
+        for s in self.open:
+            if s.is_unit:
+                open_units += 1
         return self.done_units + (open_units or (1 if self.implicit_active else 0))
 
     def overall_percent(self) -> float | None:
@@ -486,8 +518,12 @@ class RunCore:
         total = self.total_subtasks
         if not total:
             return None
-        fractions = sum(s.fraction() for s in self.open if s.is_unit)
-        if not any(s.is_unit for s in self.open) and self.implicit_active:
+        fractions, units = 0.0, False
+        for s in self.open:
+            if s.is_unit:
+                fractions += s.fraction()
+                units = True
+        if not units and self.implicit_active:
             fractions = self.implicit.fraction()
         done = min(self.done_units + fractions, float(total))
         return round(min(max(100.0 * done / total, 0.0), 100.0), 2)
@@ -499,94 +535,109 @@ class RunCore:
             now_wall = time.time() if now_wall is None else now_wall
             # Never before the run's start, whatever the wall clock did meanwhile.
             now_wall = max(now_wall, self.start_wall)
+            now_text = iso(now_wall)
             if self._moved:
                 self.last_progress = now_wall
+                self._progress_text = now_text
             self.last_update = now_wall
             self.seq += 1
             seq = self.seq
-            pending = self._pending
-            rows = [sub.row(self, seq) for sub in pending.values()]
+            rows: list[dict[str, Any]] = []
+            moved: list[dict[str, Any]] = []  # rows whose item count alone changed
+            for sub in self._pending.values():
+                rows.append(sub.written_row(self, seq))
+            self._pending.clear()
             for sub in self.open:
-                if sub._complete != sub._written_complete:
-                    if sub.index not in pending:
-                        rows.append(sub.row(self, seq))
-                    sub._written_complete = sub._complete
-            pending.clear()
-            changing = self._changing_values(seq, now_wall)
+                if sub._total != sub._written_total or sub.message is not sub._written_message:
+                    rows.append(sub.written_row(self, seq))
+                elif sub._complete != sub._written_complete:
+                    # The last row written but for the count: no cleaning, no formatting.
+                    row = {**sub._written_row, "items_complete": sub._complete, "seq": seq}
+                    sub._written_row, sub._written_complete = row, sub._complete
+                    moved.append(row)
+            changing = self._changing_values(seq, now_text)
             self._dirty = self._moved = self._urgent = False
-            final = self.terminal
+            final = self.status in TERMINAL
             if final:
                 self.final_seq = seq
-            return Snapshot(self.run_id, seq, self._identity_values(), changing, rows, final=final)
-
-    def _changing_values(self, seq: int, now_wall: float) -> tuple[Any, ...]:
-        """The row's ``CHANGING_COLUMNS``, in that order."""
-        shown = self.shown
-        if shown is None:
-            subtask: tuple[Any, ...] = (None, None)
-            subtask_progress: tuple[Any, ...] = (None, None, None, None)
-        else:
-            subtask = (self.cleaned("subtask_name", shown.name or None), shown.status)
-            subtask_progress = (
-                shown.percent(),
-                self.cleaned("subtask_progress_message", shown.message),
-                shown._total,
-                shown._complete,
+            identity = self._identity or self._identity_values()
+            if moved:
+                rows += moved
+            return Snapshot(
+                self.run_id, seq, identity, changing, rows, final=final, moved=len(moved)
             )
+
+    def _changing_values(self, seq: int, now_text: str) -> tuple[Any, ...]:
+        """The row's ``CHANGING_COLUMNS``, in that order (``now_text``: last_update)."""
+        shown = self.shown
+        cleaned = self.cleaned
+        if shown is None:
+            name = status = percent = message = total = complete = None
+        else:
+            name = cleaned("subtask_name", shown.name or None)
+            status, total, complete = shown.status, shown._total, shown._complete
+            percent = shown.percent()
+            message = shown.message
+            if message is not None:
+                message = cleaned("subtask_progress_message", message)
+        # Mostly None: no call for those.
+        overall, error, detail = self.overall_message, self.error_message, self.error_detail
         return (
             iso(self.wall(self.end_mono)) if self.end_mono is not None else None,
-            iso(now_wall),
-            iso(self.last_progress) if self.last_progress is not None else None,
             self.status,
             self.total_subtasks,
+            name,
+            status,
+            overall if overall is None else cleaned("overall_progress_message", overall),
+            message,
+            total,
+            error if error is None else cleaned("error_message", error),
+            detail if detail is None else cleaned("error_detail", detail),
+            self.exit_code,
             self.current_subtask(),
-            *subtask,
             self.overall_percent(),
-            self.cleaned("overall_progress_message", self.overall_message),
-            subtask_progress[0],
-            subtask_progress[1],
-            subtask_progress[2],
-            subtask_progress[3],
+            percent,
+            complete,
             self.memory_mb,
             self.peak_memory_mb,
             self.cpu_percent,
-            self.cleaned("error_message", self.error_message),
-            self.cleaned("error_detail", self.error_detail),
-            self.exit_code,
+            now_text,
+            self._progress_text,
             seq,
         )
 
-    def _identity_values(self) -> tuple[Any, ...]:
-        """The row's ``IDENTITY_COLUMNS``, cleaned: the same tuple object until one of them
-        changes (the writer fills in the git commit after the start)."""
-        ctx = self.context
-        key = (
-            self.task_name,
-            self.task_stage,
-            self.trace_id,
-            self.start_wall,
-            *[ctx.get(name) for name in _CONTEXT_COLUMNS],
-        )
-        if self._identity[0] != key:
-            given: dict[str, Any] = {
-                "run_id": self.run_id,
-                "task_name": self.task_name,
-                "task_stage": self.task_stage,
-                "execution_start": self._start_iso(),
-                "trace_id": self.trace_id,
-                **{name: ctx.get(name) for name in _CONTEXT_COLUMNS},
-            }
-            given["hostname"] = given["hostname"] or "unknown"
-            given["process_id"] = given["process_id"] or 0
-            for column in _CLEANED_IDENTITY_COLUMNS:
-                given[column] = self.cleaned(column, given[column])
-            self._identity = (key, tuple(given[c] for c in IDENTITY_COLUMNS))
-        return self._identity[1]
+    def set_identity(self, **changes: Any) -> None:
+        """Change identity columns after the start (caller holds the lock): ``task_stage``,
+        ``trace_id``, or what the context holds (``git_commit``, ``script_path`` …)."""
+        for name, value in changes.items():
+            if name in ("task_stage", "trace_id"):
+                setattr(self, name, value)
+            elif name in _CONTEXT_COLUMNS:
+                self._context[name] = value
+            else:
+                raise ValueError(f"{name} is not an identity column that can change")
+        self._identity = None
 
-    def _start_iso(self) -> str:
-        if self._start_text[0] != self.start_wall:
-            self._start_text = (self.start_wall, iso(self.start_wall))
-        return self._start_text[1]
+    def _identity_values(self) -> tuple[Any, ...]:
+        """The row's ``IDENTITY_COLUMNS``, cleaned: the same tuple object until
+        ``set_identity`` changes one of them."""
+        if self._identity is not None:
+            return self._identity
+        ctx = self._context
+        given: dict[str, Any] = {
+            "run_id": self.run_id,
+            "task_name": self.task_name,
+            "task_stage": self.task_stage,
+            "execution_start": iso(self.start_wall),
+            "trace_id": self.trace_id,
+            **{name: ctx.get(name) for name in _CONTEXT_COLUMNS},
+        }
+        given["hostname"] = given["hostname"] or "unknown"
+        given["process_id"] = given["process_id"] or 0
+        for column in _CLEANED_IDENTITY_COLUMNS:
+            given[column] = self.cleaned(column, given[column])
+        self._identity = tuple(given[c] for c in IDENTITY_COLUMNS)
+        return self._identity
 
     def cleaned(self, column: str, value: str | None) -> str | None:
         """``value`` made storable in ``column``; problems go to ``report_text``."""

@@ -296,7 +296,7 @@ class Run(RunCore):
             )
             return
         with self._lock:
-            self.trace_id = trace_id
+            self.set_identity(trace_id=trace_id)
             self.mark()
 
     @property

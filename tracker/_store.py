@@ -18,7 +18,15 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from tracker._batch import COLUMN_TYPES_SQL, STATUS, SUBTASK, BatchEncoder, column_types
+from tracker._batch import (
+    COLUMN_TYPES_SQL,
+    STATUS,
+    STATUS_PROGRESS,
+    SUBTASK,
+    SUBTASK_PROGRESS,
+    column_types,
+)
+from tracker._encoder import BatchEncoder
 from tracker._model import Snapshot
 
 if TYPE_CHECKING:
@@ -41,6 +49,12 @@ class Unavailable(Exception):
 
 class Rejected(Exception):
     """The database refuses this snapshot for good; drop it."""
+
+
+class Missed(Rejected):
+    """A progress update found some rows not as the writer left them: write the batch whole.
+
+    The rest of the batch is in the database (the retry's ``seq`` guard skips it)."""
 
 
 def target_key(target: DatabaseTarget) -> str:
@@ -85,10 +99,16 @@ class Store:
         self._dsn = dsn
         self._target: DatabaseTarget | None = None
         self._link: Link | None = None
-        self._statements: tuple[str, str] = ("", "")
+        self._statements: tuple[str, ...] = ()
         self._schema_warned = False
         self._encoder: BatchEncoder | None = None
+        self._ticked = 0
         self.key: str | None = None
+
+    @property
+    def ticked(self) -> int:
+        """Snapshots sent as progress ticks (``tracker._encoder``), over every connection."""
+        return self._ticked + (self._encoder.ticked if self._encoder is not None else 0)
 
     @property
     def connected(self) -> bool:
@@ -142,10 +162,15 @@ class Store:
                     )
                 raise Unavailable("schema missing")
             types = column_types(link.query(COLUMN_TYPES_SQL))
+            if self._encoder is not None:
+                self._ticked += self._encoder.ticked
             self._encoder = BatchEncoder(types)
+            # In Encoded's order.
             self._statements = (
                 STATUS.statement(types[STATUS.name], link.placeholder),
+                STATUS_PROGRESS.statement(types[STATUS.name], link.placeholder),
                 SUBTASK.statement(types[SUBTASK.name], link.placeholder),
+                SUBTASK_PROGRESS.statement(types[SUBTASK.name], link.placeholder),
             )
         except Unavailable:
             link.close()
@@ -182,10 +207,12 @@ class Store:
         link, encoder = self._link, self._encoder
         if link is None or encoder is None:
             raise Unavailable("not connected")
-        statuses, subtasks = encoder.encode(snapshots, full=full)
-        statements = [(self._statements[0], statuses)]
-        if subtasks is not None:
-            statements.append((self._statements[1], subtasks))
+        encoded = encoder.encode(snapshots, full=full)
+        statements = [
+            (sql, params)
+            for sql, params in zip(self._statements, encoded, strict=True)
+            if params is not None
+        ]
         try:
             return Pending(link.send(statements), snapshots)
         except LinkDown as exc:
@@ -204,14 +231,19 @@ class Store:
         if link is None:
             raise Unavailable("the connection was lost")
         try:
-            link.settle(pending.handle)
+            missed = link.settle(pending.handle)
         except LinkDown as exc:
             self.close()
             raise Unavailable(str(exc)) from None
         except LinkRefused as exc:
             raise self._triaged(exc) from None
-        if self._encoder is not None:
-            self._encoder.stored(pending.snapshots)
+        if self._encoder is None:
+            return
+        if missed:
+            run_ids = sorted({str(row[0]) for row in missed})
+            self._encoder.missed(run_ids)
+            raise Missed(f"{len(run_ids)} run(s) not as this writer left them: {run_ids[0]}, …")
+        self._encoder.stored(pending.snapshots)
 
     def _triaged(self, refused: LinkRefused) -> Unavailable | Rejected:
         state = refused.sqlstate

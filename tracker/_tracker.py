@@ -27,6 +27,7 @@ from tracker.errors import ConfigurationError, InvalidValue
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
+_PRUNE_MIN = 16
 # Every Tracker alive in this process, for the exit/exception/signal hooks and live_runs().
 _trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
 
@@ -70,6 +71,7 @@ class Tracker:
         self._lifecycle = lifecycle
         self._lock = threading.RLock()
         self._runs: list[Run] = []
+        self._prune_at = _PRUNE_MIN
         self._writer: Writer | None = None
         self._closed = False
         _trackers.add(self)
@@ -128,8 +130,13 @@ class Tracker:
             max_pending=self.settings.max_pending,
         )
         with self._lock:
-            # Ended runs other than the newest are of no use as "current"; keep the list short.
-            self._runs = [r for r in self._runs if not r.terminal] + [run]
+            # Ended runs are of no use as "current": drop them, but only once they may be half
+            # the list, so that starting n runs costs O(n), not O(n^2).
+            runs = self._runs
+            if len(runs) >= self._prune_at:
+                runs = [r for r in runs if not r.terminal]
+                self._prune_at = max(2 * len(runs), _PRUNE_MIN)
+            self._runs = [*runs, run]
         if self._lifecycle:
             from tracker import _lifecycle
 

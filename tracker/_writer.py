@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from tracker._model import RunCore, Snapshot
+from tracker._model import TERMINAL, RunCore, Snapshot
 from tracker._settings import Settings
 from tracker._signals import signals_blocked
 
@@ -150,6 +150,11 @@ class Writer:
         return rows + (self._spool.dropped if self._spool is not None else 0)
 
     @property
+    def ticked(self) -> int:
+        """Snapshots sent as progress ticks: a few columns of rows written before."""
+        return self._store.ticked if self._store is not None else 0
+
+    @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
@@ -203,15 +208,23 @@ class Writer:
         with self._runs_lock:
             runs = list(self._runs.values())
         due: list[RunCore] = []
+        # The figures are the process's, whichever run they go to: one sample per cycle.
+        sample: tuple[int | None, int | None, float | None] | None = None
         for run in runs:
             first = run.seq == 0
-            ending = run.terminal and run.final_seq == 0
-            if not (run._dirty or run._moved or heartbeat or ending or first):
+            ending = run.final_seq == 0 and run.status in TERMINAL
+            if not (run._moved or run._dirty or heartbeat or ending or first):
                 continue
             if first:
                 self._fill_git(run)
             if first or ending or (heartbeat and not run.terminal):
-                self._sample(run)
+                if sample is None:
+                    sample = self._sample()
+                memory, peak, cpu = sample
+                with run._lock:
+                    if memory is not None:
+                        run.memory_mb, run.peak_memory_mb, run.cpu_percent = memory, peak, cpu
+                    run._dirty = True
             due.append(run)
         if due:
             try:
@@ -224,7 +237,8 @@ class Writer:
         # A run is done with once its final snapshot is out (in the database or the spool).
         with self._runs_lock:
             for run in runs:
-                out = run.terminal and run.final_seq and run.exported_seq >= run.final_seq
+                # final_seq is set by the final snapshot only.
+                out = run.final_seq and run.exported_seq >= run.final_seq
                 if out and not (run._dirty or run._moved):
                     self._runs.pop(run.run_id, None)
 
@@ -240,18 +254,14 @@ class Writer:
                 self._git_cache[path] = None
         with run._lock:
             if run.context.get("git_commit") is None:
-                run.context["git_commit"] = self._git_cache[path]
+                run.set_identity(git_commit=self._git_cache[path])
 
-    def _sample(self, run: RunCore) -> None:
+    def _sample(self) -> tuple[int | None, int | None, float | None]:
         if self._sampler is None:
             from tracker._resources import ResourceSampler
 
             self._sampler = ResourceSampler()
-        memory, peak, cpu = self._sampler.sample()
-        with run._lock:
-            if memory is not None:
-                run.memory_mb, run.peak_memory_mb, run.cpu_percent = memory, peak, cpu
-            run._dirty = True
+        return self._sampler.sample()
 
     # -- export -----------------------------------------------------------------------------
     def _stores(self) -> tuple[Store, Spool]:
@@ -311,10 +321,7 @@ class Writer:
                 while sent:
                     self._settle(store, sent, refused)
                 for batch in refused:
-                    # Rare: some row breaks a constraint. Alone, the others get in.
-                    while batch:
-                        self._write_alone(store, batch[0])
-                        batch.pop(0)
+                    self._write_whole(store, batch)
             except Unavailable as exc:
                 self._went_down(str(exc))
                 unsent = [s for batch in batches for s in batch]
@@ -335,15 +342,31 @@ class Writer:
         batch, pending = sent[0]
         try:
             store.settle(pending)
-        except Rejected:
-            # Retried one by one, each snapshot with all its columns (a batch may leave out
-            # what a row already holds, and that row may be gone).
+        except Rejected as exc:
+            logger.debug("batch of %d refused (%s); writing it whole", len(batch), exc)
             refused.append(batch)
         else:
             self.written += len(batch)
-            for snapshot in batch:
-                self._exported(snapshot)
+            self._exported(batch)
         sent.pop(0)
+
+    def _write_whole(self, store: Store, batch: list[Snapshot]) -> None:
+        """A refused batch again, every snapshot with all its columns (a batch may leave out
+        what a row already holds, and that row may be gone or changed): in one transaction,
+        else one by one, so that only a snapshot the database refuses is lost."""
+        from tracker._store import Rejected
+
+        try:
+            store.write_many(batch)
+        except Rejected:
+            # Rare: some row breaks a constraint. Alone, the others get in.
+            while batch:
+                self._write_alone(store, batch[0])
+                batch.pop(0)
+        else:
+            self.written += len(batch)
+            self._exported(batch)
+            batch.clear()
 
     def _write_alone(self, store: Store, snapshot: Snapshot) -> None:
         from tracker._store import Rejected
@@ -354,11 +377,11 @@ class Writer:
             self._rejected(snapshot, str(exc))
             return
         self.written += 1
-        self._exported(snapshot)
+        self._exported([snapshot])
 
     def _rejected(self, snapshot: Snapshot, reason: str) -> None:
         self.rejected += 1
-        self._exported(snapshot)
+        self._exported([snapshot])
         logger.warning(
             "the database rejected the status of run %s (seq %d): %s; dropped",
             snapshot.run_id,
@@ -381,14 +404,15 @@ class Writer:
         spool.append(key, snapshots)
         self.spooled += len(snapshots)
         self._spool_pending = True
-        for snapshot in snapshots:
-            self._exported(snapshot)
+        self._exported(snapshots)
 
-    def _exported(self, snapshot: Snapshot) -> None:
+    def _exported(self, snapshots: list[Snapshot]) -> None:
+        runs = self._runs
         with self._runs_lock:
-            run = self._runs.get(snapshot.run_id)
-        if run is not None:
-            run.exported_seq = max(run.exported_seq, snapshot.seq)
+            for snapshot in snapshots:
+                run = runs.get(snapshot.run_id)
+                if run is not None and run.exported_seq < snapshot.seq:
+                    run.exported_seq = snapshot.seq
 
     def _emergency_spool(self) -> None:
         """At exit, when the thread is stuck (e.g. connecting): spool the final states here."""
@@ -400,7 +424,6 @@ class Writer:
         if snapshots:
             spool.append(key, snapshots)
             self.spooled += len(snapshots)
-            for snapshot in snapshots:
-                self._exported(snapshot)
+            self._exported(snapshots)
         # Release the file's lock now, so that it can be replayed even before this process ends.
         spool.rotate()

@@ -173,7 +173,7 @@ class RunDriver:
             if subtasks is not None:
                 run.total_subtasks = subtasks
             if stage:
-                run.task_stage = stage
+                run.set_identity(task_stage=stage)
             run.mark(urgent=True, moved=subtasks is not None)
         run._wake()
 

@@ -130,9 +130,11 @@ class _ScriptContext:
 
     def on_run_start(self, run: Any) -> None:
         with run._lock:
-            run.context["script_path"] = self.script_path
-            run.context["script_file"] = Path(self.script_path).name if self.script_path else None
-            run.context["task_type"] = self.task_type
+            run.set_identity(
+                script_path=self.script_path,
+                script_file=Path(self.script_path).name if self.script_path else None,
+                task_type=self.task_type,
+            )
 
 
 def _run(args: argparse.Namespace) -> int:
