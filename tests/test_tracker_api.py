@@ -13,6 +13,7 @@ import pytest
 import tracker
 from tests.tracker_support import default_tracker_on, fetch_run, fetch_subtasks, make_tracker, pct
 from tracker import _context, _observers
+from tracker._model import RunCore
 
 
 @pytest.fixture
@@ -433,3 +434,33 @@ def test_an_internal_error_is_logged_never_raised_into_the_pipeline(tracked, mon
     assert run.finish() is False
     assert "a bug in the tracker" in caplog.text
     assert "failed; the pipeline continues" in caplog.text
+
+
+def _bare_core() -> RunCore:
+    return RunCore(
+        run_id=str(uuid.uuid4()),
+        task_name="DAILY_identity",
+        task_stage="DAILY",
+        total_subtasks=None,
+        context={"hostname": "h", "process_id": 1},
+        max_pending=10,
+    )
+
+
+def test_identity_changes_reach_the_next_snapshot():
+    core = _bare_core()
+    first = core.snapshot()
+    assert core.snapshot().identity is first.identity  # unchanged: the same tuple, no compare
+    core.set_identity(git_commit="abc123", trace_id="0" * 32, task_stage="PREREQ")
+    row = core.snapshot().status_row
+    assert (row["git_commit"], row["trace_id"], row["task_stage"]) == ("abc123", "0" * 32, "PREREQ")
+
+
+def test_a_run_context_cannot_be_changed_behind_the_snapshot():
+    core = _bare_core()
+    with pytest.raises(TypeError):
+        core.context["git_commit"] = "abc123"  # type: ignore[index]
+    with pytest.raises(ValueError, match="not an identity column"):
+        core.set_identity(run_id=str(uuid.uuid4()))
+    with pytest.raises(ValueError, match="not an identity column"):
+        core.set_identity(task_name="RENAMED")

@@ -81,7 +81,12 @@ def plain_array(values: Sequence[Any]) -> str:
         text = ",".join(present)
     except TypeError:
         return text_array(values)
-    if not _PLAIN_CHARACTERS.issuperset(text):
+    # Only those characters, no value empty or holding a comma: element for element.
+    if (
+        not _PLAIN_CHARACTERS.issuperset(text)
+        or text.count(",") != len(present) - 1
+        or not all(present)
+    ):
         return text_array(values)
     if len(present) < len(values):
         text = ",".join(["NULL" if v is None else v for v in values])
