@@ -41,7 +41,6 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg
@@ -162,13 +161,18 @@ class Fleet:
     """N runs tracked by one process, each inside a subtask, all changed every cycle."""
 
     def __init__(self, dsn: str, runs: int, spool: Path, task_prefix: str) -> None:
-        self.tracker = tracker.Tracker(dsn=dsn, lifecycle=False, console=False, spool_dir=spool)
-        self.stack = ExitStack()
-        self.subtasks = []
-        for i in range(runs):
-            run = self.tracker.run(f"{task_prefix}{i:05d}", total_subtasks=1, stage="DAILY")
-            self.stack.callback(run.finish)
-            self.subtasks.append(self.stack.enter_context(run.subtask("work", items_total=10**12)))
+        # No heartbeat: it would rewrite every run during a ceiling window, competing with it
+        # for the rows (and the CPU) the ceiling measures.
+        self.tracker = tracker.Tracker(
+            dsn=dsn, lifecycle=False, console=False, spool_dir=spool, heartbeat_interval=3600
+        )
+        # Plain lists, not an ExitStack: its closures would add a third to the objects the
+        # garbage collector walks, which are the runs' own.
+        self.runs = [
+            self.tracker.run(f"{task_prefix}{i:05d}", total_subtasks=1, stage="DAILY")
+            for i in range(runs)
+        ]
+        self.subtasks = [run.subtask("work", items_total=10**12) for run in self.runs]
         self.writer = self.tracker.writer
         self.prefix = task_prefix
         self.sweep_and_wait()  # every run's first write (INSERT) happens before the window
@@ -206,7 +210,9 @@ class Fleet:
         )
 
     def close(self) -> None:
-        self.stack.close()
+        for subtask, run in zip(self.subtasks, self.runs, strict=True):
+            subtask.close()
+            run.finish()
         self.tracker.shutdown(60)
 
 
@@ -223,7 +229,9 @@ def measure(dsn: str, runs: int, window: float, repeat: int, scratch: Path) -> d
             if ceiling is None:
                 ceiling = Ceiling(dsn, prefix)
             ceiling_rates.append(ceiling.rate(runs, window))
-        # The rows hold what the model holds: progress ticks left nothing behind.
+        # The rows hold what the model holds: progress ticks left nothing behind. (A sweep
+        # first: the ceiling rewrote the rows with the item counts it copied at its start.)
+        fleet.sweep_and_wait()
         mismatched = fleet.mismatches(dsn)
     finally:
         if ceiling is not None:

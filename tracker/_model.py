@@ -34,14 +34,19 @@ CLOSED_LIMIT = -1
 
 
 _second: list[tuple[int, str]] = [(0, "1970-01-01T00:00:00")]  # swapped whole: thread-safe
+_last: list[tuple[float, str]] = [(math.nan, "")]
 
 
 def iso(epoch: float) -> str:
     """``epoch`` in ISO 8601, UTC, to the microsecond.
 
-    A snapshot holds several timestamps, mostly within the same second: the date and time
-    up to the second are formatted once per second.
+    The writer stamps a batch's snapshots with one time, and a snapshot's timestamps are
+    mostly within the same second: the last result is kept, and the date and time up to the
+    second are formatted once per second.
     """
+    last = _last[0]
+    if last[0] == epoch:
+        return last[1]
     whole = math.floor(epoch)
     micro = round((epoch - whole) * 1_000_000)  # as datetime.fromtimestamp rounds
     if micro == 1_000_000:
@@ -50,7 +55,9 @@ def iso(epoch: float) -> str:
     if held[0] != whole:
         held = (whole, datetime.fromtimestamp(whole, timezone.utc).isoformat()[:-6])
         _second[0] = held
-    return f"{held[1]}.{micro:06d}+00:00"
+    text = f"{held[1]}.{micro:06d}+00:00"
+    _last[0] = (epoch, text)
+    return text
 
 
 _CLEANED_IDENTITY_COLUMNS = (

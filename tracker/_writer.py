@@ -64,9 +64,11 @@ class Writer:
         self._retry_at = 0.0
         self._backoff = BACKOFF_FIRST
         self._replay_due = True
-        # Snapshots taken but not yet written or spooled. Each carries subtask rows that no later
-        # snapshot repeats, so a stuck export at exit must spool these too (see _emergency_spool).
-        self._in_flight: list[Snapshot] = []
+        # Batches taken but not yet written or spooled. Each snapshot carries subtask rows that
+        # no later snapshot repeats, so a stuck export at exit must spool these too (see
+        # _emergency_spool). A batch leaves once written: a cycle's thousands of snapshots do
+        # not all live to its end, where the garbage collector would have to walk them.
+        self._in_flight: list[list[Snapshot]] = []
         self._spool_pending = False
         self._next_heartbeat = time.monotonic() + settings.heartbeat_interval
         self._git_cache: dict[str | None, str | None] = {}
@@ -279,9 +281,15 @@ class Writer:
         """The runs' snapshots, a batch at a time: each is taken just before it is sent, so
         that building one overlaps the database writing the one before."""
         for start in range(0, len(runs), BATCH_SIZE):
-            batch = [run.snapshot() for run in runs[start : start + BATCH_SIZE]]
-            self._in_flight.extend(batch)
+            now = time.time()  # one time for the batch: its snapshots are taken together
+            batch = [run.snapshot(now) for run in runs[start : start + BATCH_SIZE]]
+            self._in_flight.append(batch)
             yield batch
+
+    def _landed(self, batch: list[Snapshot]) -> None:
+        """``batch`` is written (or dropped): no longer in flight. Replaced, not changed in
+        place, for ``_emergency_spool`` on another thread."""
+        self._in_flight = [b for b in self._in_flight if b is not batch]
 
     def _export(self, batches: Iterator[list[Snapshot]]) -> None:
         from tracker._store import Unavailable
@@ -348,6 +356,7 @@ class Writer:
         else:
             self.written += len(batch)
             self._exported(batch)
+            self._landed(batch)
         sent.pop(0)
 
     def _write_whole(self, store: Store, batch: list[Snapshot]) -> None:
@@ -366,7 +375,7 @@ class Writer:
         else:
             self.written += len(batch)
             self._exported(batch)
-            batch.clear()
+        self._landed(batch)
 
     def _write_alone(self, store: Store, snapshot: Snapshot) -> None:
         from tracker._store import Rejected
@@ -420,7 +429,8 @@ class Writer:
         key = store.resolve()
         # What the stuck thread holds first (older seqs), then the final states; replay is
         # idempotent, so a snapshot the thread also manages to write does no harm.
-        snapshots = [*self._in_flight, *(run.snapshot() for run in self._pending_runs())]
+        held = [snapshot for batch in self._in_flight for snapshot in batch]
+        snapshots = [*held, *(run.snapshot() for run in self._pending_runs())]
         if snapshots:
             spool.append(key, snapshots)
             self.spooled += len(snapshots)
