@@ -23,7 +23,10 @@ same run, on the same database:
   ratio    writer / ceiling (the issue's target: >= 65 %)
 
 Writer and ceiling windows alternate (writer, ceiling, writer, ...), so that autovacuum and the
-machine's load land on both; medians are reported.
+machine's load land on both. The rates are the medians over the windows; the ratio is the median
+over the pairs (a writer window and the ceiling window after it) of writer / ceiling, because a
+shared machine's speed drifts between windows more than between the two halves of a pair, and
+its range over the pairs is printed too.
 
     .venv/bin/python bench/bench_writes.py                   # 1k and 10k runs (a few minutes)
     .venv/bin/python bench/bench_writes.py --runs 1000 --window 3
@@ -245,12 +248,15 @@ def measure(dsn: str, runs: int, window: float, repeat: int, scratch: Path) -> d
             (prefix + "%",),
         ).fetchone()
     seq_total, finished = (int(row[0]), int(row[1])) if row and row[0] is not None else (0, 0)
+    pairs = [w / c for w, c in zip(writer_rates, ceiling_rates, strict=True)]
     writer_median = statistics.median(writer_rates)
     ceiling_median = statistics.median(ceiling_rates)
     return {
         "writer": writer_median,
         "ceiling": ceiling_median,
-        "ratio": writer_median / ceiling_median,
+        "ratio": statistics.median(pairs),
+        "ratio_low": min(pairs),
+        "ratio_high": max(pairs),
         "writer_best": max(writer_rates),
         "ceiling_best": max(ceiling_rates),
         "spooled": writer.spooled,
@@ -276,7 +282,7 @@ def main() -> int:
         f"{os.cpu_count()} CPUs, {args.repeat} x {args.window:g} s windows per side"
     )
     print(
-        f"{'runs':>7} {'writer/s':>10} {'ceiling/s':>10} {'ratio':>7}"
+        f"{'runs':>7} {'writer/s':>10} {'ceiling/s':>10} {'ratio':>7} {'range':>9}"
         f" {'best w/s':>10} {'best c/s':>10} {'ticks':>6}  checks"
     )
     with bench_database(args.dsn) as dsn, tempfile.TemporaryDirectory() as scratch:
@@ -292,6 +298,7 @@ def main() -> int:
             )
             print(
                 f"{runs:>7} {r['writer']:>10,.0f} {r['ceiling']:>10,.0f} {r['ratio']:>6.0%}"
+                f" {r['ratio_low']:>4.0%}-{r['ratio_high']:<4.0%}"
                 f" {r['writer_best']:>10,.0f} {r['ceiling_best']:>10,.0f} {r['ticked']:>6.0%}"
                 f"  {checks}",
                 flush=True,

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from tracker._arrays import element, encoder_for
 from tracker._batch import STATUS, STATUS_PROGRESS, SUBTASK, SUBTASK_PROGRESS
-from tracker._model import IDENTITY_COLUMNS, PROGRESS_START, Snapshot
+from tracker._model import IDENTITY_COLUMNS, Snapshot
 
 _IDENTITY_COUNT = len(IDENTITY_COLUMNS)
 # A stored run's identity columns: its id, and NULL for the rest.
@@ -46,13 +46,13 @@ class Encoded(NamedTuple):
 class _Known:
     """What the encoder knows of a run's row."""
 
-    __slots__ = ("elements", "identity", "stored_changing", "stored_seq", "ticks")
+    __slots__ = ("elements", "identity", "stored_seq", "stored_stable", "ticks")
 
     def __init__(self, identity: tuple[Any, ...]) -> None:
         self.identity = identity
         self.elements = [element(v) for v in identity]
         self.stored_seq = 0  # the newest of the run's snapshots the database took
-        self.stored_changing: tuple[Any, ...] = ()
+        self.stored_stable: tuple[Any, ...] = ()  # its stable columns (Snapshot.stable)
         self.ticks = True  # False once a progress update missed the row
 
 
@@ -92,10 +92,8 @@ class BatchEncoder:
             known = self._known_of(snapshot)
             # Every earlier snapshot of the run is in the database: its rows are as written.
             chained = not full and known.ticks and 0 < known.stored_seq == snapshot.seq - 1
-            if (
-                chained
-                and snapshot.changing[:PROGRESS_START] == known.stored_changing[:PROGRESS_START]
-            ):
+            stable = snapshot.stable
+            if chained and (stable is known.stored_stable or stable == known.stored_stable):
                 ticks.append(snapshot)
                 tick_ids.append(known.elements[0])
             else:
@@ -104,8 +102,11 @@ class BatchEncoder:
                 identities.append([known.elements[0], *_SLIM_TAIL] if stored else known.elements)
             moved = snapshot.moved
             if chained and moved:
-                rows += snapshot.subtask_rows[:-moved]
-                row_ticks += snapshot.subtask_rows[-moved:]
+                if moved == len(snapshot.subtask_rows):
+                    row_ticks += snapshot.subtask_rows
+                else:
+                    rows += snapshot.subtask_rows[:-moved]
+                    row_ticks += snapshot.subtask_rows[-moved:]
             else:
                 rows += snapshot.subtask_rows
             if snapshot.final:
@@ -113,12 +114,12 @@ class BatchEncoder:
         statuses = None
         if whole:
             statuses = ["{" + ",".join(column) + "}" for column in zip(*identities, strict=True)]
-            statuses += _columns([s.changing for s in whole], self._changing_kinds)
+            statuses += _columns([s.stable + s.progress for s in whole], self._changing_kinds)
         status_ticks = None
         if ticks:
             self.ticked += len(ticks)
             status_ticks = ["{" + ",".join(tick_ids) + "}"]
-            status_ticks += _columns([s.changing[PROGRESS_START:] for s in ticks], self._tick_kinds)
+            status_ticks += _columns([s.progress for s in ticks], self._tick_kinds)
         return Encoded(
             statuses,
             status_ticks,
@@ -134,7 +135,7 @@ class BatchEncoder:
             known = self._known.get(snapshot.run_id)
             if known is not None and snapshot.seq > known.stored_seq:
                 known.stored_seq = snapshot.seq
-                known.stored_changing = snapshot.changing
+                known.stored_stable = snapshot.stable
 
     def missed(self, run_ids: Sequence[str]) -> None:
         """A progress update missed these runs' rows: write them whole from now on."""
@@ -193,6 +194,14 @@ def _newest(snapshots: Sequence[Snapshot]) -> list[Snapshot]:
     for (run_id, _), row in rows.items():
         by_run.setdefault(run_id, []).append(row)
     return [
-        Snapshot(s.run_id, s.seq, s.identity, s.changing, by_run.pop(s.run_id, []), final=s.final)
+        Snapshot(
+            s.run_id,
+            s.seq,
+            s.identity,
+            s.stable,
+            s.progress,
+            subtask_rows=by_run.pop(s.run_id, []),
+            final=s.final,
+        )
         for s in newest.values()
     ]

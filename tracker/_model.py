@@ -234,20 +234,22 @@ CHANGING_COLUMNS = (
     "error_message",
     "error_detail",
     "exit_code",
-    # From here on: what a progress tick changes (PROGRESS_COLUMNS).
+    # Sampled at heartbeats, or moved at subtask boundaries: a snapshot that changes these is
+    # written whole, which is rare enough.
     "current_subtask",
-    "overall_percent_complete",
-    "subtask_percent_complete",
-    "subtask_items_complete",
     "memory_mb",
     "peak_memory_mb",
     "cpu_percent",
+    # From here on: what a progress tick changes (PROGRESS_COLUMNS).
+    "overall_percent_complete",
+    "subtask_percent_complete",
+    "subtask_items_complete",
     "last_update",
     "last_progress",
     "seq",
 )
 """The status row's other columns, in the order a snapshot holds them."""
-PROGRESS_START = CHANGING_COLUMNS.index("current_subtask")
+PROGRESS_START = CHANGING_COLUMNS.index("overall_percent_complete")
 PROGRESS_COLUMNS = CHANGING_COLUMNS[PROGRESS_START:]
 """The columns a progress tick changes: a snapshot whose other columns equal the last one
 written can be written as an update of these alone (``tracker._batch``)."""
@@ -263,28 +265,42 @@ _CONTEXT_COLUMNS = tuple(
 class Snapshot:
     """What one write carries: the run's row and the subtask rows that changed, one ``seq``.
 
-    The status row is two tuples in ``IDENTITY_COLUMNS`` and ``CHANGING_COLUMNS`` order; a run
-    hands out the same ``identity`` tuple object for as long as those columns do not change,
-    which spares an encoder comparing them. ``status_row`` is the row as a dict.
+    The status row is three tuples, in ``IDENTITY_COLUMNS`` and ``CHANGING_COLUMNS`` order:
+    ``identity``, ``stable`` (what a progress tick leaves alone) and ``progress``. A run hands
+    out the same ``identity`` tuple object for as long as those columns do not change, and
+    keeps ``stable`` apart, which spares an encoder comparing or slicing them. ``status_row``
+    is the row as a dict.
     """
 
-    __slots__ = ("_row", "changing", "final", "identity", "moved", "run_id", "seq", "subtask_rows")
+    __slots__ = (
+        "_row",
+        "final",
+        "identity",
+        "moved",
+        "progress",
+        "run_id",
+        "seq",
+        "stable",
+        "subtask_rows",
+    )
 
     def __init__(
         self,
         run_id: str,
         seq: int,
         identity: tuple[Any, ...],
-        changing: tuple[Any, ...],
-        subtask_rows: list[dict[str, Any]],
+        stable: tuple[Any, ...],
+        progress: tuple[Any, ...],
         *,
+        subtask_rows: list[dict[str, Any]],
         final: bool,
         moved: int = 0,
     ) -> None:
         self.run_id = run_id
         self.seq = seq
         self.identity = identity
-        self.changing = changing
+        self.stable = stable
+        self.progress = progress
         self.subtask_rows = subtask_rows
         self.final = final
         # The last ``moved`` subtask rows differ from the run's previous snapshot's only in
@@ -293,9 +309,15 @@ class Snapshot:
         self._row: dict[str, Any] | None = None
 
     @property
+    def changing(self) -> tuple[Any, ...]:
+        """The row's ``CHANGING_COLUMNS``."""
+        return self.stable + self.progress
+
+    @property
     def status_row(self) -> dict[str, Any]:
         if self._row is None:
-            self._row = dict(zip(STATUS_COLUMNS, self.identity + self.changing, strict=True))
+            values = self.identity + self.stable + self.progress
+            self._row = dict(zip(STATUS_COLUMNS, values, strict=True))
         return self._row
 
     def to_json(self) -> dict[str, Any]:
@@ -307,8 +329,9 @@ class Snapshot:
             str(row["run_id"]),
             int(row["seq"]),
             tuple(row.get(c) for c in IDENTITY_COLUMNS),
-            tuple(row.get(c) for c in CHANGING_COLUMNS),
-            subtask_rows,
+            tuple(row.get(c) for c in CHANGING_COLUMNS[:PROGRESS_START]),
+            tuple(row.get(c) for c in PROGRESS_COLUMNS),
+            subtask_rows=subtask_rows,
             final=row.get("execution_status") in TERMINAL,
         )
 
@@ -562,7 +585,7 @@ class RunCore:
                     row = {**sub._written_row, "items_complete": sub._complete, "seq": seq}
                     sub._written_row, sub._written_complete = row, sub._complete
                     moved.append(row)
-            changing = self._changing_values(seq, now_text)
+            stable, progress = self._changing_values(seq, now_text)
             self._dirty = self._moved = self._urgent = False
             final = self.status in TERMINAL
             if final:
@@ -571,11 +594,19 @@ class RunCore:
             if moved:
                 rows += moved
             return Snapshot(
-                self.run_id, seq, identity, changing, rows, final=final, moved=len(moved)
+                self.run_id,
+                seq,
+                identity,
+                stable,
+                progress,
+                subtask_rows=rows,
+                final=final,
+                moved=len(moved),
             )
 
-    def _changing_values(self, seq: int, now_text: str) -> tuple[Any, ...]:
-        """The row's ``CHANGING_COLUMNS``, in that order (``now_text``: last_update)."""
+    def _changing_values(self, seq: int, now_text: str) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """The row's ``CHANGING_COLUMNS``, in that order, before and from ``PROGRESS_START``
+        (``now_text``: last_update)."""
         shown = self.shown
         cleaned = self.cleaned
         if shown is None:
@@ -602,12 +633,13 @@ class RunCore:
             detail if detail is None else cleaned("error_detail", detail),
             self.exit_code,
             self.current_subtask(),
-            self.overall_percent(),
-            percent,
-            complete,
             self.memory_mb,
             self.peak_memory_mb,
             self.cpu_percent,
+        ), (
+            self.overall_percent(),
+            percent,
+            complete,
             now_text,
             self._progress_text,
             seq,
