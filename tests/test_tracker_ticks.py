@@ -13,6 +13,7 @@ import pytest
 
 import tracker
 from tests.tracker_support import fetch_run, fetch_subtasks, make_tracker
+from tracker._db.conninfo import make_conninfo
 from tracker._model import RunCore, Snapshot
 
 
@@ -66,6 +67,17 @@ def _ticked(t: tracker.Tracker) -> int:
     return t.writer.ticked
 
 
+def _ticking(t: tracker.Tracker, name: str) -> tuple[tracker.Run, tracker.Subtask]:
+    """A run inside a subtask of 100 items, 3 done, its last writes progress ticks."""
+    run = t.run(name, total_subtasks=1)
+    st = run.subtask("work", items_total=100)
+    for _ in range(3):
+        st.advance()
+        assert t.flush(10)
+    assert _ticked(t) > 0
+    return run, st
+
+
 def test_ticks_leave_every_row_as_the_newest_whole_snapshot(db_dsn, db, tmp_path, snapshots):
     rng = random.Random(8)  # noqa: S311 - a reproducible scenario, not a secret
     t = make_tracker(db_dsn, tmp_path / "spool")
@@ -106,15 +118,14 @@ def test_ticks_leave_every_row_as_the_newest_whole_snapshot(db_dsn, db, tmp_path
         t.shutdown(5)
 
 
-def test_a_tick_that_misses_its_subtask_row_is_written_whole(db_dsn, db, tmp_path, snapshots):
-    t = make_tracker(db_dsn, tmp_path / "spool")
+@pytest.mark.parametrize("link", ["wire", "psycopg"])
+def test_a_tick_that_misses_its_subtask_row_is_written_whole(db_dsn, db, tmp_path, snapshots, link):
+    # A setting only libpq handles makes the writer connect through psycopg.
+    dsn = db_dsn if link == "wire" else make_conninfo(db_dsn, target_session_attrs="read-write")
+    t = make_tracker(dsn, tmp_path / "spool")
     try:
-        run = t.run("DAILY_missed", total_subtasks=1)
-        st = run.subtask("work", items_total=100)
-        for _ in range(3):
-            st.advance()
-            assert t.flush(10)
-        assert _ticked(t) > 0
+        run, st = _ticking(t, "DAILY_missed")
+        assert type(t.writer._store._link).__name__.lower().startswith(link)
         db.execute("DELETE FROM pipeline_subtask WHERE run_id = %s", (run.run_id,))
         st.advance()
         assert t.flush(10)
@@ -135,11 +146,7 @@ def test_a_tick_that_misses_its_subtask_row_is_written_whole(db_dsn, db, tmp_pat
 def test_a_run_declared_lost_while_alive_keeps_its_final_state_until_it_ends(db_dsn, db, tmp_path):
     t = make_tracker(db_dsn, tmp_path / "spool")
     try:
-        run = t.run("DAILY_zombie", total_subtasks=1)
-        st = run.subtask("work", items_total=100)
-        for _ in range(3):
-            st.advance()
-            assert t.flush(10)
+        run, st = _ticking(t, "DAILY_zombie")
         # What the reaper does to a run whose heartbeat stopped (the process was paused).
         db.execute(
             "UPDATE pipeline_status SET execution_status = 'FAILED', seq = seq + 1,"

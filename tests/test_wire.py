@@ -64,6 +64,32 @@ def test_a_batch_runs_in_one_round_trip_and_commits(conn, db):
     assert rows == [(1, "one"), (2, "TWO")]
 
 
+def test_a_batch_reports_how_many_rows_each_statement_changed_or_returned(conn, db):
+    db.execute("CREATE TABLE public.wire_t (id int PRIMARY KEY, note text)")
+    sent = conn.send(
+        [
+            ("INSERT INTO public.wire_t SELECT g, 'x' FROM generate_series(1, $1) AS g", [5]),
+            ("UPDATE public.wire_t SET note = $1 WHERE id > $2", ["y", 3]),
+            ("DELETE FROM public.wire_t WHERE id = $1", [99]),
+            ("SELECT id FROM public.wire_t WHERE note = $1 ORDER BY id", ["y"]),
+        ]
+    )
+    rows: list[tuple[str | None, ...]] = []
+    counts: list[int] = []
+    conn.receive(sent, rows=rows, counts=counts)
+    assert counts == [5, 2, 0, 2]
+    assert rows == [("4",), ("5",)]
+
+
+@pytest.mark.parametrize(
+    ("tag", "count"), [(b"UPDATE 250\x00", 250), (b"INSERT 0 3\x00", 3), (b"BEGIN\x00", 0)]
+)
+def test_a_command_tag_gives_its_row_count(tag, count):
+    from tracker._db.wire_codec import command_count
+
+    assert command_count(memoryview(tag)) == count
+
+
 def test_an_error_in_the_third_statement_rolls_back_the_first_two(conn, db):
     db.execute("CREATE TABLE public.wire_t (id int PRIMARY KEY)")
     db.execute("INSERT INTO public.wire_t VALUES (100)")

@@ -93,6 +93,8 @@ def plain_array(values: Sequence[Any]) -> str:
         text = ",".join(values)
     except TypeError:  # NULLs among them (or not text)
         present = [v for v in values if v is not None]
+        if not present:
+            return "{" + ",".join(["NULL"] * len(values)) + "}"
         try:
             text = ",".join(present)
         except TypeError:

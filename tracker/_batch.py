@@ -138,40 +138,65 @@ def column_types(rows: Sequence[Sequence[Any]]) -> dict[str, dict[str, str]]:
 
 
 class Progress:
-    """An update of a few columns of rows known to exist, reporting the rows it missed.
+    """An update of a few columns of rows known to exist.
 
     A progress tick changes a handful of columns of a row the writer wrote a moment ago:
     only those travel, and the rest of the row stays as it is. ``guard`` says when a row is
-    as the writer left it; the statement returns the key of every row it did not update
-    (gone, changed by someone else), so that the writer can write those rows in full::
+    as the writer left it; a row it excludes (gone, changed by someone else) is not updated,
+    which the statement's row count tells, and ``missed_statement`` then names those rows so
+    that the writer can write them whole::
 
-        WITH v AS (SELECT * FROM unnest($1::uuid[], …) AS v(run_id, …)),
-             u AS (UPDATE pipeline_status AS t SET … FROM v
-                   WHERE t.run_id = v.run_id AND <guard> RETURNING t.run_id)
-        SELECT v.run_id FROM v WHERE NOT EXISTS (SELECT FROM u WHERE u.run_id = v.run_id)
+        UPDATE pipeline_status AS t SET … FROM unnest($1::uuid[], …) AS v(run_id, …)
+        WHERE t.run_id = v.run_id AND <guard>
+
+    ``assignments`` spells the columns that are not a plain copy of the value sent.
     """
 
-    def __init__(self, table: Table, columns: tuple[str, ...], guard: str) -> None:
+    def __init__(
+        self,
+        table: Table,
+        columns: tuple[str, ...],
+        guard: str,
+        assignments: Mapping[str, str] | None = None,
+    ) -> None:
         self.table = table
         self.columns = table.key + columns
         self.guard = guard
+        self.assignments = dict(assignments or {})
+
+    def _arrays(
+        self, columns: Sequence[str], types: Mapping[str, str], placeholder: Callable[[int], str]
+    ) -> str:
+        return ", ".join(f"{placeholder(i)}::{types[c]}[]" for i, c in enumerate(columns, start=1))
 
     def statement(self, types: Mapping[str, str], placeholder: Callable[[int], str]) -> str:
         key = self.table.key
-        arrays = ", ".join(
-            f"{placeholder(i)}::{types[c]}[]" for i, c in enumerate(self.columns, start=1)
+        sets = ", ".join(
+            f"{c} = {self.assignments.get(c, f'v.{c}')}" for c in self.columns if c not in key
         )
-        sets = ", ".join(f"{c} = v.{c}" for c in self.columns if c not in key)
         match = " AND ".join(f"t.{c} = v.{c}" for c in key)
-        returned = " AND ".join(f"u.{c} = v.{c}" for c in key)
         return (
-            f"WITH v AS (SELECT * FROM unnest({arrays}) AS v({', '.join(self.columns)})), "
-            f"u AS (UPDATE {self.table.name} AS t SET {sets} FROM v "
-            f"WHERE {match} AND {self.guard} "
-            f"RETURNING {', '.join(f't.{c}' for c in key)}) "
-            f"SELECT {', '.join(f'v.{c}' for c in key)} FROM v "
-            f"WHERE NOT EXISTS (SELECT FROM u WHERE {returned})"
+            f"UPDATE {self.table.name} AS t SET {sets} "
+            f"FROM unnest({self._arrays(self.columns, types, placeholder)}) "
+            f"AS v({', '.join(self.columns)}) WHERE {match} AND {self.guard}"
         )
+
+    def missed_statement(self, types: Mapping[str, str], placeholder: Callable[[int], str]) -> str:
+        """The run ids of the rows a ``statement`` left alone: not at its ``seq``. Its
+        parameters are the statement's key and ``seq`` arrays (``missed_parameters``)."""
+        key = self.table.key
+        columns = (*key, "seq")
+        match = " AND ".join(f"t.{c} = v.{c}" for c in columns)
+        return (
+            f"SELECT v.run_id FROM unnest({self._arrays(columns, types, placeholder)}) "
+            f"AS v({', '.join(columns)}) "
+            f"WHERE NOT EXISTS (SELECT FROM {self.table.name} AS t WHERE {match})"
+        )
+
+    def missed_parameters(self, parameters: Sequence[str]) -> list[str]:
+        """The key and ``seq`` arrays out of a ``statement``'s parameters."""
+        keys = len(self.table.key)
+        return [*parameters[:keys], parameters[self.columns.index("seq")]]
 
 
 STATUS_PROGRESS = Progress(
@@ -182,5 +207,8 @@ STATUS_PROGRESS = Progress(
     # stays final (see sql/0006_operations.sql). Spelt NOT IN: the planner would otherwise
     # scan the partial index of active runs, every active run, for every batch.
     "t.seq = v.seq - 1 AND t.execution_status NOT IN ('FINISHED', 'FAILED', 'CANCELLED')",
+    # A tick that moved progress has last_progress = last_update: sent as NULL, spared a
+    # second timestamp to parse.
+    {"last_progress": "COALESCE(v.last_progress, v.last_update)"},
 )
 SUBTASK_PROGRESS = Progress(SUBTASK, ("items_complete", "seq"), "t.seq < v.seq")

@@ -23,24 +23,33 @@ from typing import Any, NamedTuple
 
 from tracker._arrays import element, encoder_for
 from tracker._batch import STATUS, STATUS_PROGRESS, SUBTASK, SUBTASK_PROGRESS
-from tracker._model import IDENTITY_COLUMNS, Snapshot
+from tracker._model import IDENTITY_COLUMNS, PROGRESS_COLUMNS, Snapshot
 
 _IDENTITY_COUNT = len(IDENTITY_COLUMNS)
 # A stored run's identity columns: its id, and NULL for the rest.
 _SLIM_TAIL = ["NULL"] * (_IDENTITY_COUNT - 1)
 _SUBTASK_VALUES = operator.itemgetter(*SUBTASK.columns)
 _SUBTASK_TICK_VALUES = operator.itemgetter(*SUBTASK_PROGRESS.columns)
+_LAST_UPDATE = PROGRESS_COLUMNS.index("last_update")
+_LAST_PROGRESS = PROGRESS_COLUMNS.index("last_progress")
 
 Column = Callable[[Sequence[Any]], str]
 
 
 class Encoded(NamedTuple):
-    """A batch's parameters, per statement; None where the batch has no row for it."""
+    """A batch's parameters, per statement (None where the batch has no row for it), and how
+    many rows each progress update must change."""
 
     statuses: list[str] | None  # STATUS
     status_ticks: list[str] | None  # STATUS_PROGRESS
     subtasks: list[str] | None  # SUBTASK
     subtask_ticks: list[str] | None  # SUBTASK_PROGRESS
+    status_tick_rows: int = 0
+    subtask_tick_rows: int = 0
+
+    def parameters(self) -> tuple[list[str] | None, ...]:
+        """The four statements' parameters, in ``STATEMENTS`` order."""
+        return self.statuses, self.status_ticks, self.subtasks, self.subtask_ticks
 
 
 class _Known:
@@ -93,7 +102,12 @@ class BatchEncoder:
             # Every earlier snapshot of the run is in the database: its rows are as written.
             chained = not full and known.ticks and 0 < known.stored_seq == snapshot.seq - 1
             stable = snapshot.stable
-            if chained and (stable is known.stored_stable or stable == known.stored_stable):
+            if (
+                chained
+                and (stable is known.stored_stable or stable == known.stored_stable)
+                # Never-moved progress cannot be told from "as last_update" (STATUS_PROGRESS).
+                and snapshot.progress[_LAST_PROGRESS] is not None
+            ):
                 ticks.append(snapshot)
                 tick_ids.append(known.elements[0])
             else:
@@ -119,7 +133,17 @@ class BatchEncoder:
         if ticks:
             self.ticked += len(ticks)
             status_ticks = ["{" + ",".join(tick_ids) + "}"]
-            status_ticks += _columns([s.progress for s in ticks], self._tick_kinds)
+            columns = list(zip(*[s.progress for s in ticks], strict=True))
+            # Progress that moved at this tick: last_progress is last_update, sent as NULL.
+            columns[_LAST_PROGRESS] = tuple(
+                None if progress is update else progress
+                for progress, update in zip(
+                    columns[_LAST_PROGRESS], columns[_LAST_UPDATE], strict=True
+                )
+            )
+            status_ticks += [
+                kind(column) for kind, column in zip(self._tick_kinds, columns, strict=True)
+            ]
         return Encoded(
             statuses,
             status_ticks,
@@ -127,6 +151,8 @@ class BatchEncoder:
             _subtask_columns(
                 row_ticks, _SUBTASK_TICK_VALUES, SUBTASK_PROGRESS.columns, self._subtask_tick_kinds
             ),
+            len(ticks),
+            len(row_ticks),
         )
 
     def stored(self, snapshots: Sequence[Snapshot]) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     import psycopg
@@ -27,6 +27,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tracker")
 
 Statements = Sequence[tuple[str, Sequence[Any]]]
+
+
+class Answer(NamedTuple):
+    """What a batch's statements gave back: how many rows each changed or returned, in order,
+    and the rows they returned."""
+
+    counts: list[int]
+    rows: list[tuple[Any, ...]]
+
 
 # Bounds a batch's round trip: a half-open TCP connection would otherwise block the writer
 # until the kernel's keepalive gives up (hours). Past it, the batch goes to the spool.
@@ -54,8 +63,8 @@ class Link(Protocol):
 
     def placeholder(self, position: int) -> str: ...
     def send(self, statements: Statements) -> object: ...
-    def settle(self, handle: object) -> list[tuple[Any, ...]]:
-        """Wait for a batch ``send`` started: the rows its statements returned."""
+    def settle(self, handle: object) -> Answer:
+        """Wait for a batch ``send`` started."""
         ...
 
     def query(self, sql: str) -> list[tuple[Any, ...]]: ...
@@ -107,19 +116,20 @@ class WireLink:
             # A value the protocol cannot carry (the model cleans text, so: a bug upstream).
             raise LinkRefused(f"cannot send the batch: {exc}", "22000") from None
 
-    def settle(self, handle: object) -> list[tuple[Any, ...]]:
+    def settle(self, handle: object) -> Answer:
         from tracker._db.wire import Sent, ServerError, WireUnavailable
 
         if not isinstance(handle, Sent):
             raise TypeError(f"not a batch this link sent: {handle!r}")
         rows: list[tuple[str | None, ...]] = []
+        counts: list[int] = []
         try:
-            self._conn.receive(handle, timeout=STATEMENT_TIMEOUT, rows=rows)
+            self._conn.receive(handle, timeout=STATEMENT_TIMEOUT, rows=rows, counts=counts)
         except ServerError as exc:
             raise LinkRefused(_one_line(self._redact(_described(exc))), exc.sqlstate) from None
         except WireUnavailable as exc:
             raise LinkDown(self._redact(_one_line(str(exc)))) from None
-        return list(rows)
+        return Answer(counts, list(rows))
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         from tracker._db.wire import ServerError, WireUnavailable
@@ -161,13 +171,14 @@ class PsycopgLink:
     def send(self, statements: Statements) -> object:
         import psycopg
 
-        rows: list[tuple[Any, ...]] = []
+        answer = Answer([], [])
         try:
             with self._conn.transaction(), self._conn.cursor() as cur:
                 for sql, params in statements:
                     cur.execute(sql, params)
+                    answer.counts.append(cur.rowcount)
                     if cur.description is not None:
-                        rows += cur.fetchall()
+                        answer.rows.extend(cur.fetchall())
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             if self._conn.broken or self._conn.closed or exc.sqlstate is None:
                 raise LinkDown(_one_line(str(exc))) from None
@@ -176,12 +187,14 @@ class PsycopgLink:
             if self._conn.broken or self._conn.closed:
                 raise LinkDown(_one_line(str(exc))) from None
             return LinkRefused(_one_line(str(exc)), exc.sqlstate or "XX000")
-        return rows
+        return answer
 
-    def settle(self, handle: object) -> list[tuple[Any, ...]]:
+    def settle(self, handle: object) -> Answer:
         if isinstance(handle, LinkRefused):
             raise handle
-        return handle if isinstance(handle, list) else []
+        if not isinstance(handle, Answer):
+            raise TypeError(f"not a batch this link sent: {handle!r}")
+        return handle
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         import psycopg

@@ -54,7 +54,13 @@ class Rejected(Exception):
 class Missed(Rejected):
     """A progress update found some rows not as the writer left them: write the batch whole.
 
-    The rest of the batch is in the database (the retry's ``seq`` guard skips it)."""
+    The rest of the batch is in the database (the retry's ``seq`` guard skips it). ``checks``
+    name the rows missed: ``Store.forget_ticks`` runs them once nothing else is in flight.
+    """
+
+    def __init__(self, message: str, checks: list[tuple[str, list[str]]]) -> None:
+        super().__init__(message)
+        self.checks = checks
 
 
 def target_key(target: DatabaseTarget) -> str:
@@ -83,13 +89,21 @@ def _os_user() -> str:
 
 
 class Pending:
-    """A batch sent to the database whose outcome is still to be read."""
+    """A batch sent to the database whose outcome is still to be read, and the row counts its
+    progress updates must show: (statement's position, rows, the query naming the rows missed,
+    its parameters)."""
 
-    __slots__ = ("handle", "snapshots")
+    __slots__ = ("checks", "handle", "snapshots")
 
-    def __init__(self, handle: object, snapshots: Sequence[Snapshot]) -> None:
+    def __init__(
+        self,
+        handle: object,
+        snapshots: Sequence[Snapshot],
+        checks: list[tuple[int, int, str, list[str]]] | None = None,
+    ) -> None:
         self.handle = handle
         self.snapshots = snapshots
+        self.checks = checks or []
 
 
 class Store:
@@ -100,6 +114,7 @@ class Store:
         self._target: DatabaseTarget | None = None
         self._link: Link | None = None
         self._statements: tuple[str, ...] = ()
+        self._missed: dict[int, str] = {}
         self._schema_warned = False
         self._encoder: BatchEncoder | None = None
         self._ticked = 0
@@ -165,13 +180,17 @@ class Store:
             if self._encoder is not None:
                 self._ticked += self._encoder.ticked
             self._encoder = BatchEncoder(types)
-            # In Encoded's order.
+            # In Encoded.parameters()'s order.
             self._statements = (
                 STATUS.statement(types[STATUS.name], link.placeholder),
                 STATUS_PROGRESS.statement(types[STATUS.name], link.placeholder),
                 SUBTASK.statement(types[SUBTASK.name], link.placeholder),
                 SUBTASK_PROGRESS.statement(types[SUBTASK.name], link.placeholder),
             )
+            self._missed = {
+                1: STATUS_PROGRESS.missed_statement(types[STATUS.name], link.placeholder),
+                3: SUBTASK_PROGRESS.missed_statement(types[SUBTASK.name], link.placeholder),
+            }
         except Unavailable:
             link.close()
             raise
@@ -208,13 +227,21 @@ class Store:
         if link is None or encoder is None:
             raise Unavailable("not connected")
         encoded = encoder.encode(snapshots, full=full)
-        statements = [
-            (sql, params)
-            for sql, params in zip(self._statements, encoded, strict=True)
-            if params is not None
-        ]
+        statements: list[tuple[str, list[str]]] = []
+        checks: list[tuple[int, int, str, list[str]]] = []
+        ticks = {1: encoded.status_tick_rows, 3: encoded.subtask_tick_rows}
+        for kind, (sql, params) in enumerate(
+            zip(self._statements, encoded.parameters(), strict=True)
+        ):
+            if params is None:
+                continue
+            if kind in ticks:
+                progress = STATUS_PROGRESS if kind == 1 else SUBTASK_PROGRESS
+                missed = (self._missed[kind], progress.missed_parameters(params))
+                checks.append((len(statements), ticks[kind], *missed))
+            statements.append((sql, params))
         try:
-            return Pending(link.send(statements), snapshots)
+            return Pending(link.send(statements), snapshots, checks)
         except LinkDown as exc:
             self.close()
             raise Unavailable(str(exc)) from None
@@ -231,19 +258,42 @@ class Store:
         if link is None:
             raise Unavailable("the connection was lost")
         try:
-            missed = link.settle(pending.handle)
+            answer = link.settle(pending.handle)
         except LinkDown as exc:
             self.close()
             raise Unavailable(str(exc)) from None
         except LinkRefused as exc:
             raise self._triaged(exc) from None
-        if self._encoder is None:
-            return
-        if missed:
-            run_ids = sorted({str(row[0]) for row in missed})
-            self._encoder.missed(run_ids)
-            raise Missed(f"{len(run_ids)} run(s) not as this writer left them: {run_ids[0]}, …")
-        self._encoder.stored(pending.snapshots)
+        short = [
+            (sql, params)
+            for position, rows, sql, params in pending.checks
+            if answer.counts[position] != rows
+        ]
+        if short:
+            raise Missed("a progress update found rows not as this writer left them", short)
+        if self._encoder is not None:
+            self._encoder.stored(pending.snapshots)
+
+    def forget_ticks(self, missed: Missed) -> None:
+        """Find the rows a progress update missed (nothing else may be in flight): their runs
+        are written whole from now on. Raises Unavailable."""
+        from tracker._link import LinkDown, LinkRefused
+
+        self.connect()
+        link = self._link
+        if link is None or self._encoder is None:
+            raise Unavailable("not connected")
+        run_ids: set[str] = set()
+        try:
+            for sql, params in missed.checks:
+                run_ids.update(str(row[0]) for row in link.settle(link.send([(sql, params)])).rows)
+        except LinkDown as exc:
+            self.close()
+            raise Unavailable(str(exc)) from None
+        except LinkRefused as exc:
+            raise self._triaged(exc) from None
+        logger.debug("progress updates missed the rows of %d run(s)", len(run_ids))
+        self._encoder.missed(sorted(run_ids))
 
     def _triaged(self, refused: LinkRefused) -> Unavailable | Rejected:
         state = refused.sqlstate

@@ -317,7 +317,7 @@ class Writer:
                 return
             # Up to PIPELINE_DEPTH batches are in the database's hands at once.
             sent: list[tuple[list[Snapshot], Pending]] = []
-            refused: list[list[Snapshot]] = []
+            refused: list[tuple[list[Snapshot], Exception]] = []
             in_hand: list[Snapshot] = []  # taken from ``batches``, not yet in ``sent``
             try:
                 for batch in batches:
@@ -328,12 +328,13 @@ class Writer:
                         self._settle(store, sent, refused)
                 while sent:
                     self._settle(store, sent, refused)
-                for batch in refused:
-                    self._write_whole(store, batch)
+                for batch, reason in refused:
+                    self._write_whole(store, batch, reason)
             except Unavailable as exc:
                 self._went_down(str(exc))
                 unsent = [s for batch in batches for s in batch]
-                held = [s for batch, _ in sent for s in batch] + [s for b in refused for s in b]
+                held = [s for batch, _ in sent for s in batch]
+                held += [s for batch, _ in refused for s in batch]
                 self._to_spool(key, held + in_hand + unsent)
                 return
             self._backoff = BACKOFF_FIRST
@@ -342,7 +343,7 @@ class Writer:
         self,
         store: Store,
         sent: list[tuple[list[Snapshot], Pending]],
-        refused: list[list[Snapshot]],
+        refused: list[tuple[list[Snapshot], Exception]],
     ) -> None:
         """Wait for the oldest batch sent. Raises Unavailable, leaving it in ``sent``."""
         from tracker._store import Rejected
@@ -352,19 +353,21 @@ class Writer:
             store.settle(pending)
         except Rejected as exc:
             logger.debug("batch of %d refused (%s); writing it whole", len(batch), exc)
-            refused.append(batch)
+            refused.append((batch, exc))
         else:
             self.written += len(batch)
             self._exported(batch)
             self._landed(batch)
         sent.pop(0)
 
-    def _write_whole(self, store: Store, batch: list[Snapshot]) -> None:
+    def _write_whole(self, store: Store, batch: list[Snapshot], reason: Exception) -> None:
         """A refused batch again, every snapshot with all its columns (a batch may leave out
         what a row already holds, and that row may be gone or changed): in one transaction,
         else one by one, so that only a snapshot the database refuses is lost."""
-        from tracker._store import Rejected
+        from tracker._store import Missed, Rejected
 
+        if isinstance(reason, Missed):
+            store.forget_ticks(reason)
         try:
             store.write_many(batch)
         except Rejected:

@@ -357,15 +357,19 @@ class WireConnection:
         *,
         timeout: float | None = None,
         rows: list[tuple[str | None, ...]] | None = None,
+        counts: list[int] | None = None,
     ) -> None:
-        """Read the answer to a batch ``send`` sent: None, or ServerError (rolled back)."""
+        """Read the answer to a batch ``send`` sent: None, or ServerError (rolled back).
+
+        ``rows`` gets the rows the statements return; ``counts`` the number of rows each
+        statement returned or changed (its command tag's last number), in order."""
         if self._closed:
             raise WireUnavailable("the connection is closed")
         if not self._sent or self._sent[0] is not sent:
             raise ValueError("receive() the batches in the order they were sent")
         self._deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            self._collect(sent.parsing, rows)
+            self._collect(sent.parsing, rows, counts)
         finally:
             self._deadline = None
             self._sent.pop(0)
@@ -388,7 +392,10 @@ class WireConnection:
         self.receive(sent, timeout=left, rows=rows)
 
     def _collect(
-        self, parsing: list[tuple[str, str]], rows: list[tuple[str | None, ...]] | None
+        self,
+        parsing: list[tuple[str, str]],
+        rows: list[tuple[str | None, ...]] | None,
+        counts: list[int] | None = None,
     ) -> None:
         """Read until ReadyForQuery; remember the statements the server parsed."""
         error: ServerError | None = None
@@ -401,9 +408,10 @@ class WireConnection:
                 if name:
                     self._prepared[sql] = name
                     self._parsing.pop(sql, None)
-            elif kind == b"D":
-                if rows is not None:
-                    rows.append(codec.data_row(data))
+            elif kind == b"D" and rows is not None:
+                rows.append(codec.data_row(data))
+            elif kind == b"C" and counts is not None:
+                counts.append(codec.command_count(data))
             elif kind == b"E":
                 if error is None:
                     error = codec.server_error(data)
@@ -412,7 +420,7 @@ class WireConnection:
                 self._send(
                     codec.message(b"f", b"COPY is not supported by this client\x00") + codec.SYNC
                 )
-            elif kind not in b"23CInsdcHt":
+            elif kind not in b"23CDInsdcHt":
                 self._unexpected(kind)
         if error is not None:
             raise error

@@ -112,6 +112,13 @@ def _decimal_text(value: Any) -> str:
     return str(value)
 
 
+def command_count(data: memoryview) -> int:
+    """A CommandComplete's row count: the tag's last word ("UPDATE 250", "INSERT 0 3"), or 0
+    for a tag without one ("BEGIN")."""
+    last = bytes(data).rstrip(b"\x00").rpartition(b" ")[2]
+    return int(last) if last.isdigit() else 0
+
+
 def data_row(data: memoryview) -> tuple[str | None, ...]:
     (count,) = struct.unpack_from("!h", data)
     values: list[str | None] = []
