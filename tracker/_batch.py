@@ -160,6 +160,7 @@ class Progress:
         assignments: Mapping[str, str] | None = None,
     ) -> None:
         self.table = table
+        self.name = table.name
         self.columns = table.key + columns
         self.guard = guard
         self.assignments = dict(assignments or {})

@@ -22,9 +22,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from tracker._arrays import element, encoder_for
-from tracker._batch import STATUS, STATUS_PROGRESS, SUBTASK, SUBTASK_PROGRESS
+from tracker._batch import STATUS, STATUS_PROGRESS, SUBTASK, SUBTASK_PROGRESS, Progress, Table
 from tracker._model import IDENTITY_COLUMNS, PROGRESS_COLUMNS, Snapshot
 
+STATEMENTS: tuple[Table | Progress, ...] = (STATUS, STATUS_PROGRESS, SUBTASK, SUBTASK_PROGRESS)
+"""The writer's statements, in the order ``Encoded`` gives their parameters."""
 _IDENTITY_COUNT = len(IDENTITY_COLUMNS)
 # A stored run's identity columns: its id, and NULL for the rest.
 _SLIM_TAIL = ["NULL"] * (_IDENTITY_COUNT - 1)
@@ -48,8 +50,12 @@ class Encoded(NamedTuple):
     subtask_tick_rows: int = 0
 
     def parameters(self) -> tuple[list[str] | None, ...]:
-        """The four statements' parameters, in ``STATEMENTS`` order."""
+        """The statements' parameters, in ``STATEMENTS`` order."""
         return self.statuses, self.status_ticks, self.subtasks, self.subtask_ticks
+
+    def rows(self) -> tuple[int | None, ...]:
+        """How many rows each statement must change, where that is checked (the updates)."""
+        return None, self.status_tick_rows, None, self.subtask_tick_rows
 
 
 class _Known:

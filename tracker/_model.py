@@ -309,11 +309,6 @@ class Snapshot:
         self._row: dict[str, Any] | None = None
 
     @property
-    def changing(self) -> tuple[Any, ...]:
-        """The row's ``CHANGING_COLUMNS``."""
-        return self.stable + self.progress
-
-    @property
     def status_row(self) -> dict[str, Any]:
         if self._row is None:
             values = self.identity + self.stable + self.progress

@@ -18,15 +18,8 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from tracker._batch import (
-    COLUMN_TYPES_SQL,
-    STATUS,
-    STATUS_PROGRESS,
-    SUBTASK,
-    SUBTASK_PROGRESS,
-    column_types,
-)
-from tracker._encoder import BatchEncoder
+from tracker._batch import COLUMN_TYPES_SQL, Progress, column_types
+from tracker._encoder import STATEMENTS, BatchEncoder
 from tracker._model import Snapshot
 
 if TYPE_CHECKING:
@@ -113,8 +106,9 @@ class Store:
         self._dsn = dsn
         self._target: DatabaseTarget | None = None
         self._link: Link | None = None
-        self._statements: tuple[str, ...] = ()
-        self._missed: dict[int, str] = {}
+        # STATEMENTS' text for this connection, and for an update the query naming what it
+        # missed.
+        self._statements: list[tuple[str, str | None]] = []
         self._schema_warned = False
         self._encoder: BatchEncoder | None = None
         self._ticked = 0
@@ -180,17 +174,15 @@ class Store:
             if self._encoder is not None:
                 self._ticked += self._encoder.ticked
             self._encoder = BatchEncoder(types)
-            # In Encoded.parameters()'s order.
-            self._statements = (
-                STATUS.statement(types[STATUS.name], link.placeholder),
-                STATUS_PROGRESS.statement(types[STATUS.name], link.placeholder),
-                SUBTASK.statement(types[SUBTASK.name], link.placeholder),
-                SUBTASK_PROGRESS.statement(types[SUBTASK.name], link.placeholder),
-            )
-            self._missed = {
-                1: STATUS_PROGRESS.missed_statement(types[STATUS.name], link.placeholder),
-                3: SUBTASK_PROGRESS.missed_statement(types[SUBTASK.name], link.placeholder),
-            }
+            self._statements = [
+                (
+                    statement.statement(types[statement.name], link.placeholder),
+                    statement.missed_statement(types[statement.name], link.placeholder)
+                    if isinstance(statement, Progress)
+                    else None,
+                )
+                for statement in STATEMENTS
+            ]
         except Unavailable:
             link.close()
             raise
@@ -229,16 +221,14 @@ class Store:
         encoded = encoder.encode(snapshots, full=full)
         statements: list[tuple[str, list[str]]] = []
         checks: list[tuple[int, int, str, list[str]]] = []
-        ticks = {1: encoded.status_tick_rows, 3: encoded.subtask_tick_rows}
-        for kind, (sql, params) in enumerate(
-            zip(self._statements, encoded.parameters(), strict=True)
+        for statement, (sql, missed_sql), params, rows in zip(
+            STATEMENTS, self._statements, encoded.parameters(), encoded.rows(), strict=True
         ):
             if params is None:
                 continue
-            if kind in ticks:
-                progress = STATUS_PROGRESS if kind == 1 else SUBTASK_PROGRESS
-                missed = (self._missed[kind], progress.missed_parameters(params))
-                checks.append((len(statements), ticks[kind], *missed))
+            if isinstance(statement, Progress) and missed_sql is not None and rows is not None:
+                missed = statement.missed_parameters(params)
+                checks.append((len(statements), rows, missed_sql, missed))
             statements.append((sql, params))
         try:
             return Pending(link.send(statements), snapshots, checks)
