@@ -84,10 +84,19 @@ def test_original_worked_example_of_56_states(tracked, db):
     assert all(s["subtask_status"] == "COMPLETED" for s in subtasks)
 
 
-def test_finish_message_interpolation_failure_raises_in_strict_mode(tracked):
+def test_finish_message_with_a_missing_name_raises_in_strict_mode(tracked):
     track_init("DAILY_interp")
     with pytest.raises(tracker.InvalidValue, match="interpolate"):
-        track_finish("processed {len(x)} states")
+        track_finish("processed {n_states} states")
+
+
+def test_finish_message_that_is_no_template_is_stored_as_written(tracked, db):
+    # glue would evaluate the expression; Python text never runs code, so it stays as it is.
+    run_id = track_init("DAILY_interp_expr")
+    track_finish("processed {len(x)} states")
+    assert current(tracked, db, run_id)["overall_progress_message"] == (
+        "processed {len(x)} states"
+    )
 
 
 def test_nested_subtasks_count_only_leaves_as_units(tracked, db):
@@ -207,20 +216,46 @@ def test_progress_without_any_subtask_goes_to_the_run_row(tracked, db):
     assert row["subtask_progress_message"] == "item 4"
 
 
-def test_genter_interpolates_names_attributes_and_format_specs(tracked, db):
-    class Row:
-        state = "DE"
-
-    # Read by the {…} fields of the messages below, not by Python code.
-    row_obj = Row()  # noqa: F841
-    files = ["alaska.csv"]  # noqa: F841
-    count = 1234567  # noqa: F841
+def test_genter_interpolates_names_and_format_specs(tracked, db):
+    count = 1234567  # noqa: F841 (read by the {…} fields below)
+    share = 0.25  # noqa: F841
     run_id = track_init("DAILY_glue")
-    genter("loading {files[0]} for {row_obj.state}: {count:,} rows")
+    genter("loading {count:,} rows ({share:.0%})")
     gmessage("{{literal}} braces and {count}")
     row = current(tracked, db, run_id)
-    assert row["subtask_name"] == "loading alaska.csv for DE: 1,234,567 rows"
+    assert row["subtask_name"] == "loading 1,234,567 rows (25%)"
     assert row["subtask_progress_message"] == "{literal} braces and 1234567"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "loading data_{os.environ[PIPETRACK_TEST_SECRET]}.csv",
+        "{row_obj.__class__.__mro__}",
+        "{files[0]}",
+        "{count!r}",
+        "{count:{width}}",
+        "{}",
+        '{"json": 1}',
+        "unmatched { brace",
+    ],
+)
+def test_text_that_is_not_a_plain_name_template_is_kept_as_written(tracked, db, monkeypatch, text):
+    # An f-string may already have put a file name holding braces into the text: interpolating
+    # it again must not reach into objects or the environment.
+    monkeypatch.setenv("PIPETRACK_TEST_SECRET", "s3cr3t-value")
+    import os  # noqa: F401, PLC0415 (the names the texts above refer to exist in this scope)
+
+    row_obj = object()  # noqa: F841
+    files = ["alaska.csv"]  # noqa: F841
+    count, width = 7, 5  # noqa: F841
+    run_id = track_init("DAILY_glue_data")
+    genter(text)
+    gmessage(f"message {text}")
+    row = current(tracked, db, run_id)
+    assert row["subtask_name"] == text
+    assert row["subtask_progress_message"] == f"message {text}"
+    assert "s3cr3t" not in repr(row)
 
 
 def test_first_genter_starts_a_run_named_after_the_script(tracked, db):

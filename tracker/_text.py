@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import re
+import string
 from collections import ChainMap
 from collections.abc import Mapping
 from types import FrameType
@@ -36,6 +37,7 @@ WIDTHS: Mapping[str, int] = {
 }
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_FORMATTER = string.Formatter()
 
 
 def clean(value: str, limit: int = TEXT_MAX) -> tuple[str, tuple[str, ...]]:
@@ -71,20 +73,36 @@ class InterpolationError(Exception):
 def interpolate(template: str, frame: FrameType | None) -> str:
     """``template`` with ``{name}`` fields filled from ``frame``'s variables, as R's glue did.
 
-    Supports what ``str.format`` supports (``{name}``, ``{row.col}``, ``{items[0]}``,
-    ``{n:,}``), not arbitrary expressions: a message can carry data, and data must never run.
-    ``{{`` and ``}}`` are literal braces.
+    Only ``{name}`` and ``{name:spec}`` are fields (``{n:,}``, ``{share:.1%}``); ``{{`` and
+    ``}}`` are literal braces. Text with anything else in braces (``{row.col}``, ``{a[0]}``,
+    ``{x!r}``, ``{}``, a nested ``{x:{w}}``, an unmatched brace) is not a template and is
+    returned as it is: a message carries data, and data (a file name that an f-string already
+    put in, JSON) must never reach into the program's objects or environment.
     """
     if "{" not in template and "}" not in template:
         return template
+    try:
+        parts = list(_FORMATTER.parse(template))
+    except ValueError:
+        return template  # an unmatched brace: text, not a template
+    for _, name, spec, conversion in parts:
+        if name is not None and (
+            not name.isidentifier() or conversion is not None or "{" in (spec or "")
+        ):
+            return template
     scope: Mapping[str, object] = (
         ChainMap(frame.f_locals, frame.f_globals, vars(builtins))
         if frame is not None
         else vars(builtins)
     )
+    pieces: list[str] = []
     try:
-        return template.format_map(scope)
-    except (KeyError, AttributeError, IndexError, ValueError, TypeError) as exc:
+        for literal, name, spec, _ in parts:
+            pieces.append(literal)
+            if name is not None:
+                pieces.append(format(scope[name], spec or ""))
+    except (KeyError, ValueError, TypeError) as exc:
         raise InterpolationError(
             f"cannot interpolate {template[:200]!r}: {type(exc).__name__}: {exc}"
         ) from None
+    return "".join(pieces)
