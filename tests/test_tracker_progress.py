@@ -94,9 +94,7 @@ def test_finish_message_that_is_no_template_is_stored_as_written(tracked, db):
     # glue would evaluate the expression; Python text never runs code, so it stays as it is.
     run_id = track_init("DAILY_interp_expr")
     track_finish("processed {len(x)} states")
-    assert current(tracked, db, run_id)["overall_progress_message"] == (
-        "processed {len(x)} states"
-    )
+    assert current(tracked, db, run_id)["overall_progress_message"] == ("processed {len(x)} states")
 
 
 def test_nested_subtasks_count_only_leaves_as_units(tracked, db):
@@ -244,7 +242,7 @@ def test_text_that_is_not_a_plain_name_template_is_kept_as_written(tracked, db, 
     # An f-string may already have put a file name holding braces into the text: interpolating
     # it again must not reach into objects or the environment.
     monkeypatch.setenv("PIPETRACK_TEST_SECRET", "s3cr3t-value")
-    import os  # noqa: F401, PLC0415 (the names the texts above refer to exist in this scope)
+    import os  # noqa: F401 (the names the texts above refer to exist in this scope)
 
     row_obj = object()  # noqa: F841
     files = ["alaska.csv"]  # noqa: F841

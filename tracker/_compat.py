@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from tracker import _observers, _tracker
 from tracker._checks import IGNORE, RUN_STATUSES, SUBTASK_STATUSES, Checker
 from tracker._run import Run, Subtask
+from tracker._terminal import printable
 from tracker._text import InterpolationError, interpolate
 from tracker._tracker import Tracker, default_tracker
 from tracker.errors import InvalidValue, NoActiveRun, SubtaskOrderError, TrackerError
@@ -72,7 +73,8 @@ def _console(tracker: Tracker, depth: int, marker: str, text: str) -> None:
     stamp = time.strftime("%H:%M:%S")
     # A closed or broken stderr must not break the pipeline.
     with contextlib.suppress(OSError, ValueError):
-        print(f"[{stamp}] {'  ' * depth}{marker}{text}", file=sys.stderr, flush=True)
+        line = f"[{stamp}] {'  ' * depth}{marker}{printable(text)}"
+        print(line, file=sys.stderr, flush=True)
 
 
 def _run_or_problem(tracker: Tracker, action: str) -> Run | None:

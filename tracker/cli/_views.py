@@ -21,6 +21,7 @@ from typing import Any
 from tracker._db.connect import connect, ready_target
 from tracker._ops.eta import ProgressCurve
 from tracker._ops.eta_history import predicted_total, read_curves
+from tracker._terminal import printable
 from tracker.cli._common import EXIT_NOT_OK, EXIT_OK, add_dsn_option, complain, say
 
 __all__ = ["register"]
@@ -219,8 +220,9 @@ def eta_seconds(row: Row, curve: ProgressCurve | None = None) -> float | None:
 
 
 def _cut(text: object, width: int) -> str:
-    # One line per value: line breaks and tabs become spaces; alignment spaces stay.
-    flat = _BREAKS.sub(" ", str(text or ""))
+    # One line per value: line breaks and tabs become spaces; alignment spaces stay. What a
+    # script wrote never reaches the terminal as a control sequence (tracker._terminal).
+    flat = printable(_BREAKS.sub(" ", str(text or "")))
     return flat if len(flat) <= width else flat[: max(width - 1, 0)] + "…"
 
 
@@ -258,7 +260,7 @@ def render_status(
     lines = [f"{'TASK':<28} {'STATUS':<9} {'OVERALL':>7} {'ELAPSED':>8} {'ETA':>7}  HOST"]
     for row in rows:
         state = condition(row)
-        status = state or row["execution_status"]
+        status = state or printable(str(row["execution_status"]))
         eta = eta_seconds(row, (curves or {}).get(row["task_name"]))
         host = _cut(row.get("hostname"), 14)
         line = (
@@ -290,7 +292,7 @@ def render_history(rows: list[Row]) -> list[str]:
         return ["no runs of this task"]
     lines = [f"{'STARTED':<19} {'STATUS':<9} {'DURATION':>8} {'EXIT':>4}  RESULT"]
     for row in rows:
-        status = row["execution_status"]
+        status = printable(str(row["execution_status"]))
         started = row["execution_start"].astimezone().strftime("%Y-%m-%d %H:%M:%S")
         code = "" if row.get("exit_code") is None else str(row["exit_code"])
         result = row.get("error_message") or row.get("overall_progress_message") or ""
@@ -395,7 +397,7 @@ def show_status(dsn: str | None) -> None:
     """Print the status table of the latest run of every task."""
     rows, curves = _latest(dsn)
     for line in render_status(rows, curves=curves):
-        say(line)
+        say(line, painted=True)
 
 
 def _top(args: argparse.Namespace) -> int:
@@ -412,7 +414,7 @@ def _top(args: argparse.Namespace) -> int:
                 stamp = datetime.now().astimezone().strftime("%H:%M:%S")
                 say(f"pipetrack top — {stamp}, every {args.interval:g}s (Ctrl-C to quit)")
                 for line in render_status(rows, bars=True, curves=curves):
-                    say(line)
+                    say(line, painted=True)
             shown += 1
             if args.count and shown >= args.count:
                 return EXIT_OK
@@ -427,7 +429,7 @@ def _history(args: argparse.Namespace) -> int:
         _dump(rows)
     else:
         for line in render_history(rows):
-            say(line)
+            say(line, painted=True)
     return EXIT_OK
 
 
@@ -446,5 +448,5 @@ def _show(args: argparse.Namespace) -> int:
         _dump({"run": runs[0], "subtasks": subtasks})
     else:
         for line in render_run(runs[0], subtasks):
-            say(line)
+            say(line, painted=True)
     return EXIT_OK
