@@ -30,6 +30,8 @@ logger = logging.getLogger("tracker")
 TERMINAL = frozenset({"FINISHED", "FAILED", "CANCELLED"})
 UNLIMITED = 2**63 - 1
 CLOSED_LIMIT = -1
+MASKED_COLUMNS = frozenset({"error_message", "error_detail"})
+"""Columns that hold stderr tails and tracebacks: secrets in them are masked (tracker._secrets)."""
 """A closed subtask's ``_limit``: any advance takes the slow path, which reports the misuse."""
 
 
@@ -682,6 +684,11 @@ class RunCore:
         held = self._cleaned.get(column)
         if held is not None and held[0] is value:
             return held[1]
+        if column in MASKED_COLUMNS:
+            # Imported here: most runs never fail, and `import tracker` stays quick.
+            from tracker._secrets import mask_secrets
+
+            value = mask_secrets(value)
         text, problems = clean_column(column, value)
         if problems:
             self.report_text(column, problems)
