@@ -3,7 +3,10 @@ and the row is still written)."""
 
 from __future__ import annotations
 
+import logging
 import math
+import numbers
+from fractions import Fraction
 
 import pytest
 
@@ -55,6 +58,9 @@ def expect(t, error, caplog, warning):
         ("half", 10, "is not a number; ignored"),
         (True, 10, "is a bool, not a number"),
         ([50], 10, "must be a number, got list"),
+        pytest.param(10**400, 10, "is not a finite number; ignored", id="10**400"),
+        pytest.param(-(10**400), 10, "is not a finite number; ignored", id="-10**400"),
+        pytest.param(Fraction(10**400, 3), 10, "is not a finite number; ignored", id="fraction"),
     ],
 )
 def test_bad_overall_percent(mode, db, caplog, value, lenient_result, warning):  # noqa: PLR0917 - fixtures and parameters
@@ -180,6 +186,86 @@ def test_non_string_messages(mode, db, caplog):
         tracker.gmessage({"state": "DE"})
     row = written(mode, db, run)
     assert row["overall_progress_message"] == (None if mode.strict else "{'state': 'DE'}")
+
+
+class _BrokenStr(str):
+    """A str whose __str__ and __repr__ raise (as a careless subclass can)."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        raise RuntimeError("no __str__")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no __repr__")
+
+
+class _BrokenNumber(numbers.Real):
+    """A number whose __float__ and __repr__ raise."""
+
+    def __float__(self) -> float:
+        raise RuntimeError("no __float__")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no __repr__")
+
+
+for _name in (
+    "__abs__",
+    "__add__",
+    "__ceil__",
+    "__eq__",
+    "__floor__",
+    "__floordiv__",
+    "__le__",
+    "__lt__",
+    "__mod__",
+    "__mul__",
+    "__neg__",
+    "__pos__",
+    "__pow__",
+    "__radd__",
+    "__rfloordiv__",
+    "__rmod__",
+    "__rmul__",
+    "__round__",
+    "__rpow__",
+    "__rtruediv__",
+    "__truediv__",
+    "__trunc__",
+):
+    setattr(_BrokenNumber, _name, lambda *_: NotImplemented)
+_BrokenNumber.__abstractmethods__ = frozenset()
+
+
+def test_a_str_subclass_whose_str_raises_is_stored_by_its_characters(mode, db, caplog):
+    run = tracker.run("DAILY_broken_str")
+    caplog.set_level(logging.WARNING, logger="tracker")
+    tracker.gmessage(_BrokenStr("loading Delaware"))
+    tracker.genter(_BrokenStr("step one"))
+    row = written(mode, db, run)
+    assert row["overall_progress_message"] == "loading Delaware"
+    assert row["subtask_name"] == "step one"
+    assert "Traceback" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_numbers_that_cannot_be_read_warn_in_one_line(mode, db, caplog):
+    run = tracker.run("DAILY_broken_number")
+    run.set_progress(10)
+    with expect(mode, tracker.InvalidValue, caplog, "cannot be read as a number; ignored"):
+        tracker.track_status(overall_percent=_BrokenNumber())
+    assert written(mode, db, run)["overall_percent_complete"] == pct(10)
+    tracker.track_finish()
+    # A new run: warnings of one kind are rate-limited per run.
+    run = tracker.run("DAILY_broken_number_text")
+    run.set_progress(10)
+    with expect(mode, tracker.InvalidValue, caplog, "is not a number; ignored"):
+        tracker.track_status(overall_percent=_BrokenStr("half"))
+    assert written(mode, db, run)["overall_percent_complete"] == pct(10)
+    assert "<unprintable" in caplog.text or mode.strict
+    assert "Traceback" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize("status", ["DONE", "PAUSED", "", None, 3])

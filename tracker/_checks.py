@@ -34,6 +34,28 @@ RUN_STATUSES = ("STARTED", "RUNNING", "FINISHED", "FAILED", "CANCELLED")
 SUBTASK_STATUSES = ("NOT_STARTED", "RUNNING", "COMPLETED", "FAILED")
 
 
+def _shown(value: object) -> str:
+    """``repr(value)`` for a warning: cut short, and never raising (a caller's ``__repr__`` can)."""
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not break the pipeline
+        return f"<unprintable {type(value).__name__}>"
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _as_float(value: object) -> float | None:
+    """``float(value)``; an integer beyond a float's range is infinite; None if unreadable."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        try:
+            return math.inf if value > 0 else -math.inf  # type: ignore[operator]
+        except Exception:  # a comparison that raises: unreadable after all
+            return None
+    except Exception:  # a numbers.Real whose __float__ raises
+        return None
+
+
 class Checker:
     """The strict/lenient policy of one run (or of a Tracker, for calls outside any run)."""
 
@@ -72,7 +94,7 @@ class Checker:
         if not math.isfinite(number):
             self.problem(
                 self._invalid(
-                    f"{argument}={value!r} is not a finite number; ignored", argument, value
+                    f"{argument}={_shown(value)} is not a finite number; ignored", argument, value
                 ),
                 f"{argument}:nonfinite",
             )
@@ -81,7 +103,7 @@ class Checker:
             clamped = min(max(number, 0.0), 100.0)
             self.problem(
                 self._invalid(
-                    f"{argument}={value!r} is outside 0-100; clamped to {clamped:g}",
+                    f"{argument}={_shown(value)} is outside 0-100; clamped to {clamped:g}",
                     argument,
                     value,
                 ),
@@ -97,7 +119,8 @@ class Checker:
         if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
             self.problem(
                 self._invalid(
-                    f"{argument} must be an integer, got {type(value).__name__} {value!r}; ignored",
+                    f"{argument} must be an integer, got {type(value).__name__} "
+                    f"{_shown(value)}; ignored",
                     argument,
                     value,
                 ),
@@ -113,7 +136,9 @@ class Checker:
             if not math.isfinite(real):
                 self.problem(
                     self._invalid(
-                        f"{argument}={value!r} is not a finite number; ignored", argument, value
+                        f"{argument}={_shown(value)} is not a finite number; ignored",
+                        argument,
+                        value,
                     ),
                     f"{argument}:nonfinite",
                 )
@@ -121,21 +146,23 @@ class Checker:
             if not real.is_integer():
                 self.problem(
                     self._invalid(
-                        f"{argument}={value!r} is not a whole number; rounded down", argument, value
+                        f"{argument}={_shown(value)} is not a whole number; rounded down",
+                        argument,
+                        value,
                     ),
                     f"{argument}:fraction",
                 )
             number = math.floor(real)
         if number < 0:
             self.problem(
-                self._invalid(f"{argument}={value!r} is negative; set to 0", argument, value),
+                self._invalid(f"{argument}={_shown(value)} is negative; set to 0", argument, value),
                 f"{argument}:negative",
             )
             return 0
         if number > BIGINT_MAX:
             self.problem(
                 self._invalid(
-                    f"{argument}={value!r} does not fit a BIGINT; clamped", argument, value
+                    f"{argument}={_shown(value)} does not fit a BIGINT; clamped", argument, value
                 ),
                 f"{argument}:range",
             )
@@ -147,7 +174,8 @@ class Checker:
         if value.__class__ is str:
             return value
         if isinstance(value, str):
-            return str(value)
+            # The characters themselves, not what a subclass's __str__ (which may raise) says.
+            return str.__str__(value)
         self.problem(
             self._invalid(
                 f"{argument} must be a str, got {type(value).__name__}; stored as str()",
@@ -164,11 +192,11 @@ class Checker:
     def status(self, value: object, allowed: tuple[str, ...], argument: str) -> str | _Ignore:
         """A status name, case and surrounding space ignored."""
         if isinstance(value, str):
-            name = value.strip().upper()
+            name = str.upper(str.strip(value))
             if name in allowed:
                 return name
         error = InvalidStatus(
-            f"{argument}={value!r} is not one of {', '.join(allowed)}; ignored",
+            f"{argument}={_shown(value)} is not one of {', '.join(allowed)}; ignored",
             run_id=self.run_id,
             argument=argument,
             value=value,
@@ -176,35 +204,46 @@ class Checker:
         self.problem(error, f"{argument}:unknown")
         return IGNORE
 
-    def _real(self, value: object, argument: str) -> float | _Ignore:
-        if value.__class__ is float or value.__class__ is int:
-            return float(value)
+    def _real(self, value: object, argument: str) -> float | _Ignore:  # noqa: PLR0911 - an exit per kind of bad value
+        if value.__class__ is float:
+            return value
         if isinstance(value, bool):
             self.problem(
                 self._invalid(
-                    f"{argument}={value!r} is a bool, not a number; ignored", argument, value
+                    f"{argument}={_shown(value)} is a bool, not a number; ignored", argument, value
                 ),
                 f"{argument}:type",
             )
             return IGNORE
         if isinstance(value, numbers.Real):
-            return float(value)
+            number = _as_float(value)
+            if number is not None:
+                return number
+            self.problem(
+                self._invalid(
+                    f"{argument}={_shown(value)} cannot be read as a number; ignored",
+                    argument,
+                    value,
+                ),
+                f"{argument}:type",
+            )
+            return IGNORE
         if isinstance(value, str):
             try:
-                parsed = float(value)
+                parsed = float(str.__str__(value))
             except ValueError:
                 parsed = None
             if parsed is None:
                 self.problem(
                     self._invalid(
-                        f"{argument}={value!r} is not a number; ignored", argument, value
+                        f"{argument}={_shown(value)} is not a number; ignored", argument, value
                     ),
                     f"{argument}:type",
                 )
                 return IGNORE
             self.problem(
                 self._invalid(
-                    f"{argument}={value!r} is a string; read as {parsed:g}", argument, value
+                    f"{argument}={_shown(value)} is a string; read as {parsed:g}", argument, value
                 ),
                 f"{argument}:type",
             )
