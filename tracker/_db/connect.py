@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING
 from tracker._db import embedded
 from tracker._db.conninfo import parse_conninfo
 from tracker._db.dsn import DatabaseTarget, connect_params, resolve_target
-from tracker.errors import DatabaseUnavailable
+from tracker.errors import ConfigurationError, DatabaseUnavailable
 
 if TYPE_CHECKING:
     import psycopg
 
 SCHEMA = "pipetrack"
+# A socket directory that cannot exist: libpq checks every setting, then fails to connect here.
+_PROBE_SOCKET_DIR = "/nonexistent/pipetrack-settings-probe"
 
 
 def ready_target(dsn: str | None = None, *, start_embedded: bool = True) -> DatabaseTarget:
@@ -46,10 +48,49 @@ def connect(
     import psycopg
 
     merged = session_options(parse_conninfo(target.conninfo).get("options"), options)
+    conninfo = connect_params(target)
     try:
-        return psycopg.connect(connect_params(target), autocommit=autocommit, options=merged)
+        return psycopg.connect(conninfo, autocommit=autocommit, options=merged)
     except psycopg.OperationalError as exc:
         reason = target.redact(" ".join(str(exc).split()))
+        problem = settings_problem(conninfo)
+        if problem is not None:
+            raise ConfigurationError(
+                f"bad connection settings in {target.redacted}: {target.redact(problem)}"
+            ) from None
         raise DatabaseUnavailable(
             f"cannot connect to {target.redacted}: {reason}", target=target.redacted
         ) from None
+    except psycopg.ProgrammingError as exc:  # psycopg's own reading of connect_timeout
+        raise ConfigurationError(
+            f"bad connection settings in {target.redacted}: {target.redact(str(exc))}"
+        ) from None
+
+
+def settings_problem(conninfo: str) -> str | None:
+    """What libpq finds wrong with ``conninfo``'s settings (a port that is no number, an unknown
+    ``sslmode``, a missing service, ...), or None when the settings are fine.
+
+    A failed connection may be the settings' fault (a bad configuration: exit 2) or the
+    server's (unreachable: exit 3). libpq alone knows its rules, so it is asked: the same
+    settings, environment included, aimed at a socket directory that does not exist. Settings
+    libpq accepts fail there with that path in the message, and no packet leaves the machine.
+    """
+    from psycopg import pq
+    from psycopg.conninfo import make_conninfo
+
+    params = parse_conninfo(conninfo)
+    hosts = max(
+        len(params.get("host", "").split(",")), len(params.get("hostaddr", "").split(",")), 1
+    )
+    probe = {**params, "host": ",".join([_PROBE_SOCKET_DIR] * hosts), "hostaddr": ""}
+    probe_conn = pq.PGconn.connect_start(make_conninfo("", **probe).encode())
+    try:
+        if probe_conn.status != pq.ConnStatus.BAD:
+            return None
+        message = probe_conn.error_message.decode("utf-8", "replace")
+    finally:
+        probe_conn.finish()
+    if _PROBE_SOCKET_DIR in message:
+        return None
+    return " ".join(message.split()) or "libpq refused the settings"
