@@ -7,6 +7,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +20,9 @@ import pytest
 from tracker._db import embedded
 
 
-def pipetrack(*args, data_dir, extra_env=None, user=None, timeout=120):
+def pipetrack(*args, data_dir, extra_env=None, user=None, python=None, timeout=120):
     env = {**os.environ, "PIPETRACK_DATA_DIR": str(data_dir), **(extra_env or {})}
-    command = [sys.executable, "-m", "tracker", *args]
+    command = [*(python or [sys.executable]), "-m", "tracker", *args]
     if user:
         command = ["runuser", "-u", user, "--", *command]
     return subprocess.run(
@@ -86,21 +87,65 @@ def test_a_configured_database_leaves_the_embedded_server_alone(data_dir):
     assert not embedded.pgdata_dir(data_dir).exists()
 
 
+def _python_for(user: str) -> list[str] | None:
+    """A command running this suite's Python version, with this checkout and its packages, that
+    ``user`` can execute; None if this machine has none.
+
+    The virtualenv's interpreter may live where ``user`` cannot enter (a pyenv or conda Python
+    in root's 0700 home): then a system Python of the same version runs the same packages.
+    """
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    candidates = [sys.executable, shutil.which(f"python{version}"), f"/usr/bin/python{version}"]
+    paths = [str(Path(__file__).parent.parent), sysconfig.get_path("purelib")]
+    paths.append(sysconfig.get_path("platlib"))
+    for candidate in dict.fromkeys(c for c in candidates if c):
+        command = ["env", f"PYTHONPATH={os.pathsep.join(dict.fromkeys(paths))}", candidate]
+        probe = subprocess.run(
+            [
+                "runuser",
+                "-u",
+                user,
+                "--",
+                *command,
+                "-c",
+                "import sys, psycopg, tracker; print('%d.%d' % sys.version_info[:2])",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == version:
+            return command
+    return None
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the suite itself runs as an ordinary user here")
 def test_an_ordinary_user_gets_a_server_of_their_own():
     # As root the suite also proves the unprivileged path: `nobody` with a data dir it owns.
+    python = _python_for("nobody")
+    if python is None:
+        message = f"no Python {sys.version_info.major}.{sys.version_info.minor} that nobody can run"
+        if os.environ.get("PIPETRACK_REQUIRE_UNPRIVILEGED_PYTHON"):
+            pytest.fail(message)
+        pytest.skip(message)
     nobody = pwd.getpwnam("nobody")
     home = Path(tempfile.mkdtemp(prefix="pipetrack-nobody-"))
     os.chown(home, nobody.pw_uid, nobody.pw_gid)
     try:
         env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(home)}
-        started = pipetrack("db", "start", data_dir=home / "data", extra_env=env, user="nobody")
+        started = pipetrack(
+            "db", "start", data_dir=home / "data", extra_env=env, user="nobody", python=python
+        )
         assert started.returncode == 0, started.stderr
         owners = {p.username() for p in postmasters(embedded.pgdata_dir(home / "data"))}
         assert owners == {"nobody"}
-        stopped = pipetrack("db", "stop", data_dir=home / "data", extra_env=env, user="nobody")
+        stopped = pipetrack(
+            "db", "stop", data_dir=home / "data", extra_env=env, user="nobody", python=python
+        )
         assert stopped.returncode == 0, stopped.stderr
     finally:
+        embedded.stop(embedded.pgdata_dir(home / "data"))
         shutil.rmtree(home, ignore_errors=True)
 
 
