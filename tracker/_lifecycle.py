@@ -8,10 +8,27 @@ Installed once, when the first run of a lifecycle-enabled Tracker starts:
   traceback (CANCELLED for KeyboardInterrupt), then the previous hook runs as before;
 * SIGTERM / SIGINT (main thread only, and not where the signal is ignored): runs become
   CANCELLED with execution_end and exit code 128+signal, the final state is flushed (bounded),
-  then the previous handler runs — Python's KeyboardInterrupt for SIGINT, and for a default
-  disposition the signal is re-raised with it restored, so the exit status is what it would
-  have been;
+  then the previous handler runs — Python's KeyboardInterrupt for SIGINT, the script's own
+  handler if it installed one, and for a default disposition the signal is re-raised with it
+  restored — so the exit status is what it would have been untracked;
 * fork: the child forgets the parent's runs and writer.
+
+The signal handler runs in the main thread at whatever bytecode the signal found it, perhaps
+inside the tracker's own locked code (``with run._lock:`` in ``advance()``, an observer, the
+writer's ``wake()``). So it never calls into that code itself. It only records the signal and
+hands the cancel-and-flush to the ``pipetrack-signal`` thread (started before the handlers are
+installed, signals blocked), lending it the tracker's locks the main thread holds and taking
+them back afterwards (``tracker._handoff``). It waits for that thread, bounded: the exit timeout
+(plus a moment to spool what the database did not take in time) for the final states, then the
+observers' own bound (telemetry's exit timeout) for the spans. A worker stuck on a lock that is
+not the tracker's (logging's, OpenTelemetry's, held by the frozen main thread) only costs that
+wait; the process still ends as it would have. A second signal arriving during the wait is
+chained after the first.
+
+The other hooks run at points that cannot hold the tracker's locks: atexit after the main
+thread's frames are gone, the exception hooks on the failing thread, the fork hook in a child
+where every other thread has vanished. The fork hook therefore acquires nothing: a lock another
+thread held at the fork is held for ever in the child, so each lock it could need is replaced.
 """
 
 from __future__ import annotations
@@ -22,8 +39,12 @@ import os
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
+
+from tracker import _handoff, _observers
 
 logger = logging.getLogger("tracker")
 
@@ -33,14 +54,26 @@ _previous_excepthook: Any = None
 _previous_thread_hook: Any = None
 _previous_handlers: dict[int, Any] = {}
 HANDLED_SIGNALS = ("SIGTERM", "SIGINT")
+# Time allowed, after the exit timeout, for spooling the final states the database did not take.
+SPOOL_MARGIN = 1.0
+# The least the handler waits for the observers (a bound, not a delay: they are told at once).
+OBSERVERS_MIN_WAIT = 0.5
+_worker: _handoff.SignalWorker | None = None
+_handling = False
+_arrived: list[int] = []  # signals that came while one was being handled
 
 
 def install() -> None:
-    """Install the hooks (idempotent)."""
+    """Install the hooks (idempotent; called at every run start, so cheap once done)."""
     # Module state on purpose: hooks are process-wide, installed once.
-    global _installed, _previous_excepthook, _previous_thread_hook  # noqa: PLW0603
+    global _installed, _previous_excepthook, _previous_thread_hook, _worker  # noqa: PLW0603
+    if _installed and (_worker is not None or not _previous_handlers):
+        return
     with _install_lock:
         if _installed:
+            # A forked child: the handlers are inherited, the parent's worker thread is not.
+            if _previous_handlers and _worker is None:
+                _worker = _handoff.SignalWorker(_record_signal)
             return
         _installed = True
         atexit.register(_at_exit)
@@ -51,6 +84,8 @@ def install() -> None:
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_after_fork)
         if threading.current_thread() is threading.main_thread():
+            # The worker first: a handler in place always finds it.
+            _worker = _handoff.SignalWorker(_record_signal)
             for name in HANDLED_SIGNALS:
                 _install_signal(name)
         else:
@@ -111,12 +146,57 @@ def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    name = signal.Signals(signum).name
+    # Runs on top of any main-thread code: only lock-free steps here (see the module docstring).
+    global _handling  # noqa: PLW0603 - the handler's own state, touched by the handler only
+    if _handling:
+        _arrived.append(signum)  # a second signal during the wait: chained after the first
+        return
+    _handling = True
     try:
-        for tracker in _trackers():
-            tracker._on_signal(signum, name)
-    except Exception:
-        logger.exception("pipetrack could not record %s", name)
+        _hand_over(signum)
+    finally:
+        _handling = False
+    chain = [signum]
+    while _arrived:
+        chain.append(_arrived.pop(0))
+    for each in chain:
+        _chain(each, frame)
+
+
+def _hand_over(signum: int) -> None:
+    """Have the worker cancel and flush the runs, lending it our locks; wait, bounded."""
+    worker = _worker
+    trackers = _trackers()
+    going = [t for t in trackers if any(not run.terminal for run in t._runs)]
+    if worker is None or not worker.alive or not going:
+        return
+    timeout = max(t.settings.exit_timeout for t in trackers)
+    locks = [lock for tracker in trackers for lock in tracker._signal_locks()]
+    with _handoff.handed_over(locks):
+        token = worker.submit(signum)
+        if worker.wait(token, _handoff.RECORDED, time.monotonic() + timeout + SPOOL_MARGIN):
+            wait = max(_observers.end_timeout(), OBSERVERS_MIN_WAIT)
+            worker.wait(token, _handoff.DONE, time.monotonic() + wait)
+
+
+def _record_signal(signum: int) -> Callable[[], None]:
+    """On the worker thread: CANCELLED, written or spooled; returns the observers' turn."""
+    name = signal.Signals(signum).name
+    trackers = _trackers()
+    ended = [run for tracker in trackers for run in tracker._cancel_for_signal(signum, name)]
+    if trackers:
+        deadline = time.monotonic() + max(t.settings.exit_timeout for t in trackers)
+        for tracker in trackers:
+            tracker._flush_for_signal(deadline)
+
+    def tell() -> None:
+        for run in ended:
+            _observers.notify("on_run_end", run)
+
+    return tell
+
+
+def _chain(signum: int, frame: FrameType | None) -> None:
     previous = _previous_handlers.get(signum, signal.SIG_DFL)
     if callable(previous):
         previous(signum, frame)
@@ -127,5 +207,11 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def _after_fork() -> None:
+    # Acquire nothing (see the module docstring): replace what the child may need.
+    global _install_lock, _worker, _handling  # noqa: PLW0603 - the child's fresh state
+    _install_lock = threading.Lock()
+    _worker = None  # its thread is the parent's; install() starts the child's own
+    _handling = False
+    _arrived.clear()
     for tracker in _trackers():
         tracker._after_fork()

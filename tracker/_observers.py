@@ -13,6 +13,10 @@ thread that caused the transition:
 * ``on_run_end(run)`` — once, when the run reaches FINISHED, FAILED or CANCELLED
   (``run.error_message``/``run.error_detail`` hold the failure).
 
+An observer may also have ``end_timeout()``: how long, at most, its ``on_run_end`` may take to
+deliver what it has (telemetry flushes there when a signal ends the run); the signal handler
+waits that long for it before the process ends.
+
 Progress calls never reach observers: gauges should read ``Run`` state in their own callbacks
 (``tracker._tracker.live_runs()`` lists the runs being tracked). An observer that raises is
 logged and skipped; it never breaks the pipeline.
@@ -21,6 +25,7 @@ logged and skipped; it never breaks the pipeline.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -72,3 +77,27 @@ def notify(event: str, *args: object) -> None:
             method(*args)
         except Exception:
             logger.exception("pipetrack observer %r failed in %s", observer, event)
+
+
+def end_timeout() -> float:
+    """The longest ``end_timeout()`` of the observers (0 when none says)."""
+    longest = 0.0
+    for observer in _observers:
+        method = getattr(observer, "end_timeout", None)
+        if method is None:
+            continue
+        try:
+            longest = max(longest, float(method()))
+        except Exception:
+            logger.exception("pipetrack observer %r failed in end_timeout", observer)
+    return longest
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held it at the fork: held for ever in the child.
+    global _lock  # noqa: PLW0603 - replaced, never acquired, in the child
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

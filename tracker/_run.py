@@ -433,11 +433,26 @@ class Run(RunCore):
             if self.terminal:
                 self._closed(f"mark it {status}")
                 return False
-            self.error_message = message
-            if detail is not None:
-                self.error_detail = detail
-            self.end(status, exit_code=exit_code)
+            self._end_state(status, message, detail, exit_code)
         self._ended()
+        return True
+
+    def _end_state(
+        self, status: str, message: str | None, detail: str | None, exit_code: int | None
+    ) -> None:
+        """The final state, under the lock the caller holds (or was lent: see _handoff)."""
+        self.error_message = message
+        if detail is not None:
+            self.error_detail = detail
+        self.end(status, exit_code=exit_code)
+
+    def _cancel_quietly(self, reason: str, exit_code: int) -> bool:
+        """CANCELLED if still going, telling no one (the signal worker wakes the writer and
+        notifies the observers itself, in its own order); False if it had already ended."""
+        with self._lock:
+            if self.terminal:
+                return False
+            self._end_state("CANCELLED", reason, None, exit_code)
         return True
 
     def _ended(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -298,24 +299,47 @@ class Tracker:
                         run.mark(urgent=True)
         self._wake()
 
-    def _on_signal(self, signum: int, name: str) -> None:
-        """CANCELLED with execution_end; then wait (bounded) for the final state to be out."""
-        held = False
-        for run in self.runs():
-            if not run.terminal:
-                run.cancel(f"{name} received", exit_code=128 + signum)
-            # The handler may have interrupted this very thread inside the run's lock; the
-            # writer could then never snapshot the run, so spool it from here instead.
-            held = held or run._lock._is_owned()  # type: ignore[attr-defined]
+    # The signal path (tracker._lifecycle): these run on the signal worker thread, while the
+    # main thread is frozen in the handler, having lent it the locks of _signal_locks().
+    def _signal_locks(self) -> list[object]:
+        """Every lock cancelling and flushing this Tracker's runs may take, in nesting order;
+        lock-free (the signal handler calls it on top of whatever the main thread was doing)."""
+        runs = self._runs  # replaced, never changed in place
         writer = self._writer
         if writer is None:
-            return
-        if held or not writer.force_flush(self.settings.exit_timeout):
-            writer.shutdown(0.0)
+            return [self._lock, *(run._lock for run in runs)]
+        return [self._lock, *writer.signal_locks(list(runs))]
+
+    def _cancel_for_signal(self, signum: int, name: str) -> list[Run]:
+        """CANCELLED with execution_end and exit code 128+signal for every run still going,
+        handed to the writer; returns them (their observers are told later)."""
+        ended = [
+            run
+            for run in self.runs()
+            if run._cancel_quietly(f"{name} received", exit_code=128 + signum)
+        ]
+        if ended:
+            writer = self.writer
+            for run in ended:
+                # Idempotent; covers a run the main thread had not registered yet.
+                writer.register(run)
+        return ended
+
+    def _flush_for_signal(self, deadline: float) -> bool:
+        """Write the final states by ``deadline``; else spool them (the process is ending)."""
+        writer = self._writer
+        if writer is None:
+            return True
+        if writer.force_flush(max(deadline - time.monotonic(), 0.0)):
+            return True
+        writer.spool_unwritten()
+        return False
 
     def _after_fork(self) -> None:
-        # The child has no writer thread and must not write the parent's runs.
+        # The child has no writer thread and must not write the parent's runs. A lock another
+        # thread held at the fork stays held in the child forever: new ones, never acquired.
         self._lock = threading.RLock()
+        self.checker = Checker(strict=self.settings.strict)
         self._runs = []
         self._writer = None
 
@@ -368,3 +392,13 @@ def live_runs() -> list[Run]:
 
 def all_trackers() -> list[Tracker]:
     return list(_trackers)
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held it at the fork: held forever in the child.
+    global _default_lock  # noqa: PLW0603 - replaced, never acquired, in the child
+    _default_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,10 +1,11 @@
 """The writer thread: the only place the tracker talks to PostgreSQL or touches the spool.
 
 Shaped like OpenTelemetry's BatchProcessor: a named daemon thread started on first use; a
-reentrant condition to wake it early (reentrant because a signal handler on the main thread may
-wake it while the main thread is inside ``wake`` already); a lock around export; ``force_flush``
+condition to wake it early; a lock around export; ``force_flush``
 returning whether it finished in time; an idempotent ``shutdown(timeout)`` joining against a
-deadline; ``logger.exception`` so the thread never dies.
+deadline; ``logger.exception`` so the thread never dies. Its locks are reentrant so that the
+signal handler can tell whether the main thread it interrupted holds one, and lend it to the
+signal worker (see ``tracker._handoff`` and ``signal_locks``).
 
 Each cycle (every flush interval, or at once when a transition wakes it):
 
@@ -50,13 +51,14 @@ class Writer:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._runs: dict[str, RunCore] = {}
-        self._runs_lock = threading.Lock()
-        self._cond = threading.Condition(threading.RLock())
+        self._runs_lock = threading.RLock()
+        self._cond_lock = threading.RLock()
+        self._cond = threading.Condition(self._cond_lock)
         self._wake = False
         self._shutdown = False
         self._requested = 0
         self._done = 0
-        self._export_lock = threading.Lock()
+        self._export_lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._store: Store | None = None
         self._spool: Spool | None = None
@@ -143,6 +145,19 @@ class Writer:
             if self._store is not None:
                 self._store.close()
         return True
+
+    def signal_locks(self, runs: list[RunCore]) -> list[object]:
+        """The locks writing ``runs`` and this writer's own may take, in the order they nest
+        (condition, export, a run, the runs dict), for the signal handler. Read lock-free:
+        ``_runs`` changes only by single dict operations, each atomic."""
+        mine = list(self._runs.values())
+        locks = [r._lock for r in (*runs, *mine)]
+        return [self._cond_lock, self._export_lock, *locks, self._runs_lock]
+
+    def spool_unwritten(self) -> None:
+        """Spool what is not written yet, from the calling thread, leaving the writer going
+        (a signal's flush that ran out of time: the process is about to end)."""
+        self._emergency_spool()
 
     @property
     def dropped(self) -> int:
