@@ -386,9 +386,16 @@ def shutdown(timeout: float | None = None) -> bool:
     return telemetry.shutdown(exit_timeout() if timeout is None else timeout)
 
 
+def active() -> bool:
+    """Whether this process's telemetry is set up (read lock-free, for the signal path)."""
+    return _Process.current is not None
+
+
 def forget_runs() -> None:
     """After a fork: the gauges stop reporting the parent's runs (the SDK re-creates its own
-    export threads in the child)."""
+    export threads in the child). Acquires nothing: a lock another thread held at the fork is
+    held for ever in the child, so the locks are replaced instead."""
+    _Process.lock = threading.Lock()
     telemetry = _Process.current
     if telemetry is not None and telemetry.instruments is not None:
         telemetry.instruments.forget_all()

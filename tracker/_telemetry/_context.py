@@ -75,9 +75,11 @@ def span_of_run(run_id: str | None) -> Span | None:
 
 
 def forget_all() -> None:
-    """After a fork: the child tracks none of its parent's runs (as the tracker does)."""
-    with _lock:
-        _active.clear()
+    """After a fork: the child tracks none of its parent's runs (as the tracker does). The lock
+    is replaced, not acquired: another thread may have held it at the fork."""
+    global _lock  # noqa: PLW0603 - the child's own lock
+    _lock = threading.Lock()
+    _active.clear()
 
 
 def _innermost() -> _Frame | None:

@@ -127,8 +127,10 @@ class Instruments:
         self._duration.record(max(0.0, duration_s), outcome)
 
     def forget_all(self) -> None:
-        with self._lock:
-            self._runs.clear()
+        """After a fork (in the child): replaced, not acquired, as another thread may have
+        held the lock at the fork."""
+        self._lock = threading.Lock()
+        self._runs.clear()
 
     # -- observable gauge callbacks (the SDK's collection thread) -------------------------------
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 import sys
-import threading
 from typing import TYPE_CHECKING
 
+from tracker._telemetry import _config
 from tracker._telemetry._run import Progress, RunTelemetry
 
 if TYPE_CHECKING:
@@ -58,15 +58,23 @@ def error_type_from_message(message: str | None) -> str | None:
 
 
 class TelemetryObserver:
-    """One per process; keeps the RunTelemetry of each run it saw start."""
+    """One per process; keeps the RunTelemetry of each run it saw start.
+
+    No lock: the runs dict is only read and changed by single dict operations (get, set, pop,
+    clear), each atomic. A lock here was held by the main thread when a signal handler, on top
+    of it, ended the run and waited for the same lock for ever (issue 14); the signal path no
+    longer runs on top of the main thread, but nothing here needs one either.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._runs: dict[str, RunTelemetry] = {}
 
     def _of(self, run: Run) -> RunTelemetry | None:
-        with self._lock:
-            return self._runs.get(run.run_id)
+        return self._runs.get(run.run_id)
+
+    def end_timeout(self) -> float:
+        """How long ``on_run_end`` may flush when a signal ends a run (see _observers)."""
+        return _config.exit_timeout() if _config.active() else 0.0
 
     def on_run_start(self, run: Run) -> None:
         telemetry = RunTelemetry(
@@ -79,8 +87,7 @@ class TelemetryObserver:
             progress=lambda: progress_of(run),
             current_index=lambda: _innermost_index(run),
         )
-        with self._lock:
-            self._runs[run.run_id] = telemetry
+        self._runs[run.run_id] = telemetry
         if telemetry.trace_id is not None:
             run.set_trace_id(telemetry.trace_id)
 
@@ -116,12 +123,10 @@ class TelemetryObserver:
 
     def forget_all(self) -> None:
         """After a fork: the child continues none of its parent's runs."""
-        with self._lock:
-            self._runs.clear()
+        self._runs.clear()
 
     def on_run_end(self, run: Run) -> None:
-        with self._lock:
-            telemetry = self._runs.pop(run.run_id, None)
+        telemetry = self._runs.pop(run.run_id, None)
         if telemetry is None:
             return
         failed = run.status == "FAILED"
