@@ -1,0 +1,74 @@
+"""A signal never hangs a tracked process, whatever lock the main thread holds when it lands
+(issue 14): real child processes that signal themselves inside a lock the run's end needs."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.tracker_support import child_env, fetch_run, fetch_subtasks, run_script
+
+# The exit timeout the children use, and the bound on their whole life: the exit timeout, a
+# moment for spooling, the observers' wait, and start-up on a busy machine.
+EXIT_TIMEOUT = 5.0
+LIFE_BOUND = EXIT_TIMEOUT + 25.0
+
+
+@pytest.fixture
+def env(db_dsn, tmp_path):
+    return child_env(db_dsn, tmp_path / "data", PIPETRACK_EXIT_TIMEOUT=str(EXIT_TIMEOUT))
+
+
+def signalled(
+    env, mode: str, signum: signal.Signals
+) -> tuple[str, subprocess.CompletedProcess[str]]:
+    started = time.monotonic()
+    try:
+        result = run_script("signal_in_lock.py", env, mode, signum.name, timeout=LIFE_BOUND)
+    except subprocess.TimeoutExpired as exc:  # run() has killed and reaped the child
+        pytest.fail(f"{mode}/{signum.name}: still running after {LIFE_BOUND} s: {exc.stderr!r}")
+    assert time.monotonic() - started < LIFE_BOUND
+    first = result.stdout.splitlines()[0] if result.stdout else ""
+    assert first.startswith("RUN "), result.stderr
+    return first.split()[1], result
+
+
+def assert_cancelled(db, run_id: str, signum: signal.Signals) -> None:
+    row = fetch_run(db, run_id)
+    assert row["execution_status"] == "CANCELLED"
+    assert row["execution_end"] is not None
+    assert row["exit_code"] == 128 + signum
+    assert row["error_message"] == f"{signum.name} received"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_signal_inside_an_observers_lock_ends_the_process_by_the_signal(env, db, signum):
+    run_id, result = signalled(env, "observer", signum)
+    assert result.returncode == -signum, result.stderr
+    assert_cancelled(db, run_id, signum)
+    statuses = [s["subtask_status"] for s in fetch_subtasks(db, run_id)]
+    assert statuses == ["COMPLETED", "FAILED"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_signal_inside_the_runs_lock_is_written_to_the_database_not_only_spooled(
+    env, db, tmp_path, signum
+):
+    run_id, result = signalled(env, "run_lock", signum)
+    assert result.returncode == -signum, result.stderr
+    assert_cancelled(db, run_id, signum)
+    spool = tmp_path / "data" / "spool"
+    assert not (spool.exists() and list(spool.glob("*.jsonl")))
+    assert "did not take the final status" not in result.stderr
+    # The observers were told too, from the signal thread, once the main thread lent the lock.
+    assert "END CANCELLED" in result.stdout.splitlines()
+
+
+def test_the_scripts_own_handler_still_decides_the_exit_inside_an_observers_lock(env, db):
+    run_id, result = signalled(env, "handler", signal.SIGTERM)
+    assert result.returncode == 7, result.stderr
+    assert "own handler ran" in result.stdout
+    assert_cancelled(db, run_id, signal.SIGTERM)
