@@ -252,6 +252,9 @@ def test_bad_lines_and_foreign_targets_do_not_block_a_replay(db_dsn, db, tmp_pat
     assert status_of(db, mine) == "FINISHED"
     assert status_of(db, theirs) is None
     assert len(spool_files(directory)) == 1  # the other database's file stays
+    # The file with the torn line is set aside for someone to look at, its good lines written.
+    assert len(list(directory.glob("*.jsonl.corrupt"))) == 1
+    assert "1 unreadable line(s) skipped, the rest replayed" in caplog.text
 
 
 def test_missing_tables_warn_to_upgrade_and_spool_until_then(empty_db_dsn, tmp_path, caplog):

@@ -10,6 +10,13 @@ Replay (by the same process once the database answers, by the next process that 
 order; writes are idempotent thanks to ``seq``, so replaying a line twice is harmless. The folder
 is size-capped: beyond the cap, non-final snapshots are dropped (counted and warned); a run's
 final snapshot is always kept.
+
+The folder is private (0700, files 0600, whatever the umask). A file appears under its name only
+once its header is written and its owner holds its lock (it is born under a temporary name), so
+a replay never meets a newborn file. Every file is judged on its own (``_spool_files``): one
+that is not a regular file of this user, is not UTF-8 JSON or lacks its header is moved aside as
+``*.corrupt`` with one warning, and the replay goes on with the next; a file with a torn or
+unreadable line has its good lines replayed and is moved aside too.
 """
 
 from __future__ import annotations
@@ -23,12 +30,24 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from tracker._model import Snapshot
+from tracker._spool_files import (
+    QUARANTINE_SUFFIX,
+    Unfit,
+    claimed,
+    create,
+    directory_problem,
+    lines_of,
+    lock,
+    make_directory,
+    open_for_reading,
+    quarantine,
+    read_header,
+)
 from tracker._store import Rejected, Unavailable
 
 logger = logging.getLogger("tracker")
@@ -46,6 +65,7 @@ class ReplayResult:
     corrupt: int = 0
     files_done: int = 0
     files_skipped: int = 0
+    files_quarantined: int = 0
     unavailable: str | None = None
 
 
@@ -61,18 +81,8 @@ class SpoolFile:
     pid: int | None
     in_use: bool
     runs: set[str] = field(default_factory=set)
-
-
-def _lock(fd: int, *, block: bool) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
-    except BlockingIOError:
-        return False
-    return True
+    bad_lines: int = 0
+    problem: str | None = None  # why it is not read (replay moves it aside)
 
 
 class Spool:
@@ -88,6 +98,8 @@ class Spool:
         self._file: IO[str] | None = None
         self._path: Path | None = None
         self._size_known: int | None = None
+        self._directory_checked = False
+        self._warned: set[str] = set()  # files that could not be moved aside, warned about
 
     # -- appending --------------------------------------------------------------------------
     def append(self, key: str, snapshots: list[Snapshot]) -> int:
@@ -155,9 +167,13 @@ class Spool:
     def _total_size(self) -> int:
         if self._size_known is None:
             total = 0
-            for path in self._files():
+            try:
+                paths = self._files()
+            except OSError:
+                paths = []  # an unlistable folder: the write itself will fail and say so
+            for path in paths:
                 try:
-                    total += path.stat().st_size
+                    total += path.lstat().st_size
                 except OSError:
                     continue
             self._size_known = total
@@ -166,21 +182,42 @@ class Spool:
     def _open(self, key: str) -> IO[str]:
         if self._file is not None and not self._file.closed:
             return self._file
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_directory(self.directory)
+        self._check_directory()
         name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
         path = self.directory / name
-        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open while spooling
-        _lock(handle.fileno(), block=True)
-        header = {
-            "pipetrack_spool": FORMAT_VERSION,
-            "target": key,
-            "host": _hostname(),
-            "pid": os.getpid(),
-        }
-        handle.write(json.dumps(header) + "\n")
-        handle.flush()
+        # Born under a name replay ignores, locked, with its header: then renamed, so a file
+        # under its real name is never headerless (a replay would set it aside) nor unlocked.
+        temporary = self.directory / f".{name}.tmp"
+        handle = os.fdopen(create(temporary), "a", encoding="utf-8")
+        try:
+            lock(handle.fileno(), block=True)  # nobody else knows the name: never waits
+            header = {
+                "pipetrack_spool": FORMAT_VERSION,
+                "target": key,
+                "host": _hostname(),
+                "pid": os.getpid(),
+            }
+            handle.write(json.dumps(header) + "\n")
+            handle.flush()
+            os.rename(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                handle.close()
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
         self._file, self._path = handle, path
         return handle
+
+    def _check_directory(self) -> None:
+        """Warn (once) if the folder exists open to other users or owned by another."""
+        if self._directory_checked:
+            return
+        self._directory_checked = True
+        problem = directory_problem(self.directory)
+        if problem is not None:
+            logger.warning("spool folder %s %s", self.directory, problem)
 
     def rotate(self) -> None:
         """Close this process's file (releasing its lock) so that it can be replayed."""
@@ -196,8 +233,16 @@ class Spool:
 
     # -- replaying --------------------------------------------------------------------------
     def _files(self) -> list[Path]:
+        """The spool files, oldest first. Raises OSError if the folder cannot be listed."""
         try:
             return sorted(p for p in self.directory.iterdir() if p.name.endswith(SUFFIX))
+        except FileNotFoundError:
+            return []
+
+    def set_aside(self) -> list[Path]:
+        """The files moved aside (``*.corrupt``), for someone to look at."""
+        try:
+            return sorted(p for p in self.directory.iterdir() if p.name.endswith(QUARANTINE_SUFFIX))
         except FileNotFoundError:
             return []
 
@@ -207,45 +252,83 @@ class Spool:
         """Replay every closed file meant for ``key`` (any target if None), oldest first.
 
         Stops at the first ``Unavailable`` (the rest waits for the next chance). Files fully
-        replayed are deleted.
+        replayed are deleted; a file that cannot be trusted or read is moved aside, and the
+        replay goes on with the next. Raises OSError only if the folder cannot be listed.
         """
         result = ReplayResult()
         if own_first:
             self.rotate()
+        self._check_directory()
         for path in self._files():
-            with _claimed(path) as claimed:
-                if claimed is None:
-                    result.files_skipped += 1
-                    continue
-                header, lines = claimed
-                if key is not None and header.get("target") != key:
-                    result.files_skipped += 1
-                    continue
-                try:
-                    self._replay_lines(lines, write, result)
-                except Unavailable as exc:
-                    result.unavailable = str(exc)
-                    return result
+            try:
+                with claimed(path) as claim:
+                    if claim is None:
+                        result.files_skipped += 1
+                        continue
+                    target, lines = claim
+                    if key is not None and target != key:
+                        result.files_skipped += 1
+                        continue
+                    bad = self._replay_lines(lines, write, result)
+            except Unfit as exc:
+                self._set_aside(path, f"{exc.reason}; not replayed", result)
+                continue
+            except Unavailable as exc:
+                result.unavailable = str(exc)
+                return result
+            result.files_done += 1
+            if bad:
+                reason = f"{bad} unreadable line(s) skipped, the rest replayed"
+                self._set_aside(path, reason, result)
+            else:
                 path.unlink(missing_ok=True)
-                result.files_done += 1
         with self._lock:
             self._size_known = None
         if result.replayed:
             logger.info("replayed %d spooled snapshot(s)", result.replayed)
         return result
 
+    def _set_aside(self, path: Path, reason: str, result: ReplayResult) -> None:
+        try:
+            moved = quarantine(path)
+        except FileNotFoundError:
+            return  # another replay moved it first
+        except OSError as exc:
+            # E.g. another user's file in a sticky folder: left where it is, and never read.
+            result.files_skipped += 1
+            if str(path) not in self._warned:
+                self._warned.add(str(path))
+                logger.warning(
+                    "spool file %s: %s; cannot rename it (%s), so it is left and ignored",
+                    path,
+                    reason,
+                    exc.strerror or exc,
+                )
+            return
+        result.files_quarantined += 1
+        logger.warning(
+            "spool file %s: %s; renamed to end in %s",
+            path,
+            reason,
+            moved.name[len(path.name) :],
+        )
+
     def _replay_lines(
-        self, lines: Iterator[str], write: Callable[[Snapshot], None], result: ReplayResult
-    ) -> None:
+        self, lines: Iterator[bytes], write: Callable[[Snapshot], None], result: ReplayResult
+    ) -> int:
+        """Write each snapshot in ``lines``; returns how many lines could not be read."""
+        bad = 0
         for line in lines:
             if not line.strip():
                 continue
             try:
-                snapshot = Snapshot.from_json(json.loads(line))
-            except (ValueError, KeyError, TypeError):
-                # A process killed mid-write leaves a partial last line.
+                snapshot = Snapshot.from_json(json.loads(line.decode("utf-8")))
+            except Exception:
+                # A process killed mid-write leaves a partial last line; a disk, worse. Any
+                # error at all (bad UTF-8, JSON nested past the recursion limit, a field of
+                # the wrong type) is this line's alone.
                 result.corrupt += 1
-                logger.warning("skipping a corrupt spool line (%d bytes)", len(line))
+                bad += 1
                 continue
             try:
                 write(snapshot)
@@ -258,69 +341,66 @@ class Spool:
                     exc,
                 )
                 continue
+            except Unavailable:
+                raise
+            except Exception as exc:
+                # Values no writer makes (a spool from elsewhere): the line cannot be encoded.
+                result.corrupt += 1
+                bad += 1
+                logger.debug("cannot write spooled snapshot of run %s: %r", snapshot.run_id, exc)
+                continue
             result.replayed += 1
+        return bad
 
     def status(self) -> list[SpoolFile]:
-        """Every spool file, with what it holds (for ``pipetrack spool status``)."""
+        """Every spool file, with what it holds (for ``pipetrack spool status``).
+
+        Only looks: a file that replay would move aside is listed with its ``problem``."""
+        self._check_directory()
         found = []
         for path in self._files():
             try:
-                size = path.stat().st_size
-                with open(path, encoding="utf-8") as handle:
-                    in_use = not _lock(handle.fileno(), block=False)
-                    header = _header(handle.readline())
-                    runs: set[str] = set()
-                    records = 0
-                    for line in handle:
-                        if not line.strip():
-                            continue
-                        records += 1
-                        try:
-                            runs.add(str(json.loads(line)["run"]["run_id"]))
-                        except (ValueError, KeyError, TypeError):
-                            continue
+                found.append(_describe(path))
             except FileNotFoundError:
                 continue
-            pid = header.get("pid")
-            found.append(
-                SpoolFile(
-                    path=path,
-                    size=size,
-                    records=records,
-                    target=header.get("target"),
-                    host=header.get("host"),
-                    pid=pid if isinstance(pid, int) else None,
-                    in_use=in_use,
-                    runs=runs,
-                )
-            )
+            except Unfit as exc:
+                found.append(SpoolFile(path, 0, 0, None, None, None, False, problem=exc.reason))
         return found
 
 
-@contextmanager
-def _claimed(path: Path) -> Iterator[tuple[dict[str, Any], Iterator[str]] | None]:
-    """The file's header and lines while holding its lock; None if in use or gone."""
-    try:
-        handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed in finally
-    except FileNotFoundError:
-        yield None
-        return
-    try:
-        if not _lock(handle.fileno(), block=False):
-            yield None
-            return
-        header = _header(handle.readline())
-        yield header, iter(handle)
-    finally:
-        handle.close()
-
-
-def _header(line: str) -> dict[str, Any]:
-    try:
-        data = json.loads(line)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) and "pipetrack_spool" in data else {}
+def _describe(path: Path) -> SpoolFile:
+    """One file as ``status`` shows it. Raises Unfit, or FileNotFoundError if it is gone."""
+    fd = open_for_reading(path)
+    if fd is None:
+        raise FileNotFoundError(path)
+    with os.fdopen(fd, "rb") as handle:
+        size = os.fstat(fd).st_size
+        in_use = not lock(fd, block=False)
+        header = read_header(handle)
+        runs: set[str] = set()
+        records = bad = 0
+        for line in lines_of(handle):
+            if not line.strip():
+                continue
+            try:
+                runs.add(str(json.loads(line.decode("utf-8"))["run"]["run_id"]))
+            except Exception:
+                bad += 1
+                continue
+            records += 1
+    pid = header.get("pid")
+    host = header.get("host")
+    return SpoolFile(
+        path=path,
+        size=size,
+        records=records,
+        target=header["target"],
+        host=host if isinstance(host, str) else None,
+        pid=pid if isinstance(pid, int) else None,
+        in_use=in_use,
+        runs=runs,
+        bad_lines=bad,
+    )
 
 
 def _hostname() -> str:
