@@ -172,6 +172,11 @@ class Writer:
         return self._store.ticked if self._store is not None else 0
 
     @property
+    def busy(self) -> bool:
+        """Runs still to write (read lock-free: a run leaves once its final state is out)."""
+        return bool(self._runs)
+
+    @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
@@ -318,14 +323,7 @@ class Writer:
             try:
                 store.connect()
                 if self._replay_due:
-                    result = spool.replay(key, store.write)
-                    if result.unavailable is not None:
-                        raise Unavailable(result.unavailable)
-                    self._replay_due = self._spool_pending = False
-                    if result.replayed:
-                        logger.info(
-                            "database reachable; replayed %d spooled snapshot(s)", result.replayed
-                        )
+                    self._replay(store, spool, key)
             except Unavailable as exc:
                 self._went_down(str(exc))
                 self._to_spool(key, [s for batch in batches for s in batch])
@@ -353,6 +351,33 @@ class Writer:
                 self._to_spool(key, held + in_hand + unsent)
                 return
             self._backoff = BACKOFF_FIRST
+
+    def _replay(self, store: Store, spool: Spool, key: str) -> None:
+        """Replay the spool before this process's own statuses. Raises Unavailable only: any
+        other failure is logged and the own statuses are written all the same, because old
+        data must never stop new data (the spool sets bad files aside by itself; this guards
+        against what it cannot foresee, e.g. a folder that cannot be listed)."""
+        from tracker._store import Unavailable
+
+        try:
+            result = spool.replay(key, store.write)
+        except Unavailable:
+            raise
+        except Exception as exc:
+            logger.warning(
+                "pipetrack cannot replay the spool in %s (%s); writing new statuses anyway",
+                spool.directory,
+                exc,
+            )
+            logger.debug("spool replay failed", exc_info=True)
+            # Tried again on the next reconnect, not on every cycle.
+            self._replay_due = self._spool_pending = False
+            return
+        if result.unavailable is not None:
+            raise Unavailable(result.unavailable)
+        self._replay_due = self._spool_pending = False
+        if result.replayed:
+            logger.info("database reachable; replayed %d spooled snapshot(s)", result.replayed)
 
     def _settle(
         self,
