@@ -167,8 +167,7 @@ def _hand_over(signum: int) -> None:
     """Have the worker cancel and flush the runs, lending it our locks; wait, bounded."""
     worker = _worker
     trackers = _trackers()
-    going = [t for t in trackers if any(not run.terminal for run in t._runs)]
-    if worker is None or not worker.alive or not going:
+    if worker is None or not worker.alive or not any(_has_work(t) for t in trackers):
         return
     timeout = max(t.settings.exit_timeout for t in trackers)
     locks = [lock for tracker in trackers for lock in tracker._signal_locks()]
@@ -177,6 +176,12 @@ def _hand_over(signum: int) -> None:
         if worker.wait(token, _handoff.RECORDED, time.monotonic() + timeout + SPOOL_MARGIN):
             wait = max(_observers.end_timeout(), OBSERVERS_MIN_WAIT)
             worker.wait(token, _handoff.DONE, time.monotonic() + wait)
+
+
+def _has_work(tracker: Any) -> bool:
+    """A run still going, or a final state not yet out (read lock-free)."""
+    writer = tracker._writer
+    return any(not run.terminal for run in tracker._runs) or (writer is not None and writer.busy)
 
 
 def _record_signal(signum: int) -> Callable[[], None]:
