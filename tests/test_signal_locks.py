@@ -1,5 +1,6 @@
-"""A signal never hangs a tracked process, whatever lock the main thread holds when it lands
-(issue 14): real child processes that signal themselves inside a lock the run's end needs."""
+"""A signal never hangs a tracked process, whatever lock the main thread holds when it lands, and
+a fork never hangs the child, whatever lock another thread held (issue 14): real processes that
+signal themselves inside a lock the run's end needs, or fork while a thread holds the locks."""
 
 from __future__ import annotations
 
@@ -72,3 +73,14 @@ def test_the_scripts_own_handler_still_decides_the_exit_inside_an_observers_lock
     assert result.returncode == 7, result.stderr
     assert "own handler ran" in result.stdout
     assert_cancelled(db, run_id, signal.SIGTERM)
+
+
+def test_a_child_forked_while_a_thread_holds_the_trackers_locks_tracks_its_own_run(env, db):
+    result = run_script("fork_in_lock.py", env, "20", timeout=LIFE_BOUND + 20)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "PARENT 0" in lines, result.stdout + result.stderr
+    (child,) = [line.split()[1] for line in lines if line.startswith("CHILD ")]
+    row = fetch_run(db, child)
+    assert row["execution_status"] == "FINISHED"
+    assert [s["subtask_status"] for s in fetch_subtasks(db, child)] == ["COMPLETED"]

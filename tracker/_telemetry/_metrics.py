@@ -209,3 +209,13 @@ def instruments_for(telemetry: Any) -> Instruments | None:
         if telemetry.instruments is None:
             telemetry.instruments = Instruments(telemetry.meter)
         return telemetry.instruments  # type: ignore[no-any-return]
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held it at the fork: held for ever in the child.
+    global _instruments_lock  # noqa: PLW0603 - replaced, never acquired, in the child
+    _instruments_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
