@@ -336,3 +336,42 @@ def test_a_spool_that_cannot_be_listed_stops_no_status_and_no_command(db_dsn, db
         no_traceback(result)
         assert result.returncode == 1
         assert "cannot read the spool" in result.stderr
+
+
+def test_a_replay_racing_the_birth_of_spool_files_loses_none_of_them(tmp_path):
+    """A replay that opened a file between its creation and its header took it for an empty
+    file and deleted it, and the statuses then written into it were lost (132 of 2,000 here
+    before files were born under a temporary name)."""
+    from tracker._spool import Spool
+
+    directory, stop = tmp_path / "spool", tmp_path / "stop"
+    replayers = [
+        subprocess.Popen(
+            [sys.executable, str(SCRIPTS / "spool_replayer.py"), str(directory), str(stop)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    written = []
+    try:
+        for _ in range(2000):
+            spool = Spool(directory, max_bytes=10**9)
+            run_id = str(uuid.uuid4())
+            assert spool.append("key", [snapshot(run_id, 1, "FINISHED")]) == 1
+            spool.rotate()
+            written.append(run_id)
+    finally:
+        stop.touch()
+        outputs = [replayer.communicate(timeout=TIMEOUT) for replayer in replayers]
+    replayed = set()
+    for (out, err), replayer in zip(outputs, replayers, strict=True):
+        assert replayer.returncode == 0, err
+        assert err == "", err
+        replayed |= set(out.split())
+    last: list[str] = []
+    Spool(directory, max_bytes=10**9).replay(None, lambda s: last.append(s.run_id))
+    replayed |= set(last)
+    assert set(written) - replayed == set()
+    assert not list(directory.iterdir())  # nothing set aside, nothing left behind
