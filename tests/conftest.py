@@ -3,12 +3,15 @@ no log line the suite produces contains a test password."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,3 +74,41 @@ def _no_password_in_any_log_line() -> Iterator[None]:
     leaks = [line for line in handler.lines for secret in all_test_passwords() if secret in line]
     assert not leaks, f"test passwords in {len(leaks)} log lines, e.g. {leaks[0]!r}"
     assert any(sentinel in line for line in handler.lines), "the log capture is not working"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Note every child process the test body starts, for ``pytest_runtest_teardown``."""
+    started: list[subprocess.Popen[Any]] = []
+    original = subprocess.Popen.__init__
+
+    def noting(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        started.append(self)
+
+    subprocess.Popen.__init__ = noting  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        subprocess.Popen.__init__ = original  # type: ignore[method-assign]
+        item.stash[_CHILDREN] = started
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """Reap what the test body started and its fixtures did not, even when the test failed: a
+    child left running would be collected by the next test (``ResourceWarning``) and hold the
+    database, a port or the CPU."""
+    yield
+    for child in item.stash.get(_CHILDREN, []):
+        if child.poll() is None:
+            child.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=60)
+        for stream in (child.stdin, child.stdout, child.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+_CHILDREN = pytest.StashKey[list["subprocess.Popen[Any]"]]()
