@@ -304,6 +304,8 @@ def test_spool_commands_end_in_one_line_per_problem_never_a_traceback(db_dsn, db
         assert path.name in status.stdout, status.stdout
     assert "root:x" not in status.stdout + status.stderr
     assert down.returncode == 3, down.stdout + down.stderr
+    assert down.stderr.startswith("pipetrack: error: database unavailable")
+    assert len(down.stderr.splitlines()) == 1, down.stderr
     assert replay.returncode == 0, replay.stderr
     # One line on stderr for each bad file, naming it; the good file after them replayed once.
     for path in bad:

@@ -364,7 +364,18 @@ class Spool:
             except FileNotFoundError:
                 continue
             except Unfit as exc:
-                found.append(SpoolFile(path, 0, 0, None, None, None, False, problem=exc.reason))
+                found.append(
+                    SpoolFile(
+                        path=path,
+                        size=0,
+                        records=0,
+                        target=None,
+                        host=None,
+                        pid=None,
+                        in_use=False,
+                        problem=exc.reason,
+                    )
+                )
         return found
 
 

@@ -217,10 +217,16 @@ def read_header(handle: IO[bytes]) -> dict[str, Any]:
         raise Unfit(f"cannot be read ({exc.strerror or exc})") from exc
     if not line:
         raise Unfit("is empty, without a spool header")
+    if not line.endswith(b"\n"):
+        raise Unfit("its header line is cut short")
     try:
-        data = json.loads(line.decode("utf-8")) if line.endswith(b"\n") else None
-    except Exception:
-        data = None
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Unfit("its header line is not UTF-8") from exc
+    try:
+        data = json.loads(text)
+    except Exception as exc:  # ValueError, or RecursionError for absurd nesting
+        raise Unfit("its header line is not JSON") from exc
     if not (
         isinstance(data, dict) and "pipetrack_spool" in data and isinstance(data.get("target"), str)
     ):

@@ -124,7 +124,7 @@ def _replay(args: argparse.Namespace) -> int:
     try:
         store.connect()
     except Unavailable as exc:
-        say(f"database unavailable: {exc}")
+        complain(f"database unavailable: {exc}")
         return EXIT_UNAVAILABLE
     try:
         result = spool.replay(None if args.any_target else key, store.write, own_first=False)
@@ -140,6 +140,6 @@ def _replay(args: argparse.Namespace) -> int:
         f"{result.files_skipped} file(s) left (in use or for another database)"
     )
     if result.unavailable is not None:
-        say(f"stopped: database unavailable ({result.unavailable})")
+        complain(f"stopped: database unavailable ({result.unavailable})")
         return EXIT_UNAVAILABLE
     return EXIT_OK
