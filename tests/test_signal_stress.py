@@ -108,6 +108,8 @@ def live(child: Child, env: dict[str, str], seed: int) -> Outcome:
         process.communicate()
 
 
+# About 0.3 s a child on this machine, four at a time; generous, for a busy one.
+@pytest.mark.timeout(120 + 2.0 * PER_SIGNAL)
 def test_signals_at_random_moments_end_every_child_as_untracked_with_its_run_cancelled(
     db_dsn, db, tmp_path: Path
 ):
