@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.otlp_receiver import running_receiver
 from tests.tracker_support import child_env, fetch_run, fetch_subtasks, run_script
 
 # The exit timeout the children use, and the bound on their whole life: the exit timeout, a
@@ -66,6 +67,32 @@ def test_a_signal_inside_the_runs_lock_is_written_to_the_database_not_only_spool
     assert "did not take the final status" not in result.stderr
     # The observers were told too, from the signal thread, once the main thread lent the lock.
     assert "END CANCELLED" in result.stdout.splitlines()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_signal_inside_the_telemetry_lock_still_delivers_the_cancelled_run_span(env, db, signum):
+    with running_receiver() as receiver:
+        env = {
+            **env,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint("http/protobuf"),
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "OTEL_METRIC_EXPORT_INTERVAL": "600000",
+        }
+        run_id, result = signalled(env, "spans", signum)
+
+        def run_span() -> list[object]:
+            return [
+                s
+                for s in receiver.collected.spans()
+                if s.attributes.get("cicd.pipeline.run.id") == run_id
+                and s.attributes.get("cicd.pipeline.result") == "cancellation"
+            ]
+
+        # Sent before the process ended (its exporter is gone): it is here already, or never.
+        assert receiver.collected.wait_for(lambda: bool(run_span()), timeout=5)
+    assert result.returncode == -signum, result.stderr
+    assert_cancelled(db, run_id, signum)
 
 
 def test_the_scripts_own_handler_still_decides_the_exit_inside_an_observers_lock(env, db):

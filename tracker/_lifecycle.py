@@ -170,7 +170,9 @@ def _hand_over(signum: int) -> None:
     if worker is None or not worker.alive or not any(_has_work(t) for t in trackers):
         return
     timeout = max(t.settings.exit_timeout for t in trackers)
+    # The tracker's locks first, the observers' after: the order they nest in.
     locks = [lock for tracker in trackers for lock in tracker._signal_locks()]
+    locks += _observers.signal_locks()
     with _handoff.handed_over(locks):
         token = worker.submit(signum)
         if worker.wait(token, _handoff.RECORDED, time.monotonic() + timeout + SPOOL_MARGIN):

@@ -4,6 +4,7 @@
 MODE ``observer``: an observer holds its own (non-reentrant) lock in ``on_subtask_start`` and
 the process signals itself there; ``on_run_end`` wants the same lock. ``run_lock``: the main
 thread holds the run's lock. ``handler``: as ``observer``, with the script's own handler.
+``spans``: the main thread holds the lock of the run's telemetry spans (telemetry on).
 Prints ``RUN <run_id>`` first. Untracked, the process would die of SIGNAL (or exit 7 from its
 handler); it must do so within the exit bound, with the run CANCELLED in the database.
 """
@@ -61,6 +62,13 @@ with run.subtask("first", items_total=2) as first:
     first.advance()
 if MODE == "run_lock":
     with run._lock:
+        signal_myself()
+if MODE == "spans":
+    from tracker._telemetry import OBSERVER
+
+    spans = OBSERVER._runs[run.run_id].spans
+    assert spans is not None, "telemetry is off"
+    with spans._lock:
         signal_myself()
 observer.armed = True
 run.subtask("second")
