@@ -5,7 +5,16 @@
 --   pipetrack_writer  what tracked scripts need: insert and update runs and subtasks, read them
 --   pipetrack_reader  the exporter and Grafana: read everything, write nothing
 -- Neither role owns anything, so neither can drop or alter the tables. The trigger-maintained
--- tables are written by SECURITY DEFINER functions, so the writer needs no rights on them.
+-- tables are written by SECURITY DEFINER functions, so the writer needs no rights on them; those
+-- functions pin search_path = pipetrack, pg_temp (migration 0009), so a writer's temporary tables
+-- cannot stand in for the real ones, and no role needs EXECUTE on them (triggers fire anyway).
+--
+-- TEMP on the database is left as it is. PostgreSQL grants it to PUBLIC, and a grant to PUBLIC
+-- cannot be taken from one role alone, so denying it to the writer would mean revoking it from
+-- every user of the database: wrong for a database that other applications share, and not
+-- needed, because the definer functions search pg_temp last. pipetrack itself creates no
+-- temporary tables; on a database that is pipetrack's alone you may add, as defence in depth,
+--   REVOKE TEMP ON DATABASE <dbname> FROM PUBLIC;
 
 DO $$
 BEGIN
@@ -20,6 +29,8 @@ $$;
 
 REVOKE ALL ON SCHEMA pipetrack FROM PUBLIC;
 GRANT USAGE ON SCHEMA pipetrack TO pipetrack_writer, pipetrack_reader;
+-- Migration 0009 revokes it too; again here for functions a later migration may add.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pipetrack FROM PUBLIC;
 
 GRANT SELECT, INSERT, UPDATE ON pipetrack.pipeline_status, pipetrack.pipeline_subtask
     TO pipetrack_writer;
