@@ -8,6 +8,11 @@ A read is bounded three ways, so a scrape always gets an answer before Prometheu
    statement timeout, which fails the read at once.
 A read may ask for a shorter statement timeout than the configured one (a scrape with a short
 scrape timeout).
+
+A connection kept from an earlier read may have died in between (the server restarted, an
+administrator or a pooler ended the session, a network device forgot it): a read that finds it
+broken reconnects and tries once more before it reports the database down, so the first scrape
+after a restart says what is true now.
 """
 
 from __future__ import annotations
@@ -62,8 +67,13 @@ def exporter_target(target: DatabaseTarget, *, statement_timeout: float) -> Data
     return dataclasses.replace(target, conninfo=make_conninfo(target.conninfo, **extra))
 
 
+class _Stale(Exception):
+    """The kept connection turned out dead when a read tried it."""
+
+
 class DatabaseReader:
-    """Reads snapshots over one connection, reconnecting on the next read after a failure.
+    """Reads snapshots over one connection, reconnecting on the next read after a failure, and
+    at once (one retry) when the connection kept from the last read is found dead.
 
     Not thread-safe: the collector serialises reads.
     """
@@ -76,11 +86,19 @@ class DatabaseReader:
 
     def read(self, statement_timeout: float | None = None) -> Snapshot:
         """One snapshot. Raises ReadFailed (never anything else from the database)."""
-        import psycopg
-
         timeout = self._statement_timeout
         if statement_timeout is not None:
             timeout = min(timeout, statement_timeout)
+        kept = self._conn is not None and not self._conn.closed
+        try:
+            return self._read(timeout, retry_if_stale=kept)
+        except _Stale as stale:
+            logger.debug("the kept database connection was dead (%s); reconnecting", stale)
+            return self._read(timeout, retry_if_stale=False)
+
+    def _read(self, timeout: float, *, retry_if_stale: bool) -> Snapshot:
+        import psycopg
+
         limit = timeout + min(WATCHDOG_GRACE_SECONDS, timeout / 2)
         conn = self._connection()
         watchdog = _Watchdog(conn, limit)
@@ -93,6 +111,10 @@ class DatabaseReader:
             broken = conn.closed or conn.broken or watchdog.fired
             if broken or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 self.close()
+            # A dead kept connection says nothing about the server now; a stalled one (the
+            # watchdog fired) does: that is no stale session, and one wait is enough.
+            if broken and retry_if_stale and not watchdog.fired:
+                raise _Stale(reason) from None
             raise ReadFailed(reason, reachable=not broken) from None
         finally:
             watchdog.cancel()

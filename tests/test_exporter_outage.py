@@ -114,3 +114,37 @@ def test_rows_of_an_unexpected_shape_are_an_error_not_a_crash(db, db_target, cap
         assert self_metrics(registry) == (1, 1)
         assert registry.get_sample_value("pipetrack_task_running_runs", LABELS) is None
     assert "building metrics" in caplog.text
+
+
+def test_the_first_scrape_after_the_session_was_killed_says_up(db, db_target, admin_dsn):
+    """An administrator (or a pooler, or a restart) ended the exporter's session between two
+    scrapes: the next scrape reconnects and reads, instead of reporting the database down."""
+    insert_run(db)
+    with registered(db_target) as (registry, _), psycopg.connect(admin_dsn) as admin:
+        assert self_metrics(registry) == (1, 0)
+        (pid,) = admin.execute(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE application_name = 'pipetrack-exporter' AND datname = %s",
+            (db.info.dbname,),
+        ).fetchone()
+        assert admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,)).fetchone()[0]
+        assert self_metrics(registry) == (1, 0)
+        assert registry.get_sample_value(RUNS, LABELS) == 1
+
+
+def test_the_first_scrape_after_a_database_restart_says_up(db, admin_dsn, db_dsn):
+    insert_run(db)
+    proxy = proxy_to(admin_dsn)
+    proxy.start()
+    try:
+        with registered(via_proxy(db_dsn, proxy)) as (registry, _):
+            assert self_metrics(registry) == (1, 0)
+            proxy.stop()  # the server goes away with every session...
+            proxy.start()  # ...and is back before the next scrape
+            assert self_metrics(registry) == (1, 0)
+            assert registry.get_sample_value(RUNS, LABELS) == 1
+            assert proxy.accepted == 2  # one reconnect, no more
+            proxy.stop()  # and while it is really down, a scrape says so (after one try)
+            assert self_metrics(registry) == (0, 1)
+    finally:
+        proxy.stop()
