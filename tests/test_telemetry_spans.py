@@ -104,6 +104,25 @@ def test_failure_sets_error_status_and_records_the_exception(otlp):
     assert spans["DAILY_LOAD"].attributes["cicd.pipeline.result"] == "failure"
 
 
+def test_error_text_reaches_the_trace_backend_with_secrets_masked(otlp):
+    secret = "Sup3rS3cret-span"
+    run = start()
+    run.subtask_started(1, "connect")
+    try:
+        raise ConnectionError(f"no postgresql://etl:{secret}@db/x")
+    except ConnectionError as exc:
+        error = exc
+    run.subtask_ended(1, "FAILED", error=error)
+    run.run_ended("FAILED", error=error, message=f"failed: password={secret}")
+    spans = by_name(flush_and_collect(otlp, 2))
+    for span in spans.values():
+        (exception,) = [e for e in span.events if e[0] == "exception"]
+        assert "etl:****@db" in exception[2]["exception.message"]
+        texts = [span.status_message, *(str(v) for v in exception[2].values())]
+        assert not [text for text in texts if secret in text], texts
+    assert spans["DAILY_LOAD"].status_message == "failed: password=****"
+
+
 def test_failure_of_a_wrapped_command_is_typed_by_its_exit_code(otlp):
     run = start()
     run.run_ended("FAILED", exit_code=3, message="command exited with 3")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 # API is imported here once rather than on every call.
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from tracker._secrets import mask_secrets
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -291,8 +294,17 @@ class RunSpans:
         detail: str | None = None,
         error_type_hint: str | None = None,
     ) -> None:
+        # Error text goes to the trace backend masked as it goes to the database (tracker._secrets).
+        message = None if message is None else mask_secrets(message)
         if error is not None:
-            span.record_exception(error)
+            stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            span.record_exception(
+                error,
+                {
+                    "exception.message": mask_secrets(str(error)),
+                    "exception.stacktrace": mask_secrets(stack),
+                },
+            )
         elif detail:
             # The exception object is gone (e.g. reported by sys.excepthook); its text is not.
             span.add_event(
@@ -300,12 +312,14 @@ class RunSpans:
                 {
                     "exception.type": error_type_hint or "_OTHER",
                     "exception.message": message or "",
-                    "exception.stacktrace": detail,
+                    "exception.stacktrace": mask_secrets(detail),
                 },
             )
         if result in ("failure", "error"):
             span.set_attribute("error.type", error_type(error, exit_code, error_type_hint))
-            description = message or (f"{type(error).__name__}: {error}" if error else None)
+            description = message or (
+                f"{type(error).__name__}: {mask_secrets(str(error))}" if error else None
+            )
             span.set_status(Status(StatusCode.ERROR, description))
         elif result == "cancellation":
             # A cancelled run did not do its work: marked as an error so trace views flag it,
