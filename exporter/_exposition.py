@@ -5,8 +5,9 @@ prometheus_client's encoders validate and escape every label name of every sampl
 families are plain gauges and counters whose label names are fixed identifiers, so this encoder
 escapes label values only, once per distinct label set, and formats each value once. Anything
 else (histograms, timestamps, exemplars, units) goes to prometheus_client's encoder unchanged.
-The task families arrive as ``WrittenFamily``: their sample lines were written from the rows
-(exporter/_lines.py), so only the headers are added here. The tests compare both outputs with
+The task families arrive as ``WrittenFamily`` (gauges, counters, and one summary of quantiles
+only): their sample lines were written from the rows (exporter/_lines.py), so only the headers
+are added here. The tests compare both outputs with
 prometheus_client's byte for byte and parse them back.
 """
 
@@ -27,6 +28,7 @@ Encoder = Callable[[Collector], bytes]
 
 _LEGACY_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_KINDS = ("gauge", "counter")
 
 
 class _NotSimple(Exception):
@@ -45,7 +47,9 @@ class _Fixed(Collector):
 
 def _simple(families: list[Any]) -> bool:
     for family in families:
-        if family.type not in ("gauge", "counter") or family.unit:
+        # A written summary is quantiles only: its lines are all named as the family.
+        kinds = ("gauge", "counter", "summary") if isinstance(family, WrittenFamily) else _KINDS
+        if family.type not in kinds or family.unit:
             return False
         if not _LEGACY_NAME.match(family.name):
             return False
@@ -79,7 +83,8 @@ def escape_label_value(value: str) -> str:
 
 
 class WrittenFamily(Metric):
-    """A gauge or counter family whose sample lines are already written (``lines``).
+    """A gauge, counter or (quantiles-only) summary family whose sample lines are already
+    written (``lines``).
 
     The scrape path writes ``lines`` as they are. ``samples`` are built only when something
     asks for them (prometheus_client's encoders for other formats, ``get_sample_value``), by

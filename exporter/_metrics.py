@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
 TASK_LABELS = ("task", "task_stage")
 STATUSES = ("STARTED", "RUNNING", "FINISHED", "FAILED", "CANCELLED")
@@ -17,19 +17,30 @@ UNKNOWN_STAGE = "UNKNOWN"
 QUANTILES = (0.5, 0.9, 1.0)
 RECENT_RUNS = 20  # the length of pipeline_task_last_outcome.recent_durations (sql/0005)
 
+Family = GaugeMetricFamily | CounterMetricFamily | SummaryMetricFamily
+
 
 @dataclass(frozen=True)
 class MetricSpec:
     name: str
-    kind: str  # "gauge" or "counter"
+    kind: str  # "gauge", "counter" or "summary" (quantiles only, its last label "quantile")
     help: str
     labels: tuple[str, ...] = ()
 
     def family(self) -> GaugeMetricFamily | CounterMetricFamily:
-        """A fresh, empty family of this metric, to fill with samples."""
+        """A fresh, empty gauge or counter family of this metric, to fill with ``add_metric``."""
+        if self.kind == "summary":
+            raise TypeError(f"{self.name} is a summary: its family is empty_family()'s")
         if self.kind == "counter":
             return CounterMetricFamily(self.name, self.help, labels=self.labels)
         return GaugeMetricFamily(self.name, self.help, labels=self.labels)
+
+    def empty_family(self) -> Family:
+        """A fresh, empty family of this metric of any kind, to fill with samples."""
+        if self.kind == "summary":
+            # "quantile" is the summary's own label, not one of the family's label names.
+            return SummaryMetricFamily(self.name, self.help, labels=self.labels[:-1])
+        return self.family()
 
 
 def _task(name: str, help_text: str, *extra: str, kind: str = "gauge") -> MetricSpec:
@@ -57,9 +68,8 @@ CURRENT_SUBTASK = _task(
 SUBTASKS_COMPLETED = _task(
     "pipetrack_task_subtasks_completed", "Subtasks the current run has completed."
 )
-SUBTASKS_TOTAL = _task(
-    "pipetrack_task_subtasks_total", "Subtasks the current run declared it has in total."
-)
+# Not "_total": that suffix is a counter's, and this is a gauge.
+SUBTASKS = _task("pipetrack_task_subtasks", "Subtasks the current run declared it has in total.")
 LAST_START = _task(
     "pipetrack_task_last_start_timestamp_seconds",
     "Start of the task's latest run, Unix time.",
@@ -145,10 +155,14 @@ RUNS = _task(
     "status",
     kind="counter",
 )
+# A summary of quantiles only: the record keeps the last 20 durations, not a running sum, and
+# a _sum/_count of a sliding window would not be the counters those samples must be. The count
+# of FINISHED runs is pipetrack_task_runs_total{status="FINISHED"}.
 RECENT_DURATION = _task(
     "pipetrack_task_recent_duration_seconds",
     f"Quantiles of the durations of the task's last {RECENT_RUNS} FINISHED runs.",
     "quantile",
+    kind="summary",
 )
 REAPED_RUNS = MetricSpec(
     "pipetrack_reaped_runs",
@@ -177,7 +191,7 @@ TASK_METRICS = (
     SUBTASK_PROGRESS,
     CURRENT_SUBTASK,
     SUBTASKS_COMPLETED,
-    SUBTASKS_TOTAL,
+    SUBTASKS,
     LAST_START,
     LAST_END,
     LAST_SUCCESS,
@@ -204,6 +218,6 @@ SELF_METRICS = (REAPED_RUNS, DATABASE_UP, SCRAPE_DURATION, LAST_SCRAPE_ERROR, BU
 ALL_METRICS = TASK_METRICS + SELF_METRICS
 
 
-def describe_all() -> list[GaugeMetricFamily | CounterMetricFamily]:
+def describe_all() -> list[Family]:
     """Empty families of every metric, for registration without touching the database."""
-    return [spec.family() for spec in ALL_METRICS]
+    return [spec.empty_family() for spec in ALL_METRICS]

@@ -12,7 +12,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.samples import Sample
 
 from exporter import _metrics as m
@@ -29,7 +28,7 @@ DEFAULT_LOST_AFTER = 60.0
 
 _MIB = 1024 * 1024
 
-Family = GaugeMetricFamily | CounterMetricFamily
+Family = m.Family
 _QUANTILE_LABELS = tuple((q, f"{q:g}") for q in m.QUANTILES)
 
 
@@ -138,7 +137,7 @@ class SampleSink:
     """Collects the series as prometheus_client families (the reference form)."""
 
     def __init__(self) -> None:
-        self.families = {spec.name: spec.family() for spec in m.TASK_METRICS}
+        self.families = {spec.name: spec.empty_family() for spec in m.TASK_METRICS}
         self._out = {
             spec.name: (
                 self.families[spec.name].samples.append,
@@ -264,7 +263,7 @@ def _render_current(
         (m.SUBTASK_PROGRESS, subtask_ratio(run)),
         (m.CURRENT_SUBTASK, run.current_subtask),
         (m.SUBTASKS_COMPLETED, subtasks_completed(run)),
-        (m.SUBTASKS_TOTAL, run.total_subtasks),
+        (m.SUBTASKS, run.total_subtasks),
         (m.LAST_PROGRESS, run.last_progress),
         (m.PREDICTED_END, predicted_end(run, recent_durations, curve)),
     ]

@@ -137,7 +137,7 @@ def overview() -> JSON:
                 table=True,
             ),
             prom(
-                'max by (task, task_stage) (pipetrack_task_subtasks_total{task_stage=~"$stage"})',
+                'max by (task, task_stage) (pipetrack_task_subtasks{task_stage=~"$stage"})',
                 table=True,
             ),
             prom('task:pipetrack_eta_seconds{task_stage=~"$stage"}', table=True),

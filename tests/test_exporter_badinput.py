@@ -51,7 +51,7 @@ def test_nulls_in_every_nullable_column_render(db, db_target):
         for absent in (
             "pipetrack_task_overall_progress_ratio",
             "pipetrack_task_subtask_progress_ratio",
-            "pipetrack_task_subtasks_total",
+            "pipetrack_task_subtasks",
             "pipetrack_task_memory_bytes",
             "pipetrack_task_cpu_ratio",
             "pipetrack_task_predicted_end_timestamp_seconds",

@@ -81,7 +81,7 @@ def test_seeded_runs_give_exact_values(seeded, db_target):
         assert value("pipetrack_task_subtask_progress_ratio") == 0.5
         assert value("pipetrack_task_current_subtask") == 2
         assert value("pipetrack_task_subtasks_completed") == 1
-        assert value("pipetrack_task_subtasks_total") == 8
+        assert value("pipetrack_task_subtasks") == 8
         assert value("pipetrack_task_last_start_timestamp_seconds") == ts(T0)
         last_success = ts(T0 - DAY) + 300
         assert value("pipetrack_task_last_end_timestamp_seconds") == last_success
