@@ -20,6 +20,7 @@ from exporter._queries import LastEnded, LatestRun, RunningRun, Snapshot
 from exporter._schedule import Declared, missed_start, started_before_dependency
 from tracker._ops.eta import ProgressCurve
 from tracker._ops.eta_history import predicted_total
+from tracker._terminal import printable
 
 DEFAULT_STALL_AFTER = 1800.0
 """Seconds without progress (while heartbeating) before a run counts as stalled."""
@@ -112,12 +113,24 @@ def _stage(raw: str | None) -> str:
     return raw if raw else m.UNKNOWN_STAGE
 
 
+def label_value(text: str) -> str:
+    """A task name or stage as its label value: control and bidi characters (ESC, BEL, C1, RLO,
+    ...) replaced by visible stand-ins (tracker/_terminal.py: ESC -> U+241B), so ``curl /metrics``
+    on a terminal runs nothing. A newline stays: the exposition writes it as ``\\n``.
+
+    Both the lines (exporter/_lines.py) and prometheus_client's samples take the labels from
+    here, so the two expositions stay byte-identical.
+    """
+    return printable(text, keep_newlines=True)
+
+
 class TaskKey:
     """A task's labels: as prometheus_client wants them, and as exposition text (escaped once)."""
 
     __slots__ = ("labels", "text")
 
     def __init__(self, task: str, stage: str) -> None:
+        task, stage = label_value(task), label_value(stage)
         self.labels = {"task": task, "task_stage": stage}
         # Label names in sorted order, as both exposition formats write them.
         self.text = f'task="{escape_label_value(task)}",task_stage="{escape_label_value(stage)}"'

@@ -1,6 +1,6 @@
 """What the served /metrics looks like to outside tools: ``promtool check metrics`` finds nothing
-to lint (types, suffixes, the summary's quantile label), and metric names follow the suffix
-conventions."""
+to lint (types, suffixes, the summary's quantile label), metric names follow the suffix
+conventions, and no label value carries a control or bidi character a terminal would obey."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import re
 import subprocess
 import urllib.request
 from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from exporter import _metrics as m
 from tests.prom_helpers import (
@@ -20,6 +22,14 @@ from tests.prom_helpers import (
 
 TEXT_ACCEPT = "text/plain"
 OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0"
+# C0 controls, DEL, C1 controls, and the bidi marks, embeddings, overrides and isolates.
+UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+HOSTILE = {
+    "DAILY_20_esc\x1b[2J\x1b]52;c;cHduZWQ=\x07": "DAILY_20_esc\u241b[2J\u241b]52;c;cHduZWQ=\u2407",
+    "DAILY_21_bell\x07\x07": "DAILY_21_bell\u2407\u2407",
+    "DAILY_22_csi\x9b31m": "DAILY_22_csi\\\\x9b31m",  # as served: the backslash escaped
+    "DAILY_23_rlo\u202etxt.exe": "DAILY_23_rlo\\\\u202etxt.exe",
+}
 
 
 def scrape(address: str, accept: str) -> str:
@@ -71,3 +81,22 @@ def test_only_counters_end_in_total_and_no_family_takes_a_summary_or_histogram_s
         assert not spec.name.endswith(("_count", "_sum", "_bucket", "_created")), spec.name
         assert "le" not in spec.labels, spec.name
     assert {spec.kind for spec in m.ALL_METRICS} == {"gauge", "counter", "summary"}
+
+
+@pytest.mark.parametrize("accept", [TEXT_ACCEPT, OPENMETRICS_ACCEPT])
+def test_control_and_bidi_characters_in_names_are_served_as_visible_stand_ins(
+    db, db_dsn, tmp_path, accept
+):
+    now = datetime.now(timezone.utc)
+    for name in HOSTILE:
+        start = now - timedelta(hours=1)
+        insert_run(db, name, "FINISHED", start, execution_end=start + timedelta(seconds=30))
+        insert_run(db, name, "RUNNING", now, last_update=now, task_stage="DAILY\x1b[0m\x9b\u2067")
+    with running_exporter(db_dsn, tmp_path / "exporter.log") as address:
+        text = scrape(address, accept)
+    # Nothing a terminal obeys, anywhere in the body, but the line ends.
+    unsafe = sorted({f"U+{ord(c):04X}" for c in UNSAFE.findall(text.replace("\n", ""))})
+    assert unsafe == []
+    for shown in HOSTILE.values():
+        assert f'task="{shown}"' in text
+    assert 'task_stage="DAILY\u241b[0m\\\\x9b\\\\u2067"' in text

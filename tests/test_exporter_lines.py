@@ -34,6 +34,7 @@ AWKWARD = [
     'ends with a quote"',
     "\\n is not a newline",
     "line\u2028separator and nbsp\u00a0",
+    "esc\x1b[2J bel\x07 csi\x9b31m rlo\u202e del\x7f",
     "",
 ]
 
