@@ -32,7 +32,9 @@ from typing import Any
 
 from tracker.errors import ConfigurationError
 
-_BCRYPT_HASH = re.compile(r"^\$2[abxy]\$\d\d\$[./A-Za-z0-9]{53}$")
+_BCRYPT_HASH = re.compile(r"^\$2[abxy]\$(\d\d)\$[./A-Za-z0-9]{53}$")
+# bcrypt's cost is log2 of its rounds; the library accepts 4 to 31.
+_MIN_COST, _MAX_COST = 4, 31
 
 # exporter-toolkit's client_auth_type values (Go's tls.ClientAuthType names). Python's ssl cannot
 # ask for a certificate without verifying it, so the two non-verifying policies are refused.
@@ -68,9 +70,23 @@ _UNSUPPORTED = {
     "prefer_server_cipher_suites",
     "curve_preferences",
 }
-# A hash nobody's password matches, checked for unknown users so that a wrong user name costs
-# as long as a wrong password (no timing oracle for which users exist).
-_DUMMY_HASH = b"$2b$10$" + b"." * 53
+
+
+def bcrypt_cost(hashed: str | bytes) -> int:
+    """The cost (log2 of the rounds) of a bcrypt hash such as ``$2y$10$...``."""
+    text = hashed.decode("ascii") if isinstance(hashed, bytes) else hashed
+    match = _BCRYPT_HASH.match(text)
+    if match is None:
+        raise ValueError("not a bcrypt hash")
+    return int(match.group(1))
+
+
+def dummy_hash(users: Mapping[str, str]) -> bytes:
+    """A hash nobody's password matches, checked for unknown users: it has the cost of the most
+    expensive configured hash, so a wrong user name takes as long as the slowest wrong password
+    and timing does not tell which names exist."""
+    cost = max((bcrypt_cost(hashed) for hashed in users.values()), default=10)
+    return b"$2b$%02d$" % cost + b"." * 53
 
 
 @dataclass(frozen=True)
@@ -131,6 +147,7 @@ class BasicAuth:
 
     def __init__(self, users: Mapping[str, str]) -> None:
         self._users = {name: hashed.encode() for name, hashed in users.items()}
+        self.dummy_hash = dummy_hash(users)
         self._cache: dict[bytes, bool] = {}
         self._lock = threading.Lock()
 
@@ -149,7 +166,7 @@ class BasicAuth:
         import bcrypt
 
         try:
-            matches = bcrypt.checkpw(password, hashed or _DUMMY_HASH) and hashed is not None
+            matches = bcrypt.checkpw(password, hashed or self.dummy_hash) and hashed is not None
         except ValueError:  # bcrypt refuses passwords over 72 bytes; none was hashed
             matches = False
         with self._lock:
@@ -272,6 +289,11 @@ def _users(raw: Any, path: Path) -> dict[str, str]:
             raise ConfigurationError(
                 f"{where}: the password of {name!r} is not a bcrypt hash "
                 "(make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n')"
+            )
+        if not _MIN_COST <= bcrypt_cost(hashed) <= _MAX_COST:
+            raise ConfigurationError(
+                f"{where}: the bcrypt hash of {name!r} has cost {bcrypt_cost(hashed)}; "
+                f"bcrypt accepts {_MIN_COST} to {_MAX_COST}"
             )
         users[name] = hashed
     return users

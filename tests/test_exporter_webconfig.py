@@ -93,3 +93,59 @@ def test_a_password_is_never_echoed_in_the_refusal(tmp_path):
     with pytest.raises(ConfigurationError) as caught:
         load_web_config(write(tmp_path, "basic_auth_users:\n  alice: s3cret-plain\n"))
     assert "s3cret-plain" not in str(caught.value)
+
+
+def _bcrypt(password: str, cost: int) -> str:
+    import bcrypt
+
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost)).decode().replace("$2b$", "$2y$")
+
+
+def _header(user: str, password: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _cost(hashed: bytes | str) -> int:
+    text = hashed.decode() if isinstance(hashed, bytes) else hashed
+    return int(text.split("$")[2])
+
+
+@pytest.fixture(scope="module")
+def cheap_and_dear():
+    """A web config's users: htpasswd -nB's default cost 5, and a deliberate cost 12."""
+    return {"cheap": _bcrypt("cheap secret", 5), "dear": _bcrypt("dear secret", 12)}
+
+
+def test_unknown_users_are_checked_at_the_dearest_users_cost(tmp_path, cheap_and_dear):
+    text = "basic_auth_users:\n" + "".join(f"  {u}: '{h}'\n" for u, h in cheap_and_dear.items())
+    auth = load_web_config(write(tmp_path, text)).authenticator()
+    assert [_cost(h) for h in cheap_and_dear.values()] == [5, 12]
+    assert _cost(auth.dummy_hash) == 12
+
+
+def test_an_unknown_user_costs_a_bcrypt_check_at_that_cost(monkeypatch, cheap_and_dear):
+    import bcrypt
+
+    from exporter._webconfig import BasicAuth
+
+    costs = []
+    real = bcrypt.checkpw
+
+    def recording(password, hashed):
+        costs.append(_cost(hashed))
+        return real(password, hashed)
+
+    auth = BasicAuth(cheap_and_dear)
+    monkeypatch.setattr(bcrypt, "checkpw", recording)
+    assert not auth.check(_header("nobody", "guess"))
+    assert costs == [12]
+    assert not auth.check(_header("cheap", "guess"))
+    assert costs == [12, 5]  # a known user is checked against their own hash
+
+
+def test_a_hash_of_a_cost_bcrypt_refuses_is_refused_at_start(tmp_path):
+    bad = "$2y$03$" + HASH[7:]
+    with pytest.raises(ConfigurationError, match="cost 3"):
+        load_web_config(write(tmp_path, f"basic_auth_users:\n  alice: '{bad}'\n"))
