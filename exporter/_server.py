@@ -97,7 +97,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, *, include_body: bool) -> None:
         auth = self.server.auth
-        if auth is not None and not auth.check(self.headers.get("Authorization")):
+        verdict = (
+            None
+            if auth is None
+            else auth.check(self.headers.get("Authorization"), self.client_address[0])
+        )
+        if verdict is not None and verdict.limited:
+            self._send(
+                429,
+                b"Too Many Requests: too many failed logins\n",
+                "text/plain; charset=utf-8",
+                include_body,
+                {"Retry-After": str(verdict.retry_after)},
+            )
+            return
+        if verdict is not None and not verdict.allowed:
             self._send(
                 401,
                 b"Unauthorized\n",

@@ -282,3 +282,21 @@ def test_the_scrapers_timeout_header_shortens_the_database_wait(db, db_target):
             assert b"pipetrack_last_scrape_error 0.0" in body
     finally:
         collector.close()
+
+
+def test_failed_logins_are_answered_429_past_the_limit(registry):
+    from exporter._webconfig import DEFAULT_FAILURE_BURST, WebConfig
+
+    config = WebConfig(users={"prometheus": _hash(PASSWORD), "grafana": _hash("other")})
+    with running(registry, config) as server:
+        assert get(server, headers=basic("prometheus", PASSWORD))[0] == 200
+        for i in range(DEFAULT_FAILURE_BURST):
+            assert get(server, headers=basic("prometheus", f"guess {i}"))[0] == 401
+        status, headers, body = get(server, headers=basic("prometheus", "one more"))
+        assert status == 429
+        assert int(headers["Retry-After"]) >= 1
+        assert b"Too Many Requests" in body
+        # A scraper whose credentials were already proven is not locked out by the guesser.
+        assert get(server, headers=basic("prometheus", PASSWORD))[0] == 200
+        # Without credentials nothing is hashed: a plain 401 asking for them.
+        assert get(server)[0] == 401

@@ -139,9 +139,9 @@ def test_an_unknown_user_costs_a_bcrypt_check_at_that_cost(monkeypatch, cheap_an
 
     auth = BasicAuth(cheap_and_dear)
     monkeypatch.setattr(bcrypt, "checkpw", recording)
-    assert not auth.check(_header("nobody", "guess"))
+    assert not auth.check(_header("nobody", "guess")).allowed
     assert costs == [12]
-    assert not auth.check(_header("cheap", "guess"))
+    assert not auth.check(_header("cheap", "guess")).allowed
     assert costs == [12, 5]  # a known user is checked against their own hash
 
 
@@ -149,3 +149,69 @@ def test_a_hash_of_a_cost_bcrypt_refuses_is_refused_at_start(tmp_path):
     bad = "$2y$03$" + HASH[7:]
     with pytest.raises(ConfigurationError, match="cost 3"):
         load_web_config(write(tmp_path, f"basic_auth_users:\n  alice: '{bad}'\n"))
+
+
+def test_only_successes_are_cached_so_wrong_passwords_cannot_flush_the_right_one(monkeypatch):
+    import bcrypt
+
+    from exporter._webconfig import BasicAuth
+
+    auth = BasicAuth({"alice": _bcrypt("right", 4)})
+    assert auth.check(_header("alice", "right"), "10.0.0.1").allowed
+    # More distinct wrong passwords than the cache holds, from as many addresses (so that the
+    # failure limit does not stop them before bcrypt does).
+    for i in range(BasicAuth._CACHE_LIMIT + 100):
+        client = f"10.1.{i // 250}.{i % 250}"
+        assert not auth.check(_header("alice", f"wrong {i}"), client).allowed
+    calls = []
+    monkeypatch.setattr(bcrypt, "checkpw", lambda *a: calls.append(a) or False)
+    assert auth.check(_header("alice", "right"), "10.0.0.1").allowed
+    assert calls == []  # answered from the cache
+    assert not auth.check(_header("alice", "wrong 0"), "10.0.0.2").allowed
+    assert len(calls) == 1  # a failure is checked again, never cached
+
+
+def test_failed_checks_are_rate_limited_per_client_without_running_bcrypt(monkeypatch):
+    import bcrypt
+
+    from exporter._webconfig import DEFAULT_FAILURE_BURST, BasicAuth
+
+    auth = BasicAuth({"alice": _bcrypt("right", 4), "bob": _bcrypt("bobs", 4)})
+    assert auth.check(_header("alice", "right"), "192.0.2.1").allowed  # cached from now on
+    for i in range(DEFAULT_FAILURE_BURST):
+        verdict = auth.check(_header("alice", f"wrong {i}"), "192.0.2.1")
+        assert (verdict.allowed, verdict.limited) == (False, False)
+    calls = []
+    monkeypatch.setattr(bcrypt, "checkpw", lambda *a: calls.append(a) or False)
+    limited = auth.check(_header("mallory", "guess"), "192.0.2.1")
+    assert limited.limited
+    assert not limited.allowed
+    assert limited.retry_after >= 1
+    # Even a right password that needs bcrypt waits; one already proven is let in.
+    assert auth.check(_header("bob", "bobs"), "192.0.2.1").limited
+    assert auth.check(_header("alice", "right"), "192.0.2.1").allowed
+    assert calls == []
+    # Another address is not held back.
+    assert not auth.check(_header("mallory", "guess"), "192.0.2.2").limited
+    assert len(calls) == 1
+
+
+def test_the_failure_limiter_refills_and_groups_ipv6_by_64():
+    from exporter._webconfig import FailureLimiter
+
+    now = [0.0]
+    limiter = FailureLimiter(burst=2, per_second=0.5, clock=lambda: now[0], max_clients=3)
+    assert limiter.take("2001:db8:1:2::1") == 0
+    assert limiter.take("2001:db8:1:2:ffff::9") == 0  # the same /64
+    assert limiter.take("2001:db8:1:2::1") == pytest.approx(2.0)
+    assert limiter.take("2001:db8:1:3::1") == 0  # the next /64 is another client
+    now[0] = 2.0
+    assert limiter.take("2001:db8:1:2::1") == 0  # one token back after 2 s
+    limiter.give_back("2001:db8:1:2::1")
+    assert limiter.take("2001:db8:1:2::1") == 0
+    assert limiter.take("::ffff:192.0.2.7") == 0
+    assert limiter.take("192.0.2.7") == 0  # an IPv4-mapped address is its IPv4 client
+    assert limiter.take("192.0.2.7") > 0
+    for i in range(10):
+        limiter.take(f"198.51.100.{i}")
+    assert len(limiter._buckets) <= 3  # memory stays bounded
