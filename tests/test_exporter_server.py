@@ -300,3 +300,64 @@ def test_failed_logins_are_answered_429_past_the_limit(registry):
         assert get(server, headers=basic("prometheus", PASSWORD))[0] == 200
         # Without credentials nothing is hashed: a plain 401 asking for them.
         assert get(server)[0] == 401
+
+
+def _big_registry(samples: int):
+    """A registry whose exposition is far larger than the sockets' buffers."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    class Big:
+        def collect(self):
+            family = GaugeMetricFamily("big_sample", "many lines", labels=["n"])
+            for i in range(samples):
+                family.add_metric([f"{i:08d}" + "x" * 40], float(i))
+            yield family
+
+    registry = CollectorRegistry()
+    registry.register(Big())
+    return registry
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_a_client_gone_mid_response_is_logged_at_debug_never_as_an_error(
+    pki, tmp_path, caplog, tls
+):
+    import logging
+    import socket
+    import struct
+    import time
+
+    web_config = None
+    context = None
+    if tls:
+        config = tmp_path / "web.yml"
+        config.write_text(
+            f"tls_server_config:\n"
+            f"  cert_file: {pki / 'server.crt'}\n  key_file: {pki / 'server.key'}\n"
+        )
+        web_config = load_web_config(config)
+        context = client_context(pki)
+    registry = _big_registry(200_000)  # about 17 MB
+    with caplog.at_level(logging.DEBUG, logger="exporter"), running(registry, web_config) as server:
+        for _ in range(3):
+            raw = socket.socket()
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            raw.settimeout(30)
+            raw.connect(("127.0.0.1", server.port))
+            sock = raw if context is None else context.wrap_socket(raw, server_hostname="localhost")
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert sock.recv(1024).startswith(b"HTTP/1.1 200 ")
+            # Gone with a reset, mid-body: the server's next write fails.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        deadline = time.monotonic() + 60
+        while server.open_connections and time.monotonic() < deadline:
+            time.sleep(0.05)  # the server notices at its next write
+        assert server.open_connections == 0
+        assert get(server, "/-/healthy", context=context)[0] == 200
+    ours = [r for r in caplog.records if r.name == "exporter"]
+    assert [r.getMessage() for r in ours if r.levelno >= logging.WARNING] == []
+    assert not any(r.exc_info for r in ours)
+    gone = [r for r in ours if "went away" in r.getMessage()]
+    assert len(gone) == 3
+    assert all(r.levelno == logging.DEBUG for r in gone)
