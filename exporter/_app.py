@@ -19,7 +19,12 @@ from types import FrameType
 from exporter._collector import DEFAULT_STATEMENT_TIMEOUT, PipetrackCollector
 from exporter._reaper import DEFAULT_REAP_EVERY, DEFAULT_STALE_AFTER, Reaper
 from exporter._render import DEFAULT_STALL_AFTER
-from exporter._server import DEFAULT_PORT, ExporterServer
+from exporter._server import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PORT,
+    DEFAULT_READ_TIMEOUT,
+    ExporterServer,
+)
 from exporter._webconfig import WebConfig, load_web_config
 from tracker.errors import ConfigurationError
 
@@ -30,6 +35,12 @@ LISTEN_ENV = "PIPETRACK_EXPORTER_LISTEN"
 
 WEB_CONFIG_ENV = "PIPETRACK_EXPORTER_WEB_CONFIG"
 """Path of the exporter-toolkit style web configuration file (TLS, basic auth)."""
+
+READ_TIMEOUT_ENV = "PIPETRACK_EXPORTER_READ_TIMEOUT"
+"""Seconds a client has to send a request's line and headers (and to take the response)."""
+
+MAX_CONNECTIONS_ENV = "PIPETRACK_EXPORTER_MAX_CONNECTIONS"
+"""Client connections served at once; more are answered 503 (TLS: closed)."""
 
 MIN_INTERVAL_ENV = "PIPETRACK_EXPORTER_MIN_INTERVAL"
 """Seconds between database reads; scrapes in between get the last read's answer."""
@@ -59,6 +70,8 @@ class Settings:
     reap_every: float = DEFAULT_REAP_EVERY
     stale_after: float = DEFAULT_STALE_AFTER
     stall_after: float = DEFAULT_STALL_AFTER
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -88,6 +101,13 @@ def _seconds(value: str | float, what: str) -> float:
     return seconds
 
 
+def _count(value: str | int, what: str) -> int:
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigurationError(f"{what} must be a whole number of 1 or more, not {value!r}")
+    return int(text)
+
+
 def _duration(value: str | float, what: str) -> float:
     """Seconds, from a number of seconds or a duration such as ``30m`` (tracker's syntax)."""
     if isinstance(value, str) and value.strip() and not value.strip()[-1].isdigit():
@@ -106,6 +126,8 @@ def settings(
     reap_every: float | str | None = None,
     stale_after: float | str | None = None,
     stall_after: float | str | None = None,
+    read_timeout: float | str | None = None,
+    max_connections: int | str | None = None,
 ) -> Settings:
     """Resolve the exporter's settings from arguments, then environment, then defaults."""
     env = os.environ
@@ -132,6 +154,20 @@ def settings(
     )
     if stale == 0 or stall == 0:
         raise ConfigurationError("stale after and stall after must be more than 0 seconds")
+    read = _seconds(
+        read_timeout
+        if read_timeout is not None
+        else env.get(READ_TIMEOUT_ENV) or DEFAULT_READ_TIMEOUT,
+        "read timeout",
+    )
+    if read == 0:
+        raise ConfigurationError("read timeout must be more than 0 seconds")
+    connections = _count(
+        max_connections
+        if max_connections is not None
+        else env.get(MAX_CONNECTIONS_ENV) or DEFAULT_MAX_CONNECTIONS,
+        "max connections",
+    )
     return Settings(
         host,
         port,
@@ -141,6 +177,8 @@ def settings(
         reap_every=every,
         stale_after=stale,
         stall_after=stall,
+        read_timeout=read,
+        max_connections=connections,
     )
 
 
@@ -155,6 +193,8 @@ def serve(
     stale_after: float | str | None = None,
     stall_after: float | str | None = None,
     reap_dsn: str | None = None,
+    read_timeout: float | str | None = None,
+    max_connections: int | str | None = None,
 ) -> int:
     """Run the exporter until SIGTERM or SIGINT; returns the process exit code (0).
 
@@ -174,6 +214,8 @@ def serve(
         reap_every=reap_every,
         stale_after=stale_after,
         stall_after=stall_after,
+        read_timeout=read_timeout,
+        max_connections=max_connections,
     )
     target = ready_target(dsn)
     reaper: Reaper | None = None
@@ -195,7 +237,12 @@ def serve(
     registry = CollectorRegistry()
     registry.register(collector)
     server = ExporterServer(
-        registry, host=chosen.host, port=chosen.port, web_config=chosen.web_config
+        registry,
+        host=chosen.host,
+        port=chosen.port,
+        web_config=chosen.web_config,
+        read_timeout=chosen.read_timeout,
+        max_connections=chosen.max_connections,
     )
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -43,6 +43,10 @@ def pipetrack(*args, timeout=60):
         (["--stall-after", "soonish"], "not a duration"),
         (["--stale-after", "0"], "must be more than 0 seconds"),
         (["--reap-dsn", "host='unterminated"], "malformed DSN"),
+        (["--read-timeout", "0"], "read timeout must be more than 0"),
+        (["--read-timeout", "soon"], "read timeout must be a number"),
+        (["--max-connections", "0"], "max connections must be a whole number of 1 or more"),
+        (["--max-connections", "many"], "max connections must be a whole number"),
     ],
 )
 def test_bad_settings_refuse_to_start_with_one_line(args, message):
@@ -73,6 +77,22 @@ def test_listen_comes_from_the_environment_unless_given(monkeypatch):
     assert settings().port == DEFAULT_PORT
 
 
+def test_read_timeout_and_max_connections_come_from_the_environment_unless_given(monkeypatch):
+    from exporter._app import MAX_CONNECTIONS_ENV, READ_TIMEOUT_ENV
+    from exporter._server import DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT
+
+    chosen = settings()
+    assert (chosen.read_timeout, chosen.max_connections) == (
+        DEFAULT_READ_TIMEOUT,
+        DEFAULT_MAX_CONNECTIONS,
+    )
+    monkeypatch.setenv(READ_TIMEOUT_ENV, "2.5")
+    monkeypatch.setenv(MAX_CONNECTIONS_ENV, "7")
+    assert (settings().read_timeout, settings().max_connections) == (2.5, 7)
+    chosen = settings(read_timeout="4", max_connections="9")
+    assert (chosen.read_timeout, chosen.max_connections) == (4, 9)
+
+
 def _wait_for_metrics(url, process, deadline):
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -100,6 +120,44 @@ def test_exporter_serves_and_stops_cleanly_on_sigterm(db_dsn, entry):
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         assert "Traceback" not in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+        process.stderr.close()
+
+
+def test_the_read_timeout_flag_closes_idle_connections(db_dsn):
+    import socket
+
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "--dsn",
+            db_dsn,
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--read-timeout",
+            "1",
+            "--max-connections",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_metrics(f"http://127.0.0.1:{port}/metrics", process, time.monotonic() + 60)
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as idle:
+            started = time.monotonic()
+            assert idle.recv(1) == b""
+            assert time.monotonic() - started < 10
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
     finally:
         if process.poll() is None:
             process.kill()

@@ -30,6 +30,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument(
+        "--read-timeout",
+        metavar="SECONDS",
+        help=(
+            "a client must send a request's line and headers within this many seconds of "
+            "connecting (TLS handshake included) or of the last response, and take a response "
+            "as fast; idle connections close after it (default: "
+            "$PIPETRACK_EXPORTER_READ_TIMEOUT, else 10)"
+        ),
+    )
+    parser.add_argument(
+        "--max-connections",
+        metavar="N",
+        help=(
+            "client connections served at once; more are answered 503 (TLS: closed) "
+            "(default: $PIPETRACK_EXPORTER_MAX_CONNECTIONS, else 64)"
+        ),
+    )
+    parser.add_argument(
         "--min-interval",
         metavar="SECONDS",
         help=(
@@ -104,4 +122,6 @@ def run(args: argparse.Namespace) -> int:
         stale_after=args.stale_after,
         stall_after=args.stall_after,
         reap_dsn=args.reap_dsn,
+        read_timeout=args.read_timeout,
+        max_connections=args.max_connections,
     )
