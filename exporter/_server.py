@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
 import html
 import logging
 import math
@@ -47,6 +48,7 @@ DEFAULT_READ_TIMEOUT = 10.0
 # Prometheus holds one connection per scrape target; two HA servers, a browser and a few curls
 # are far below this, while a connection flood is stopped well before threads pile up.
 DEFAULT_MAX_CONNECTIONS = 64
+_GZIP_LEVEL = 6  # a 1.5 MB scrape in ~12 ms to ~8 %; level 9 is three times slower for 5 % less
 
 _BUSY_BODY = b"too many connections\n"
 _BUSY = (
@@ -406,7 +408,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         finally:
             scrape_timeout.reset(token)
-        self._send(200, body, content_type, include_body)
+        headers = {"Vary": "Accept-Encoding"}
+        if accepts_gzip(self.headers.get("Accept-Encoding")):
+            body = gzip.compress(body, compresslevel=_GZIP_LEVEL, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+        self._send(200, body, content_type, include_body, headers)
 
     def _send(
         self,
@@ -429,6 +435,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an Accept-Encoding header asks for gzip (``gzip`` or ``x-gzip``, q above 0)."""
+    for part in (header or "").split(","):
+        coding, *params = (item.strip() for item in part.split(";"))
+        if coding.lower() not in ("gzip", "x-gzip"):
+            continue
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
 
 
 def _seconds(header: str | None) -> float | None:

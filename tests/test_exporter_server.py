@@ -284,6 +284,54 @@ def test_the_scrapers_timeout_header_shortens_the_database_wait(db, db_target):
         collector.close()
 
 
+@pytest.fixture
+def fixed_registry():
+    """A registry whose exposition is the same at every scrape (no database, no timings)."""
+    from prometheus_client import Gauge
+
+    registry = CollectorRegistry()
+    gauge = Gauge("fixed_sample", "a fixed value", ["task"], registry=registry)
+    for i in range(500):
+        gauge.labels(f"DAILY_{i:03d}_task").set(i)
+    return registry
+
+
+def test_gzip_is_served_when_the_scraper_accepts_it(fixed_registry):
+    import gzip
+
+    with running(fixed_registry) as server:
+        status, plain_headers, plain = get(server)
+        assert status == 200
+        assert "Content-Encoding" not in plain_headers
+        assert plain.startswith(b"# HELP fixed_sample")
+
+        # What Prometheus sends (and prometheus_client answers with gzip).
+        status, headers, body = get(server, headers={"Accept-Encoding": "gzip"})
+        assert status == 200
+        assert headers["Content-Encoding"] == "gzip"
+        assert headers["Vary"] == "Accept-Encoding"
+        assert int(headers["Content-Length"]) == len(body) < len(plain) / 3
+        assert gzip.decompress(body) == plain
+
+        for accept in ("deflate, gzip;q=0.5, br", "x-gzip", "GZIP"):
+            _, headers, body = get(server, headers={"Accept-Encoding": accept})
+            assert headers.get("Content-Encoding") == "gzip", accept
+            assert gzip.decompress(body) == plain
+        for accept in ("gzip;q=0", "identity", "br, deflate", ""):
+            _, headers, body = get(server, headers={"Accept-Encoding": accept})
+            assert "Content-Encoding" not in headers, accept
+            assert body == plain
+
+        _, headers, body = get(
+            server,
+            headers={"Accept-Encoding": "gzip", "Accept": "application/openmetrics-text"},
+        )
+        assert gzip.decompress(body).endswith(b"# EOF\n")
+        _, head, body = get(server, headers={"Accept-Encoding": "gzip"}, method="HEAD")
+        assert body == b""
+        assert head["Content-Encoding"] == "gzip"
+
+
 def test_failed_logins_are_answered_429_past_the_limit(registry):
     from exporter._webconfig import DEFAULT_FAILURE_BURST, WebConfig
 
