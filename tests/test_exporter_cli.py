@@ -47,6 +47,9 @@ def pipetrack(*args, timeout=60):
         (["--read-timeout", "soon"], "read timeout must be a number"),
         (["--max-connections", "0"], "max connections must be a whole number of 1 or more"),
         (["--max-connections", "many"], "max connections must be a whole number"),
+        # exporter-toolkit's names for --listen and --web-config
+        (["--web.listen-address", "nonsense"], "must be HOST:PORT"),
+        (["--web.config.file", "/nonexistent/web.yml"], "cannot read web config"),
     ],
 )
 def test_bad_settings_refuse_to_start_with_one_line(args, message):
@@ -120,6 +123,67 @@ def test_exporter_serves_and_stops_cleanly_on_sigterm(db_dsn, entry):
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         assert "Traceback" not in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+        process.stderr.close()
+
+
+def _status_without_credentials(url):
+    """The HTTP status of a GET of ``url``, or None while nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (our URL)
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+def test_exporter_toolkit_flag_names_listen_and_read_the_web_config(db_dsn, tmp_path):
+    """--web.listen-address and --web.config.file, as Prometheus exporters are started."""
+    import base64
+
+    import bcrypt
+
+    hashed = bcrypt.hashpw(b"scrape-secret", bcrypt.gensalt(4)).decode()
+    config = tmp_path / "web.yml"
+    config.write_text(f"basic_auth_users:\n  prometheus: '{hashed}'\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "--dsn",
+            db_dsn,
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            "--web.config.file",
+            str(config),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        deadline = time.monotonic() + 60
+        while (code := _status_without_credentials(url)) is None:
+            if process.poll() is not None:
+                pytest.fail(f"exporter exited with {process.returncode}: {process.stderr.read()}")
+            if time.monotonic() > deadline:
+                pytest.fail("the exporter did not answer in time")
+            time.sleep(0.05)  # polling a starting process, bounded by the deadline
+        assert code == 401  # the web config's basic auth is in force
+        token = base64.b64encode(b"prometheus:scrape-secret").decode()
+        request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            assert "pipetrack_database_up 1.0" in response.read().decode()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
     finally:
         if process.poll() is None:
             process.kill()

@@ -13,8 +13,11 @@ from tracker.cli._common import add_dsn_option
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dsn_option(parser)
+    # Each with exporter-toolkit's name as an alias, as Prometheus exporters are run.
     parser.add_argument(
         "--listen",
+        "--web.listen-address",
+        dest="listen",
         metavar="HOST:PORT",
         help=(
             "address to serve on; :PORT means every IPv4 interface, [::]:PORT IPv6 "
@@ -23,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--web-config",
+        "--web.config.file",
+        dest="web_config",
         metavar="FILE",
         help=(
             "TLS and basic-auth settings in Prometheus exporter-toolkit's web-config format "
