@@ -201,7 +201,7 @@ def test_connections_beyond_the_cap_are_refused_and_threads_stay_bounded(registr
                 assert reply == b"" or reply.startswith(b"HTTP/1.1 503 ")
                 assert b"slow_client_test" not in reply
         assert server.open_connections == cap
-        assert threading.active_count() <= threads_at_cap
+        assert threading.active_count() <= threads_at_cap + 2  # not one per refused client
         for sock in held:
             sock.close()
         wait_for(lambda: server.open_connections == 0, MARGIN, "the held connections to close")
