@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from exporter._collector import DEFAULT_STATEMENT_TIMEOUT, PipetrackCollector
 from exporter._reaper import DEFAULT_REAP_EVERY, DEFAULT_STALE_AFTER, Reaper
@@ -27,6 +28,9 @@ from exporter._server import (
 )
 from exporter._webconfig import WebConfig, load_web_config
 from tracker.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from tracker._db.dsn import DatabaseTarget
 
 logger = logging.getLogger("exporter")
 
@@ -182,6 +186,15 @@ def settings(
     )
 
 
+def _checked(target: DatabaseTarget) -> DatabaseTarget:
+    """``target``, if libpq accepts its settings. A database that is down is no reason not to
+    start (the metrics say so); settings that can never connect are a bad configuration."""
+    from tracker._db.connect import require_valid_settings
+
+    require_valid_settings(target)
+    return target
+
+
 def serve(
     dsn: str | None = None,
     *,
@@ -217,12 +230,12 @@ def serve(
         read_timeout=read_timeout,
         max_connections=max_connections,
     )
-    target = ready_target(dsn)
+    target = _checked(ready_target(dsn))
     reaper: Reaper | None = None
     if chosen.reap_every > 0:
         writer_dsn = reap_dsn if reap_dsn is not None else os.environ.get(REAP_DSN_ENV)
         reaper = Reaper(
-            ready_target(writer_dsn) if writer_dsn else target,
+            _checked(ready_target(writer_dsn)) if writer_dsn else target,
             every=chosen.reap_every,
             stale_after=chosen.stale_after,
         )

@@ -58,3 +58,20 @@ def test_settings_problem_asks_libpq_without_touching_the_network():
     problem = settings_problem("host=a,b port=1,2,3")
     assert problem is not None
     assert "port" in problem
+
+
+@pytest.mark.parametrize("flag", ["--dsn", "--reap-dsn"])
+def test_the_exporter_refuses_to_start_on_settings_libpq_refuses(flag):
+    # A database that is down is no reason not to start (the metrics say so); a bad setting is.
+    good = f"host=127.0.0.1 port={closed_port()}"
+    dsns = {"--dsn": good, "--reap-dsn": good, flag: f"{good} sslmode=bogus password={PASSWORD}"}
+    result = pipetrack(
+        "exporter",
+        "--listen",
+        "127.0.0.1:0",
+        *(part for f, d in dsns.items() for part in (f, d)),
+        timeout=60,
+    )
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert_one_clean_line(result.stderr)
+    assert "sslmode" in result.stderr

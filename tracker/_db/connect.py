@@ -53,17 +53,23 @@ def connect(
         return psycopg.connect(conninfo, autocommit=autocommit, options=merged)
     except psycopg.OperationalError as exc:
         reason = target.redact(" ".join(str(exc).split()))
-        problem = settings_problem(conninfo)
-        if problem is not None:
-            raise ConfigurationError(
-                f"bad connection settings in {target.redacted}: {target.redact(problem)}"
-            ) from None
+        require_valid_settings(target, conninfo)
         raise DatabaseUnavailable(
             f"cannot connect to {target.redacted}: {reason}", target=target.redacted
         ) from None
     except psycopg.ProgrammingError as exc:  # psycopg's own reading of connect_timeout
         raise ConfigurationError(
             f"bad connection settings in {target.redacted}: {target.redact(str(exc))}"
+        ) from None
+
+
+def require_valid_settings(target: DatabaseTarget, conninfo: str | None = None) -> None:
+    """Raise ConfigurationError, password masked, if libpq refuses ``target``'s settings
+    (``conninfo``: the full conninfo it is connected with, if already built)."""
+    problem = settings_problem(conninfo if conninfo is not None else connect_params(target))
+    if problem is not None:
+        raise ConfigurationError(
+            f"bad connection settings in {target.redacted}: {target.redact(problem)}"
         ) from None
 
 
