@@ -275,3 +275,71 @@ def test_a_freshly_started_database_server_is_given_time_before_reaping(db, db_t
     assert reaper.last_round == "settling"
     assert reaper.reaped == 0
     assert status_of(db, run) == "RUNNING"
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait(timeout=30)
+    return process.pid
+
+
+def test_between_rounds_a_run_of_this_host_whose_process_died_is_reaped_after_two_heartbeats(
+    db, db_target, reaper_for
+):
+    import os
+    import socket
+
+    # Full rounds an hour apart: only the local pass can act in this test.
+    reaper = reaper_for(db_target, every=3600.0, local_every=0.1)
+    wait_for(lambda: reaper.rounds >= 1, timeout=30, what="the first round")
+    now = db.execute("SELECT now()").fetchone()[0]
+    here = socket.gethostname()
+
+    def silent_run(task: str, silence: timedelta, **columns) -> uuid.UUID:
+        row = {"hostname": here, "execution_start": now - timedelta(hours=1), **columns}
+        return insert_run(db, task_name=task, last_update=now - silence, **row)
+
+    died = silent_run("DAILY_40_died", timedelta(seconds=40), process_id=dead_pid())
+    # Alive: this test's process, started before its run did.
+    alive = silent_run(
+        "DAILY_41_alive", timedelta(seconds=40), process_id=os.getpid(), execution_start=now
+    )
+    # Its heartbeat is late by less than two beats: not judged yet, whatever its pid.
+    recent = silent_run("DAILY_42_recent", timedelta(seconds=10), process_id=dead_pid())
+    # Another host's pid cannot be checked: it waits for --stale-after, as before.
+    remote = silent_run(
+        "DAILY_43_remote", timedelta(seconds=40), hostname="elsewhere.invalid", process_id=1
+    )
+    wait_for(lambda: status_of(db, died) == "FAILED", timeout=30, what="the dead run reaped")
+    assert reaper.rounds == 1
+    assert reaper.reaped == 1
+    reason = db.execute("SELECT error_message FROM pipeline_status WHERE run_id = %s", (died,))
+    assert f"on {here} is gone" in reason.fetchone()[0]
+    for run in (alive, recent, remote):
+        assert status_of(db, run) == "RUNNING"
+
+
+def test_the_local_pass_waits_while_the_database_server_is_young(db, db_target):
+    import socket
+
+    now = db.execute("SELECT now()").fetchone()[0]
+    run = insert_run(
+        db,
+        hostname=socket.gethostname(),
+        process_id=dead_pid(),
+        execution_start=now - timedelta(hours=1),
+        last_update=now - timedelta(seconds=40),
+    )
+    # Not started: each pass runs here, synchronously. The server is young for a year-long settle.
+    settling = Reaper(db_target, settle=365 * 86400.0)
+    settled = Reaper(db_target, settle=0.0)
+    try:
+        assert settling.reap_local_now() is None
+        assert settling.last_round == "settling"
+        assert status_of(db, run) == "RUNNING"
+        assert settled.reap_local_now() == 1
+        assert status_of(db, run) == "FAILED"
+    finally:
+        assert settling.shutdown()
+        assert settled.shutdown()

@@ -57,14 +57,20 @@ def reap_once(
     *,
     stale_after: timedelta = DEFAULT_STALE_AFTER,
     hostname: str | None = None,
+    only_here: bool = False,
 ) -> list[ReapedRun]:
-    """Mark lost runs FAILED; return them. ``conn`` must be autocommit."""
+    """Mark lost runs FAILED; return them. ``conn`` must be autocommit.
+
+    ``only_here``: look at the runs of this host only, whose pid it can check (the exporter's
+    quicker verdict on runs of its own host, with a shorter ``stale_after``).
+    """
     here = hostname or socket.gethostname()
     candidates = conn.execute(
         "SELECT run_id, task_name, hostname, process_id, execution_start, last_update, seq,"
         " now() - last_update FROM pipeline_status"
-        " WHERE execution_status IN ('STARTED', 'RUNNING') AND last_update < now() - %s",
-        (stale_after,),
+        " WHERE execution_status IN ('STARTED', 'RUNNING') AND last_update < now() - %s"
+        " AND (NOT %s OR hostname = %s)",
+        (stale_after, only_here, here),
     ).fetchall()
     reaped = []
     for run_id, task, host, pid, started_at, last_seen, seq, quiet_for in candidates:
