@@ -167,9 +167,12 @@ def prometheus_config(
 
 
 @contextmanager
-def running_prometheus(tmp: Path, config: dict[str, Any]) -> Iterator[Prometheus]:
+def running_prometheus(
+    tmp: Path, config: dict[str, Any], port: int | None = None
+) -> Iterator[Prometheus]:
+    """Prometheus with ``config`` on 127.0.0.1:``port`` (a free port unless given)."""
     binary = require_program("prometheus")
-    port = free_port()
+    port = port or free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     config_file = tmp / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -247,6 +250,11 @@ class WebhookReceiver:
         self._server.server_close()
         self._thread.join(timeout=10)
 
+    def notifications(self) -> list[Delivery]:
+        """Every notification received so far, in order."""
+        with self._lock:
+            return list(self.deliveries)
+
     def firing(self) -> dict[tuple[str, str], float]:
         """(alertname, task or "") -> when a firing notification of it first arrived."""
         return self._first("firing")
@@ -280,12 +288,18 @@ class WebhookReceiver:
 
 
 @contextmanager
-def running_alertmanager(tmp: Path, webhook_url: str) -> Iterator[str]:
-    """Alertmanager sending every alert at once to ``webhook_url``; yields its host:port."""
+def running_alertmanager(
+    tmp: Path, webhook_url: str, config: dict[str, Any] | None = None
+) -> Iterator[str]:
+    """Alertmanager sending every alert at once to ``webhook_url``; yields its host:port.
+
+    With ``config``, Alertmanager runs that configuration instead (its receivers are the
+    caller's to point at ``webhook_url``).
+    """
     binary = require_program("prometheus-alertmanager")
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
-    config = {
+    config = config or {
         "route": {
             "receiver": "test",
             "group_by": ["alertname", "task"],
