@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("exporter")
 
-DEFAULT_REAP_EVERY = 30.0
+DEFAULT_REAP_EVERY = 15.0
 DEFAULT_STALE_AFTER = 60.0  # four 15 s heartbeats, as tracker._ops.reaper
 DEFAULT_LOCAL_AFTER = 30.0  # two 15 s heartbeats: a run of this host whose pid is gone is lost
 DEFAULT_LOCAL_EVERY = 5.0

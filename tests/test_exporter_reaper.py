@@ -193,7 +193,7 @@ def test_an_unreachable_database_only_skips_rounds(reaper_for, caplog):
 def test_reaper_settings_come_from_flags_then_environment(monkeypatch):
     monkeypatch.delenv(REAP_EVERY_ENV, raising=False)
     chosen = settings()
-    assert (chosen.reap_every, chosen.stale_after, chosen.stall_after) == (30, 60, 1800)
+    assert (chosen.reap_every, chosen.stale_after, chosen.stall_after) == (15, 60, 1800)
     monkeypatch.setenv(REAP_EVERY_ENV, "0")
     assert settings().reap_every == 0
     assert settings(reap_every="5").reap_every == 5

@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=(
             "mark lost runs FAILED this often (one exporter acts at a time); 0 turns it off "
-            "(default: $PIPETRACK_EXPORTER_REAP_EVERY, else 30)"
+            "(default: $PIPETRACK_EXPORTER_REAP_EVERY, else 15)"
         ),
     )
     parser.add_argument(
