@@ -3,6 +3,7 @@ one-line refusals of bad settings, and a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -108,27 +109,38 @@ def _wait_for_metrics(url, process, deadline):
     pytest.fail("the exporter did not answer in time")
 
 
-@pytest.mark.parametrize("entry", [["-m", "exporter"], ["-m", "tracker", "exporter"]])
-def test_exporter_serves_and_stops_cleanly_on_sigterm(db_dsn, entry):
-    port = free_port()
+@contextlib.contextmanager
+def running_exporter(*args: str, entry=("-m", "exporter")):
+    """An exporter process started with ``args``; always stopped and reaped."""
     process = subprocess.Popen(
-        [sys.executable, *entry, "--dsn", db_dsn, "--listen", f"127.0.0.1:{port}"],
+        [sys.executable, *entry, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        body = _wait_for_metrics(f"http://127.0.0.1:{port}/metrics", process, time.monotonic() + 60)
-        assert "pipetrack_database_up 1.0" in body
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-        assert "Traceback" not in process.stderr.read()
+        yield process
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
         process.stdout.close()
         process.stderr.close()
+
+
+def stop_cleanly(process) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("entry", [("-m", "exporter"), ("-m", "tracker", "exporter")])
+def test_exporter_serves_and_stops_cleanly_on_sigterm(db_dsn, entry):
+    port = free_port()
+    with running_exporter("--dsn", db_dsn, "--listen", f"127.0.0.1:{port}", entry=entry) as process:
+        body = _wait_for_metrics(f"http://127.0.0.1:{port}/metrics", process, time.monotonic() + 60)
+        assert "pipetrack_database_up 1.0" in body
+        stop_cleanly(process)
+        assert "Traceback" not in process.stderr.read()
 
 
 def _status_without_credentials(url):
@@ -152,24 +164,15 @@ def test_exporter_toolkit_flag_names_listen_and_read_the_web_config(db_dsn, tmp_
     config = tmp_path / "web.yml"
     config.write_text(f"basic_auth_users:\n  prometheus: '{hashed}'\n")
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter",
-            "--dsn",
-            db_dsn,
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-            "--web.config.file",
-            str(config),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     url = f"http://127.0.0.1:{port}/metrics"
-    try:
+    with running_exporter(
+        "--dsn",
+        db_dsn,
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        "--web.config.file",
+        str(config),
+    ) as process:
         deadline = time.monotonic() + 60
         while (code := _status_without_credentials(url)) is None:
             if process.poll() is not None:
@@ -182,49 +185,26 @@ def test_exporter_toolkit_flag_names_listen_and_read_the_web_config(db_dsn, tmp_
         request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             assert "pipetrack_database_up 1.0" in response.read().decode()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stdout.close()
-        process.stderr.close()
+        stop_cleanly(process)
 
 
 def test_the_read_timeout_flag_closes_idle_connections(db_dsn):
     import socket
 
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter",
-            "--dsn",
-            db_dsn,
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--read-timeout",
-            "1",
-            "--max-connections",
-            "3",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with running_exporter(
+        "--dsn",
+        db_dsn,
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--read-timeout",
+        "1",
+        "--max-connections",
+        "3",
+    ) as process:
         _wait_for_metrics(f"http://127.0.0.1:{port}/metrics", process, time.monotonic() + 60)
         with socket.create_connection(("127.0.0.1", port), timeout=15) as idle:
             started = time.monotonic()
             assert idle.recv(1) == b""
             assert time.monotonic() - started < 10
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stdout.close()
-        process.stderr.close()
+        stop_cleanly(process)
