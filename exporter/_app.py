@@ -105,7 +105,7 @@ def _seconds(value: str | float, what: str) -> float:
     return seconds
 
 
-def _count(value: str | int, what: str) -> int:
+def _count(value: str | float, what: str) -> int:
     text = str(value).strip()
     if not text.isdigit() or int(text) < 1:
         raise ConfigurationError(f"{what} must be a whole number of 1 or more, not {value!r}")
@@ -121,6 +121,13 @@ def _duration(value: str | float, what: str) -> float:
     return _seconds(value, what)
 
 
+def _given(value: str | float | None, env_name: str, default: str | float) -> str | float:
+    """An argument, else its environment variable (read now, not at import), else the default."""
+    if value is not None:
+        return value
+    return os.environ.get(env_name) or default
+
+
 def settings(
     *,
     listen: str | None = None,
@@ -134,43 +141,23 @@ def settings(
     max_connections: int | str | None = None,
 ) -> Settings:
     """Resolve the exporter's settings from arguments, then environment, then defaults."""
-    env = os.environ
-    host, port = parse_listen(
-        listen if listen is not None else env.get(LISTEN_ENV) or DEFAULT_LISTEN
-    )
-    config_path = web_config if web_config is not None else env.get(WEB_CONFIG_ENV)
+    host, port = parse_listen(str(_given(listen, LISTEN_ENV, DEFAULT_LISTEN)))
+    config_path = web_config if web_config is not None else os.environ.get(WEB_CONFIG_ENV)
     config = load_web_config(config_path) if config_path else WebConfig()
-    interval = min_interval if min_interval is not None else env.get(MIN_INTERVAL_ENV) or 0.0
+    interval = _given(min_interval, MIN_INTERVAL_ENV, 0.0)
     timeout = DEFAULT_STATEMENT_TIMEOUT if statement_timeout is None else statement_timeout
     if _seconds(timeout, "statement timeout") == 0:
         raise ConfigurationError("statement timeout must be more than 0 seconds")
-    every = _duration(
-        reap_every if reap_every is not None else env.get(REAP_EVERY_ENV) or DEFAULT_REAP_EVERY,
-        "reap every",
-    )
-    stale = _duration(
-        stale_after if stale_after is not None else env.get(STALE_AFTER_ENV) or DEFAULT_STALE_AFTER,
-        "stale after",
-    )
-    stall = _duration(
-        stall_after if stall_after is not None else env.get(STALL_AFTER_ENV) or DEFAULT_STALL_AFTER,
-        "stall after",
-    )
+    every = _duration(_given(reap_every, REAP_EVERY_ENV, DEFAULT_REAP_EVERY), "reap every")
+    stale = _duration(_given(stale_after, STALE_AFTER_ENV, DEFAULT_STALE_AFTER), "stale after")
+    stall = _duration(_given(stall_after, STALL_AFTER_ENV, DEFAULT_STALL_AFTER), "stall after")
     if stale == 0 or stall == 0:
         raise ConfigurationError("stale after and stall after must be more than 0 seconds")
-    read = _seconds(
-        read_timeout
-        if read_timeout is not None
-        else env.get(READ_TIMEOUT_ENV) or DEFAULT_READ_TIMEOUT,
-        "read timeout",
-    )
+    read = _seconds(_given(read_timeout, READ_TIMEOUT_ENV, DEFAULT_READ_TIMEOUT), "read timeout")
     if read == 0:
         raise ConfigurationError("read timeout must be more than 0 seconds")
     connections = _count(
-        max_connections
-        if max_connections is not None
-        else env.get(MAX_CONNECTIONS_ENV) or DEFAULT_MAX_CONNECTIONS,
-        "max connections",
+        _given(max_connections, MAX_CONNECTIONS_ENV, DEFAULT_MAX_CONNECTIONS), "max connections"
     )
     return Settings(
         host,
