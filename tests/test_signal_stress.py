@@ -100,7 +100,13 @@ def live(child: Child, env: dict[str, str], seed: int) -> Outcome:
             _, err = process.communicate(timeout=BOUND)
             code: int | None = process.returncode
         except subprocess.TimeoutExpired:
-            code, err = None, "still running after the bound"
+            # Where it is stuck: faulthandler prints every thread's stack on SIGABRT.
+            process.send_signal(signal.SIGABRT)
+            try:
+                _, err = process.communicate(timeout=BOUND)
+            except subprocess.TimeoutExpired:
+                err = ""
+            code, err = None, f"still running after the bound:\n{err}"
         return Outcome(child, run_id, code, time.monotonic() - signalled, err)
     finally:
         if process.poll() is None:
@@ -124,6 +130,7 @@ def test_signals_at_random_moments_end_every_child_as_untracked_with_its_run_can
         PIPETRACK_CONSOLE="0",
         PIPETRACK_EXIT_TIMEOUT=str(EXIT_TIMEOUT),
         PIPETRACK_TELEMETRY_EXIT_TIMEOUT=str(TELEMETRY_EXIT_TIMEOUT),
+        PYTHONFAULTHANDLER="1",
     )
     started = time.monotonic()
     with running_receiver() as receiver:
@@ -150,7 +157,7 @@ def test_signals_at_random_moments_end_every_child_as_untracked_with_its_run_can
     wall = time.monotonic() - started
 
     wrong = [
-        (o.child, o.returncode, o.stderr[-2000:])
+        (o.child, o.returncode, o.stderr[-6000:])
         for o in outcomes
         if o.returncode != o.child.expected or not o.run_id
     ]
@@ -176,7 +183,7 @@ def test_signals_at_random_moments_end_every_child_as_untracked_with_its_run_can
         f"{sum(r[0] == 'CANCELLED' and r[1] for r in rows.values())} CANCELLED with "
         f"execution_end; {len(spooled)} spool files; wall {wall:.0f} s"
     )
-    assert wrong == []
+    assert wrong == [], "\n\n".join(f"{c} exited {code}:\n{err}" for c, code, err in wrong)
     assert slowest < BOUND
     assert set(rows) == run_ids
     expected = {o.run_id: ("CANCELLED", True, 128 + o.child.signum) for o in outcomes}

@@ -17,9 +17,15 @@ interrupted code left it; the state stays readable and every step the worker tak
 (ending open subtasks, taking a snapshot) tolerates an update half done, as the old handler,
 which ran on top of the same frozen code, had to.
 
-Only the tracker's own locks are lent (they are RLocks, so that their owner can be told).
-Locks of other code the main thread may hold (logging's, OpenTelemetry's) are not; a worker
-that needs one waits in vain, and the handler's wait is bounded for that reason.
+A lent lock must never be held by a thread that waits for a lock the frozen main thread keeps:
+the main thread could then never take its lock back. So only the tracker's own locks are lent
+(RLocks, so that their owner can be told), whose critical sections call nothing that waits
+(logging aside). Telemetry's are not: they are held around OpenTelemetry calls, whose own locks
+the main thread may hold (a signal landing inside ``add_event`` did just that). A worker that
+needs a lock not lent waits in vain, and the handler's wait is bounded for that reason; taking
+the lent locks back is bounded too (``RESTORE_TIMEOUT``): if that runs out, ``handed_over``
+says so, the interrupted code cannot safely go on, and the process takes the signal's default
+action.
 """
 
 from __future__ import annotations
@@ -41,22 +47,39 @@ RECORDED = "recorded"  # final states written or spooled
 DONE = "done"  # observers told as well
 
 
+# How long taking a lent lock back may wait (its borrower holds it only for a moment).
+RESTORE_TIMEOUT = 5.0
+
+
+class Lent:
+    """What ``handed_over`` yields: ``restored`` is False if a lock could not be taken back."""
+
+    restored = True
+
+
 @contextlib.contextmanager
-def handed_over(locks: Iterable[Any]) -> Iterator[None]:
+def handed_over(locks: Iterable[Any]) -> Iterator[Lent]:
     """Release the RLocks among ``locks`` that this thread owns, for the body; then take them
-    back in the same order (the order the tracker takes them in, so never against a holder)."""
-    lent: list[tuple[Any, Any]] = []
+    back, with their recursion counts, in the same order (the order the tracker takes them in,
+    so never against a holder), each within ``RESTORE_TIMEOUT``."""
+    lent: list[tuple[Any, int]] = []
     seen: set[int] = set()
+    outcome = Lent()
     try:
         for lock in locks:
             if id(lock) in seen or not lock._is_owned():
                 continue
             seen.add(id(lock))
-            lent.append((lock, lock._release_save()))
-        yield
+            count, _owner = lock._release_save()
+            lent.append((lock, count))
+        yield outcome
     finally:
-        for lock, state in lent:
-            lock._acquire_restore(state)
+        for lock, count in lent:
+            if not lock.acquire(timeout=RESTORE_TIMEOUT):
+                outcome.restored = False
+                continue
+            for _ in range(count - 1):
+                lock.acquire()  # reentrant: at once
 
 
 class SignalWorker:

@@ -22,8 +22,9 @@ them back afterwards (``tracker._handoff``). It waits for that thread, bounded: 
 (plus a moment to spool what the database did not take in time) for the final states, then the
 observers' own bound (telemetry's exit timeout) for the spans. A worker stuck on a lock that is
 not the tracker's (logging's, OpenTelemetry's, held by the frozen main thread) only costs that
-wait; the process still ends as it would have. A second signal arriving during the wait is
-chained after the first.
+wait; the process still ends as it would have. Taking the lent locks back is bounded as well;
+should it run out, the interrupted code cannot go on and the process takes the signal's default
+action. A second signal arriving during the wait is chained after the first.
 
 The other hooks run at points that cannot hold the tracker's locks: atexit after the main
 thread's frames are gone, the exception hooks on the failing thread, the fork hook in a child
@@ -153,9 +154,12 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
         return
     _handling = True
     try:
-        _hand_over(signum)
+        restored = _hand_over(signum)
     finally:
         _handling = False
+    if not restored:
+        # A lock of the interrupted code is still with the worker: that code cannot go on.
+        _die_of(signum)
     chain = [signum]
     while _arrived:
         chain.append(_arrived.pop(0))
@@ -163,21 +167,21 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
         _chain(each, frame)
 
 
-def _hand_over(signum: int) -> None:
-    """Have the worker cancel and flush the runs, lending it our locks; wait, bounded."""
+def _hand_over(signum: int) -> bool:
+    """Have the worker cancel and flush the runs, lending it our locks; wait, bounded.
+    False if a lent lock could not be taken back (see tracker._handoff)."""
     worker = _worker
     trackers = _trackers()
     if worker is None or not worker.alive or not any(_has_work(t) for t in trackers):
-        return
+        return True
     timeout = max(t.settings.exit_timeout for t in trackers)
-    # The tracker's locks first, the observers' after: the order they nest in.
     locks = [lock for tracker in trackers for lock in tracker._signal_locks()]
-    locks += _observers.signal_locks()
-    with _handoff.handed_over(locks):
+    with _handoff.handed_over(locks) as lent:
         token = worker.submit(signum)
         if worker.wait(token, _handoff.RECORDED, time.monotonic() + timeout + SPOOL_MARGIN):
             wait = max(_observers.end_timeout(), OBSERVERS_MIN_WAIT)
             worker.wait(token, _handoff.DONE, time.monotonic() + wait)
+    return lent.restored
 
 
 def _has_work(tracker: Any) -> bool:
@@ -209,6 +213,10 @@ def _chain(signum: int, frame: FrameType | None) -> None:
         previous(signum, frame)
         return
     # The default disposition: die of the signal, as the process would have without us.
+    _die_of(signum)
+
+
+def _die_of(signum: int) -> None:
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
 

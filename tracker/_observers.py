@@ -15,9 +15,7 @@ thread that caused the transition:
 
 An observer may also have ``end_timeout()``: how long, at most, its ``on_run_end`` may take to
 deliver what it has (telemetry flushes there when a signal ends the run); the signal handler
-waits that long for it before the process ends; and ``signal_locks()``: the reentrant locks its
-``on_run_end`` takes that the main thread may hold (read without locking), which the handler
-lends to the thread that ends the runs (see ``tracker._handoff``).
+waits that long for it before the process ends.
 
 Progress calls never reach observers: gauges should read ``Run`` state in their own callbacks
 (``tracker._tracker.live_runs()`` lists the runs being tracked). An observer that raises is
@@ -93,21 +91,6 @@ def end_timeout() -> float:
         except Exception:
             logger.exception("pipetrack observer %r failed in end_timeout", observer)
     return longest
-
-
-def signal_locks() -> list[object]:
-    """Every observer's ``signal_locks()``, for the signal handler (no logging: it may run on
-    top of a logging call)."""
-    locks: list[object] = []
-    for observer in _observers:
-        method = getattr(observer, "signal_locks", None)
-        if method is None:
-            continue
-        try:
-            locks.extend(method())
-        except Exception:  # noqa: S112 - an observer's locks are lent only if it can say which
-            continue
-    return locks
 
 
 def _after_fork_in_child() -> None:

@@ -47,8 +47,7 @@ class _Frame(NamedTuple):
 
 # Runs of this process that are under way, innermost last. A list, not a contextvar: child
 # processes are started from any thread, and the run they belong to is the process's run.
-# Reentrant so that a signal handler can lend it (see tracker._handoff).
-_lock = threading.RLock()
+_lock = threading.Lock()
 _active: list[_Frame] = []
 
 
@@ -75,15 +74,11 @@ def span_of_run(run_id: str | None) -> Span | None:
     return frames[-1].span() if frames else None
 
 
-def signal_lock() -> threading.RLock:
-    return _lock
-
-
 def forget_all() -> None:
     """After a fork: the child tracks none of its parent's runs (as the tracker does). The lock
     is replaced, not acquired: another thread may have held it at the fork."""
     global _lock  # noqa: PLW0603 - the child's own lock
-    _lock = threading.RLock()
+    _lock = threading.Lock()
     _active.clear()
 
 

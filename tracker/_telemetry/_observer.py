@@ -11,7 +11,7 @@ import re
 import sys
 from typing import TYPE_CHECKING
 
-from tracker._telemetry import _config, _context
+from tracker._telemetry import _config
 from tracker._telemetry._run import Progress, RunTelemetry
 
 if TYPE_CHECKING:
@@ -71,12 +71,6 @@ class TelemetryObserver:
 
     def _of(self, run: Run) -> RunTelemetry | None:
         return self._runs.get(run.run_id)
-
-    def signal_locks(self) -> list[object]:
-        """The locks ending its runs' telemetry takes, for the signal handler to lend when the
-        main thread holds one (read lock-free; see tracker._handoff)."""
-        spans = [t.spans.lock for t in list(self._runs.values()) if t.spans is not None]
-        return [*spans, _context.signal_lock()]
 
     def end_timeout(self) -> float:
         """How long ``on_run_end`` may flush when a signal ends a run (see _observers)."""

@@ -100,9 +100,7 @@ class RunSpans:
         self._run_id = run_id
         self._interval = min_event_interval
         self._clock = clock
-        # Reentrant so that a signal handler can lend it (see tracker._handoff), when the main
-        # thread it interrupted is in here and the signal thread must end these spans.
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._ended = False
         # CI/CD conventions: the pipeline run span is a SERVER span; DESIGN.md names it after
         # the task, which is also the low-cardinality pipeline name.
@@ -129,10 +127,6 @@ class RunSpans:
     @property
     def trace_id(self) -> str | None:
         return trace_id_hex(self._run)
-
-    @property
-    def lock(self) -> threading.RLock:
-        return self._lock
 
     def span_for(self, index: int | None) -> Span:
         """Subtask ``index``'s span while it is open, else the run's: what a child process or a
