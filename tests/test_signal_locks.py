@@ -15,6 +15,7 @@ from tests.otlp_receiver import running_receiver
 from tests.tracker_support import child_env, fetch_run, fetch_subtasks, run_script
 from tracker import _handoff
 from tracker._handoff import handed_over
+from tracker._model import RunCore, SubtaskCore
 
 # The exit timeout the children use, and the bound on their whole life: the exit timeout, a
 # moment for spooling, the observers' wait, and start-up on a busy machine.
@@ -151,3 +152,26 @@ def test_a_child_forked_while_a_thread_holds_the_trackers_locks_tracks_its_own_r
     row = fetch_run(db, child)
     assert row["execution_status"] == "FINISHED"
     assert [s["subtask_status"] for s in fetch_subtasks(db, child)] == ["COMPLETED"]
+
+
+@pytest.mark.parametrize("frozen_after", ["ended", "status"])
+def test_a_run_ended_while_a_close_was_half_done_writes_the_subtasks_final_row(frozen_after):
+    # What the signal worker finds when the main thread is frozen inside RunCore.close().
+    run = RunCore(
+        run_id="00000000-0000-0000-0000-000000000001",
+        task_name="DAILY_half_closed",
+        task_stage="DAILY",
+        total_subtasks=None,
+        context={},
+        max_pending=100,
+    )
+    sub = run.enter(SubtaskCore, "loading", None)
+    run.snapshot()  # its RUNNING row is out
+    sub.ended = 1.0
+    if frozen_after == "status":
+        sub.status = "COMPLETED"
+    run.end("CANCELLED")
+    assert sub not in run.open
+    assert sub.status == ("COMPLETED" if frozen_after == "status" else "FAILED")
+    rows = run.snapshot().subtask_rows
+    assert [(r["subtask_index"], r["subtask_status"]) for r in rows] == [(1, sub.status)]

@@ -30,6 +30,8 @@ logger = logging.getLogger("tracker")
 TERMINAL = frozenset({"FINISHED", "FAILED", "CANCELLED"})
 UNLIMITED = 2**63 - 1
 CLOSED_LIMIT = -1
+# The statuses a subtask ends in.
+_SUBTASK_FINAL = ("COMPLETED", "FAILED")
 MASKED_COLUMNS = frozenset({"error_message", "error_detail"})
 """Columns that hold stderr tails and tracebacks: secrets in them are masked (tracker._secrets)."""
 """A closed subtask's ``_limit``: any advance takes the slow path, which reports the misuse."""
@@ -468,15 +470,22 @@ class RunCore:
         return stack[stack.index(sub) + 1 :]
 
     def close(self, sub: SubtaskCore, status: str, *, at: float | None = None) -> None:
-        if sub.ended is not None:
+        """End ``sub``; also completes a close left half done. A signal's worker may end the run
+        while the main thread, frozen by the handler, is in here (see tracker._handoff): the
+        row is queued before the subtask leaves the open list, so that whichever the worker
+        finds, an open one or a queued row, its final state is written."""
+        if sub.ended is not None and sub not in self.open:
             return
-        for child in reversed(self.above(sub)):
-            self.close(child, status, at=at)
-        sub.ended = time.monotonic() if at is None else at
-        sub.status = status
+        if sub.ended is None:
+            for child in reversed(self.above(sub)):
+                self.close(child, status, at=at)
+            sub.ended = time.monotonic() if at is None else at
+        if sub.status not in _SUBTASK_FINAL:
+            sub.status = status
+            if sub.is_unit and status == "COMPLETED":
+                self.done_units += 1
         sub._limit = CLOSED_LIMIT
-        if sub.is_unit and status == "COMPLETED":
-            self.done_units += 1
+        self._queue_row(sub)
         if sub in self.open:
             self.open.remove(sub)
         stack = self.stacks.get(sub.thread)
@@ -488,7 +497,6 @@ class RunCore:
         self.shown = self.open[-1] if self.open else sub
         self.overall_explicit = None
         self.current_override = None
-        self._queue_row(sub)
         self.mark(urgent=True, moved=True)
 
     def end(self, status: str, *, exit_code: int | None = None) -> bool:
