@@ -207,6 +207,9 @@ class Checker:
     def _real(self, value: object, argument: str) -> float | _Ignore:  # noqa: PLR0911 - an exit per kind of bad value
         if value.__class__ is float:
             return value
+        if value.__class__ is int:  # the common case, before the slower ABC checks below
+            number = _as_float(value)
+            return IGNORE if number is None else number
         if isinstance(value, bool):
             self.problem(
                 self._invalid(
