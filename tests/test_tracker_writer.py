@@ -329,6 +329,30 @@ def test_pending_subtask_rows_are_bounded_with_a_drop_counter():
     assert [r["subtask_name"] for r in snap.subtask_rows] == [f"s{i}" for i in range(15, 20)]
 
 
+def test_the_bound_never_drops_the_final_row_of_a_subtask_written_while_open():
+    # The signal stress test found these left RUNNING: written open, then dropped once closed.
+    core = RunCore(
+        run_id=str(uuid.uuid4()),
+        task_name="DAILY_bound_written",
+        task_stage="DAILY",
+        total_subtasks=None,
+        context={},
+        max_pending=5,
+    )
+    outer = core.enter(SubtaskCore, "outer", None)
+    early = core.enter(SubtaskCore, "early", None)
+    core.snapshot()  # both written as RUNNING
+    core.close(early, "COMPLETED")
+    for i in range(20):
+        sub = core.enter(SubtaskCore, f"s{i}", None)
+        core.close(sub, "COMPLETED")
+    core.close(outer, "COMPLETED")
+    rows = {r["subtask_name"]: r["subtask_status"] for r in core.snapshot().subtask_rows}
+    assert rows["early"] == rows["outer"] == "COMPLETED"
+    assert len(rows) == 5
+    assert core.dropped_rows == 17
+
+
 def test_writer_survives_a_rejected_snapshot_and_keeps_writing(db_dsn, db, tmp_path, caplog):
     t = make_tracker(db_dsn, tmp_path / "spool")
     try:

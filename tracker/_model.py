@@ -516,22 +516,29 @@ class RunCore:
     def _queue_row(self, sub: SubtaskCore) -> None:
         self._pending.pop(sub.index, None)
         if len(self._pending) >= self.max_pending:
-            # Bounded: drop the oldest closed row waiting to be written (open ones are written
-            # again anyway with their latest state).
-            for index, waiting in self._pending.items():
-                if waiting.ended is not None and waiting is not sub:
-                    del self._pending[index]
-                    self.dropped_rows += 1
-                    if math.log10(self.dropped_rows).is_integer():
-                        logger.warning(
-                            "run %s: %d finished subtask row(s) dropped so far: more than %d "
-                            "waiting to be written",
-                            self.run_id,
-                            self.dropped_rows,
-                            self.max_pending,
-                        )
-                    break
+            self._drop_a_pending_row(sub)
         self._pending[sub.index] = sub
+
+    def _drop_a_pending_row(self, keep: SubtaskCore) -> None:
+        """Bounded: drop the oldest closed row waiting that was never written (open ones are
+        written again anyway with their latest state). A closed subtask written before while
+        open is kept whatever the bound, or the database would show it RUNNING for ever; there
+        are at most as many of those as were open at the last snapshot."""
+        for index, waiting in self._pending.items():
+            if waiting.ended is not None and waiting is not keep and not waiting._written_row:
+                del self._pending[index]
+                break
+        else:
+            return
+        self.dropped_rows += 1
+        if math.log10(self.dropped_rows).is_integer():
+            logger.warning(
+                "run %s: %d finished subtask row(s) dropped so far: more than %d waiting to be "
+                "written",
+                self.run_id,
+                self.dropped_rows,
+                self.max_pending,
+            )
 
     # -- derived figures ------------------------------------------------------------------
     def current_subtask(self) -> int | None:
