@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -39,6 +40,27 @@ def _isolated_environment() -> Iterator[None]:
             yield
         finally:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _signals_not_ignored() -> Iterator[None]:
+    """Children start with the signals the tests send at their default disposition.
+
+    A shell without job control starts a background job with SIGINT ignored (``nohup``:
+    SIGHUP), and an ignored signal stays ignored across exec, so every child would ignore it and
+    the tests of what a signal does would hang. The tests expect a process that can be
+    signalled, as a pipeline run from cron or a terminal is: put back what a fresh process has.
+    """
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGHUP: signal.SIG_DFL}
+    defaults[signal.SIGTERM] = signal.SIG_DFL
+    restored = {
+        s: signal.signal(s, d) for s, d in defaults.items() if signal.getsignal(s) is signal.SIG_IGN
+    }
+    try:
+        yield
+    finally:
+        for signum, previous in restored.items():
+            signal.signal(signum, previous)
 
 
 class _EveryLine(logging.Handler):
