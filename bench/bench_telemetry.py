@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tracker._runtime.trackers import Tracker  # noqa: E402
 from tracker._telemetry import _config  # noqa: E402
 from tracker._telemetry._spans import RunSpans  # noqa: E402
-from tracker._tracker import Tracker  # noqa: E402
 
 RECEIVER = """
 import sys

@@ -51,9 +51,9 @@ import psycopg.sql
 from bench_support import bench_database
 
 import tracker
-from tracker._batch import STATUS, SUBTASK
 from tracker._db.connect import connect
 from tracker._db.dsn import DatabaseTarget
+from tracker._record.batch import STATUS, SUBTASK
 
 STATUS_COLUMNS, SUBTASK_COLUMNS = STATUS.columns, SUBTASK.columns
 

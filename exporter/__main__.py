@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from tracker.cli import main
+from exporter._cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["exporter", *sys.argv[1:]]))
+    sys.exit(main())

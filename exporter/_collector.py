@@ -63,7 +63,7 @@ class PipetrackCollector(Collector):
         for what, value in (("stall after", stall_after), ("lost after", lost_after)):
             if not math.isfinite(value) or value <= 0:
                 raise ConfigurationError(f"{what} must be more than 0 seconds, not {value}")
-        from tracker import __version__
+        from tracker._version import __version__
 
         self._stall_after = stall_after
         self._lost_after = lost_after

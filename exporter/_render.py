@@ -18,9 +18,9 @@ from exporter import _metrics as m
 from exporter._exposition import escape_label_value
 from exporter._queries import LastEnded, LatestRun, RunningRun, Snapshot
 from exporter._schedule import Declared, missed_start, started_before_dependency
+from tracker._model.terminal import printable
 from tracker._ops.eta import ProgressCurve
 from tracker._ops.eta_history import predicted_total
-from tracker._terminal import printable
 
 DEFAULT_STALL_AFTER = 1800.0
 """Seconds without progress (while heartbeating) before a run counts as stalled."""

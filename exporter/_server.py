@@ -386,7 +386,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             self._metrics(include_body)
         elif path == "/":
-            from tracker import __version__
+            from tracker._version import __version__
 
             page = _LANDING.format(version=html.escape(__version__)).encode()
             self._send(200, page, "text/html; charset=utf-8", include_body)

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tracker._stage import stage_of
+from tracker._model.stage import stage_of
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES_DIR = ROOT / "prometheus" / "rules"

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracker._arrays import encoder_for, number_array, plain_array, text_array
-from tracker._model import iso
+from tracker._model.state import iso
+from tracker._record.arrays import encoder_for, number_array, plain_array, text_array
 
 pytestmark = pytest.mark.db
 

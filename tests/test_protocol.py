@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracker._protocol import (
+from tracker._wrap._scanner import LineScanner
+from tracker._wrap.protocol import (
     MARKER,
     MAX_LINE_BYTES,
     Enter,
@@ -24,7 +25,6 @@ from tracker._protocol import (
     format_line,
     parse_line,
 )
-from tracker._wrap._scanner import LineScanner
 
 
 @pytest.mark.parametrize(

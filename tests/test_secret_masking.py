@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from tests.tracker_support import make_tracker
-from tracker._secrets import mask_secrets
+from tracker._model.secrets import mask_secrets
 
 # Made up, but shaped like the real thing.
 DSN_SECRET = "Sup3rS3cret-dsn"

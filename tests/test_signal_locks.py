@@ -13,9 +13,9 @@ import pytest
 
 from tests.otlp_receiver import running_receiver
 from tests.tracker_support import child_env, fetch_run, fetch_subtasks, run_script
-from tracker import _handoff
-from tracker._handoff import handed_over
-from tracker._model import RunCore, SubtaskCore
+from tracker._model.state import RunCore, SubtaskCore
+from tracker._runtime import handoff
+from tracker._runtime.handoff import handed_over
 
 # The exit timeout the children use, and the bound on their whole life: the exit timeout, a
 # moment for spooling, the observers' wait, and start-up on a busy machine.
@@ -114,7 +114,7 @@ def test_lent_locks_come_back_with_their_counts():
 
 
 def test_a_lent_lock_its_borrower_keeps_is_reported_not_waited_for(monkeypatch):
-    monkeypatch.setattr(_handoff, "RESTORE_TIMEOUT", 0.2)
+    monkeypatch.setattr(handoff, "RESTORE_TIMEOUT", 0.2)
     lock = threading.RLock()
     lock.acquire()
     borrowed, stop = threading.Event(), threading.Event()

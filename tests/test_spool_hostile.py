@@ -19,7 +19,7 @@ import uuid
 import pytest
 
 from tests.tracker_support import SCRIPTS, child_env, proxy_for, snapshot, spool_files
-from tracker._store import Store
+from tracker._record.store import Store
 
 TIMEOUT = 60.0  # generous: a busy machine; a hang shows as a timeout, never as a stuck suite
 
@@ -344,7 +344,7 @@ def test_a_replay_racing_the_birth_of_spool_files_loses_none_of_them(tmp_path):
     """A replay that opened a file between its creation and its header took it for an empty
     file and deleted it, and the statuses then written into it were lost (132 of 2,000 here
     before files were born under a temporary name)."""
-    from tracker._spool import Spool
+    from tracker._record.spool import Spool
 
     directory, stop = tmp_path / "spool", tmp_path / "stop"
     replayers = [

@@ -21,8 +21,8 @@ from tests.telemetry_support import (
     pointed_receiver,
     slow_collector_env,
 )
+from tracker._runtime.trackers import Tracker
 from tracker._telemetry import _config
-from tracker._tracker import Tracker
 
 STATUS_ERROR = 2
 

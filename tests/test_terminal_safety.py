@@ -19,7 +19,7 @@ import uuid
 import pytest
 
 from tests.tracker_support import child_env
-from tracker._terminal import printable
+from tracker._model.terminal import printable
 
 pytestmark = pytest.mark.db
 

@@ -12,8 +12,9 @@ import pytest
 
 import tracker
 from tests.tracker_support import default_tracker_on, fetch_run, fetch_subtasks, make_tracker, pct
-from tracker import _context, _observers
-from tracker._model import RunCore
+from tracker._model.state import RunCore
+from tracker._record import git
+from tracker._runtime import context, observers
 
 
 @pytest.fixture
@@ -120,7 +121,7 @@ def test_progress_starts_a_run_named_after_the_script_when_none_is_going(tracked
     list(tracker.progress([1, 2], "alone"))
     run = tracker.current_run()
     assert run is not None
-    assert run.task_name == _context.default_task_name()
+    assert run.task_name == context.default_task_name()
     tracked.shutdown(10)
     row = fetch_run(db, run.run_id)
     assert row["execution_status"] == "FINISHED"
@@ -164,7 +165,7 @@ def test_context_records_host_pid_user_script_and_log(tracked, db, tmp_path):
     assert row["hostname"] == socket.gethostname()
     assert row["process_id"] == os.getpid()
     assert row["user_name"] == getpass.getuser()
-    path, name = _context.script_location()
+    path, name = context.script_location()
     assert row["script_path"] == path
     assert row["script_file"] == name
     assert row["log_path"] == str(log)
@@ -205,15 +206,15 @@ def test_git_commit_is_the_scripts_repository_not_the_working_directory(tmp_path
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    assert _context.git_commit(str(script)) == sha
+    assert git.git_commit(str(script)) == sha
     # Packed refs, and a detached HEAD.
     (repo / ".git" / "refs" / "heads" / "main").unlink()
     other = "89abcdef0123456789abcdef0123456789abcdef"
     (repo / ".git" / "packed-refs").write_text(f"# pack-refs\n{other} refs/heads/main\n")
-    assert _context.git_commit(str(script)) == other
+    assert git.git_commit(str(script)) == other
     (repo / ".git" / "HEAD").write_text(sha + "\n")
-    assert _context.git_commit(str(script)) == sha
-    assert _context.git_commit(str(elsewhere / "no_repo.py")) is None
+    assert git.git_commit(str(script)) == sha
+    assert git.git_commit(str(elsewhere / "no_repo.py")) is None
 
 
 @pytest.mark.parametrize(
@@ -266,7 +267,7 @@ class Recorder:
 
 def test_observers_hear_transitions_but_not_progress_ticks(tracked, db):
     recorder = Recorder()
-    _observers.add_observer(recorder)
+    observers.add_observer(recorder)
     try:
         with tracker.run("DAILY_observed") as run:
             with run.subtask("a", items_total=3) as st:
@@ -274,7 +275,7 @@ def test_observers_hear_transitions_but_not_progress_ticks(tracked, db):
                 st.advance(2)
             run.message("halfway")
     finally:
-        _observers.remove_observer(recorder)
+        observers.remove_observer(recorder)
     assert recorder.events == [
         ("run_start", "DAILY_observed"),
         ("subtask_start", "a"),
@@ -292,12 +293,12 @@ def test_a_failing_observer_never_breaks_the_pipeline(tracked, caplog):
             raise RuntimeError("observer bug")
 
     broken = Broken()
-    _observers.add_observer(broken)
+    observers.add_observer(broken)
     try:
         with tracker.run("DAILY_obs_broken"):
             pass
     finally:
-        _observers.remove_observer(broken)
+        observers.remove_observer(broken)
     assert "observer bug" in caplog.text
 
 
@@ -402,25 +403,25 @@ def test_bad_interval_settings_are_logged_and_ignored(monkeypatch, caplog):
 
 
 def test_configure_applies_before_the_first_run_only(db_dsn, spool_dir):
-    from tracker import _tracker
+    from tracker._runtime import trackers
 
-    previous = _tracker.set_default(None)
+    previous = trackers.set_default(None)
     try:
         configured = tracker.configure(
             dsn=db_dsn, spool_dir=spool_dir, lifecycle=False, strict=False
         )
-        assert _tracker.default_tracker() is configured
+        assert trackers.default_tracker() is configured
         assert configured.strict is False
         tracker.run("DAILY_configured").finish()
         with pytest.raises(tracker.ConfigurationError, match="before the first run"):
             tracker.configure(strict=True)
     finally:
-        _tracker.default_tracker().shutdown(5)
-        _tracker.set_default(previous)
+        trackers.default_tracker().shutdown(5)
+        trackers.set_default(previous)
 
 
 def test_an_internal_error_is_logged_never_raised_into_the_pipeline(tracked, monkeypatch, caplog):
-    from tracker._model import RunCore
+    from tracker._model.state import RunCore
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug in the tracker")

@@ -12,7 +12,7 @@ import pytest
 
 import tracker
 from tests.tracker_support import default_tracker_on, fetch_run, fetch_subtasks, pct
-from tracker._text import TEXT_MAX, TRUNCATED
+from tracker._model.text import TEXT_MAX, TRUNCATED
 
 
 @pytest.fixture(params=["strict", "lenient"])

@@ -10,9 +10,9 @@ import uuid
 
 from tests.tracker_support import fetch_run, fetch_subtasks, make_tracker, snapshot, spool_files
 from tracker._db.conninfo import make_conninfo
+from tracker._record.store import Store
+from tracker._record.writer import Writer
 from tracker._settings import Settings
-from tracker._store import Store
-from tracker._writer import Writer
 
 TRACKED = """
 import sys

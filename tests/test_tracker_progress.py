@@ -257,7 +257,7 @@ def test_text_that_is_not_a_plain_name_template_is_kept_as_written(tracked, db, 
 
 
 def test_first_genter_starts_a_run_named_after_the_script(tracked, db):
-    from tracker._context import default_task_name
+    from tracker._runtime.context import default_task_name
 
     genter("step one")
     run = tracker.current_run()
@@ -271,10 +271,10 @@ def test_first_genter_starts_a_run_named_after_the_script(tracked, db):
 
 def test_genter_prints_console_lines(db_dsn, spool_dir, capsys):
     from tests.tracker_support import make_tracker
-    from tracker import _tracker
+    from tracker._runtime import trackers
 
     t = make_tracker(db_dsn, spool_dir, console=True)
-    previous = _tracker.set_default(t)
+    previous = trackers.set_default(t)
     try:
         genter("outer")
         genter("inner")
@@ -283,7 +283,7 @@ def test_genter_prints_console_lines(db_dsn, spool_dir, capsys):
         gexit()
     finally:
         t.shutdown(5)
-        _tracker.set_default(previous)
+        trackers.set_default(previous)
     lines = capsys.readouterr().err.splitlines()
     assert [line.split("] ", 1)[1] for line in lines[:3]] == ["> outer", "  > inner", "    note"]
     assert lines[3].split("] ", 1)[1].startswith("  < inner (")

@@ -14,7 +14,7 @@ import pytest
 import tracker
 from tests.tracker_support import fetch_run, fetch_subtasks, make_tracker
 from tracker._db.conninfo import make_conninfo
-from tracker._model import RunCore, Snapshot
+from tracker._model.state import RunCore, Snapshot
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ from tests.tracker_support import (
     spool_files,
     wait_for,
 )
-from tracker._model import RunCore, Snapshot, SubtaskCore
-from tracker._spool import Spool
-from tracker._store import Store
+from tracker._model.state import RunCore, Snapshot, SubtaskCore
+from tracker._record.spool import Spool
+from tracker._record.store import Store
 
 
 def status_of(db, run_id):
@@ -180,9 +180,9 @@ def test_one_batch_writes_many_runs_each_at_its_newest_seq(db_dsn, db):
 def test_a_batch_the_database_refuses_is_written_but_for_the_refused_snapshot(
     db_dsn, db, tmp_path, caplog
 ):
+    from tracker._record.store import Rejected
+    from tracker._record.writer import Writer
     from tracker._settings import Settings
-    from tracker._store import Rejected
-    from tracker._writer import Writer
 
     good = [str(uuid.uuid4()) for _ in range(2)]
     bad = str(uuid.uuid4())

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tracker._protocol import MARKER
 from tracker._wrap._scanner import LineScanner
+from tracker._wrap.protocol import MARKER
 
 SCRIPTS = Path(__file__).parent / "scripts"
 PIPETRACK = [sys.executable, "-m", "tracker"]

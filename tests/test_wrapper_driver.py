@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tracker._protocol import Enter, Exit, Progress
 from tracker._wrap._driver import _coalesced
+from tracker._wrap.protocol import Enter, Exit, Progress
 
 
 def test_consecutive_progress_keeps_the_last_state_and_the_last_message():

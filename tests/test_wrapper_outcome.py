@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
-from tracker._protocol import Error
 from tracker._wrap._outcome import Outcome, StderrTail, decide
+from tracker._wrap.protocol import Error
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,8 @@ import pytest
 from psycopg.rows import dict_row
 
 import tracker
-from tracker import _model, _tracker
-from tracker._model import RunCore
+from tracker._model.state import TERMINAL, RunCore
+from tracker._runtime import trackers
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -30,12 +30,12 @@ SCRIPTS = Path(__file__).parent / "scripts"
 def default_tracker_on(dsn: str, spool: Path, **settings: Any) -> Iterator[tracker.Tracker]:
     """The default Tracker, writing to ``dsn`` (strict, no process hooks), shut down after."""
     instance = make_tracker(dsn, spool, **settings)
-    previous = _tracker.set_default(instance)
+    previous = trackers.set_default(instance)
     try:
         yield instance
     finally:
         instance.shutdown(5.0)
-        _tracker.set_default(previous)
+        trackers.set_default(previous)
 
 
 def make_tracker(dsn: str, spool: Path, **settings: Any) -> tracker.Tracker:
@@ -258,6 +258,6 @@ def snapshot(run_id: str, seq: int, status: str = "RUNNING", percent: float | No
     core.status = status
     core.overall_explicit = percent
     core.seq = seq - 1
-    if status in _model.TERMINAL:
+    if status in TERMINAL:
         core.end_mono = core.start_mono + 1
     return core.snapshot(now_wall=1_700_000_000.0 + seq)

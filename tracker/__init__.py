@@ -17,8 +17,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-from tracker import _tracker
-from tracker._compat import (
+from tracker._runtime import trackers
+from tracker._runtime.run import Run, Subtask
+from tracker._runtime.trackers import Tracker, configure, current_run
+from tracker._telemetry import child_env
+from tracker._version import __version__
+from tracker.compat import (
     genter,
     gexit,
     gmessage,
@@ -28,9 +32,6 @@ from tracker._compat import (
     track_status,
     track_task_progress,
 )
-from tracker._run import Run, Subtask
-from tracker._telemetry import child_env
-from tracker._tracker import Tracker, configure, current_run
 from tracker.errors import (
     ConfigurationError,
     DatabaseUnavailable,
@@ -42,8 +43,6 @@ from tracker.errors import (
     SubtaskOrderError,
     TrackerError,
 )
-
-__version__ = "0.1.0"
 
 T = TypeVar("T")
 
@@ -60,7 +59,7 @@ def run(
     """Start a run and make it current; use it as a context manager (FINISHED on leaving,
     FAILED on an exception). ``task_name`` defaults to the script's name; ``stage`` to the
     name's prefix (DAILY_, STATIC_ …)."""
-    return _tracker.default_tracker().run(
+    return trackers.default_tracker().run(
         task_name,
         total_subtasks,
         stage,
@@ -74,22 +73,22 @@ def progress(
     iterable: Iterable[T], desc: str | None = None, *, total: int | None = None
 ) -> Iterator[T]:
     """Iterate ``iterable`` as a subtask of the current run (started if none), counting items."""
-    return _tracker.default_tracker().progress(iterable, desc, total=total)
+    return trackers.default_tracker().progress(iterable, desc, total=total)
 
 
 def track(name: Any = None, *, total_subtasks: int | None = None) -> Any:
     """Decorator: a call is a run when none is going, else a subtask of the current run."""
-    return _tracker.default_tracker().track(name, total_subtasks=total_subtasks)
+    return trackers.default_tracker().track(name, total_subtasks=total_subtasks)
 
 
 def flush(timeout: float | None = None) -> bool:
     """Wait until everything tracked so far is written or spooled; False if not in time."""
-    return _tracker.default_tracker().flush(timeout)
+    return trackers.default_tracker().flush(timeout)
 
 
 def shutdown(timeout: float | None = None) -> bool:
     """End the runs still going (FINISHED) and write their final state; what exit does."""
-    return _tracker.default_tracker().shutdown(timeout)
+    return trackers.default_tracker().shutdown(timeout)
 
 
 __all__ = [

@@ -11,6 +11,8 @@ TrackerError
 └── NoActiveRun (RuntimeError)   a module-level call when no run is being tracked
 
 The tracker raises the last four only in strict mode; otherwise it logs a warning and sanitizes.
+Each class carries the exit status the ``pipetrack`` command ends with when it meets one
+(``exit_code``: 1, 2 for a bad configuration, 3 for an unreachable database).
 """
 
 from __future__ import annotations
@@ -32,18 +34,22 @@ class TrackerError(Exception):
     """Root of every error pipetrack raises."""
 
     __module__ = "tracker"
+    #: the ``pipetrack`` command's exit status for this error (documented in the README)
+    exit_code = 1
 
 
 class ConfigurationError(TrackerError, ValueError):
     """A setting, environment variable or DSN that pipetrack cannot use."""
 
     __module__ = "tracker"
+    exit_code = 2  # as argparse's for bad arguments
 
 
 class DatabaseUnavailable(TrackerError, ConnectionError):
     """The database did not answer, refused the connection, or rejected the credentials."""
 
     __module__ = "tracker"
+    exit_code = 3
 
     def __init__(self, message: str, *, target: str = "") -> None:
         super().__init__(message)

@@ -15,16 +15,16 @@ import threading
 import time
 
 import tracker
-from tracker import _observers, _tracker
+from tracker._runtime import observers, trackers
 from tracker._telemetry import _context, _metrics
 
 parent_run = tracker.run("DAILY_fork_parent")
 held = [
-    _observers._lock,
+    observers._lock,
     _context._lock,
     _metrics._instruments_lock,
-    _tracker._default_lock,
-    _tracker.default_tracker()._lock,
+    trackers._default_lock,
+    trackers.default_tracker()._lock,
     parent_run._lock,
 ]
 taken, release = threading.Event(), threading.Event()

@@ -17,7 +17,7 @@ import sys
 import threading
 
 import tracker
-from tracker import _observers
+from tracker._runtime import observers
 
 MODE, SIGNUM = sys.argv[1], getattr(signal, sys.argv[2])
 
@@ -55,7 +55,7 @@ if MODE == "handler":
     signal.signal(SIGNUM, on_term)
 
 observer = Holding()
-_observers.add_observer(observer)
+observers.add_observer(observer)
 run = tracker.run(f"DAILY_signal_in_{MODE}", total_subtasks=3)
 print(f"RUN {run.run_id}", flush=True)
 with run.subtask("first", items_total=2) as first:

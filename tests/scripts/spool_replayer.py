@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tracker._model import Snapshot
-from tracker._spool import Spool
+from tracker._model.state import Snapshot
+from tracker._record.spool import Spool
 
 directory, stop = Path(sys.argv[1]), Path(sys.argv[2])
 replayed: list[str] = []

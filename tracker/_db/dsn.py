@@ -26,6 +26,11 @@ _LIBPQ_PARAMS = {
     "service": "PGSERVICE",
 }
 REDACTED = "****"
+DSN_HELP = (
+    "PostgreSQL connection string or URI (default: $PIPETRACK_DSN, then libpq's PG* variables, "
+    "then the embedded server)"
+)
+"""The ``--dsn`` flag's help, for every command that takes one."""
 
 # What a password looks like inside a DSN, for text we could not parse (a malformed DSN, an error
 # message quoting one): key=value (quoted or bare), and the userinfo or query part of a URI.
@@ -162,3 +167,14 @@ def connect_params(target: DatabaseTarget, environ: Mapping[str, str] | None = N
     if "application_name" not in params and not env.get("PGAPPNAME"):
         extra["application_name"] = "pipetrack"
     return make_conninfo(target.conninfo, **extra)
+
+
+def default_user() -> str:
+    """The user libpq logs in as when none is given: ``PGUSER``, else the effective OS user's
+    name (libpq asks the password database, never ``$USER``)."""
+    import pwd
+
+    try:
+        return os.environ.get("PGUSER") or pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a uid without a name (a container's): libpq fails too
+        return ""

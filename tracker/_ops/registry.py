@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from tracker._model.stage import stage_of
 from tracker._ops.durations import parse_duration
-from tracker._stage import stage_of
 from tracker.errors import ConfigurationError
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import atexit
 import os
 
-from tracker import _observers
+from tracker._runtime import observers
 from tracker._telemetry import _config, _context
 from tracker._telemetry._context import child_env
 from tracker._telemetry._observer import TelemetryObserver
@@ -20,7 +20,7 @@ from tracker._telemetry._run import RunTelemetry
 __all__ = ["RunTelemetry", "TelemetryObserver", "child_env"]
 
 OBSERVER = TelemetryObserver()
-_observers.add_observer(OBSERVER)
+observers.add_observer(OBSERVER)
 # Registered at import, i.e. before the tracker's own exit hooks (installed at the first run):
 # atexit runs hooks last-in first-out, so the tracker ends its runs first and the spans and
 # metrics of those endings are then flushed here.

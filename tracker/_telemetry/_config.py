@@ -320,7 +320,7 @@ def _otlp_meter_provider(resource: Any, delivery: DeliveryLog) -> Any:
 
 def build(chosen: Plan) -> Telemetry:
     """Make the tracer and meter ``chosen`` asks for (imports the SDK only for OTLP export)."""
-    from tracker import __version__
+    from tracker._version import __version__
 
     tracer: Tracer | None = None
     meter: Meter | None = None

@@ -1,8 +1,8 @@
 """The tracker's telemetry observer: turns Run transitions into RunTelemetry calls.
 
-Registered with ``tracker._observers`` when ``tracker._telemetry`` is imported. It is called on
-run start, subtask start and end, messages and run end — never on progress calls; the gauges
-read a run's progress themselves when the SDK collects.
+Registered with ``tracker._runtime.observers`` when ``tracker._telemetry`` is imported. It is
+called on run start, subtask start and end, messages and run end — never on progress calls; the
+gauges read a run's progress themselves when the SDK collects.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tracker._telemetry import _config
 from tracker._telemetry._run import Progress, RunTelemetry
 
 if TYPE_CHECKING:
-    from tracker._run import Run, Subtask
+    from tracker._runtime.run import Run, Subtask
 
 # "KeyError: 'x'" / "SystemExit: 3" / "pkg.Error" - what Run.fail() makes of an exception.
 _TYPE_PREFIX = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")

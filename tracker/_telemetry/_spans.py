@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from tracker._secrets import mask_secrets
+from tracker._model.secrets import mask_secrets
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -288,7 +288,8 @@ class RunSpans:
         detail: str | None = None,
         error_type_hint: str | None = None,
     ) -> None:
-        # Error text goes to the trace backend masked as it goes to the database (tracker._secrets).
+        # Error text goes to the trace backend masked as it goes to the database
+        # (tracker._model.secrets).
         message = None if message is None else mask_secrets(message)
         if error is not None:
             stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))

@@ -26,11 +26,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tracker._protocol import Command
 from tracker._wrap._control import ControlServer
 from tracker._wrap._outcome import CANCEL_SIGNALS, StderrTail, oom_kill_count
 from tracker._wrap._sampler import TreeSample, TreeSampler
 from tracker._wrap._scanner import LineScanner, Scan
+from tracker._wrap.protocol import Command
 
 __all__ = ["ChildResult", "Listener", "block_signals", "run_child"]
 

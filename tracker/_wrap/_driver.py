@@ -12,7 +12,9 @@ import threading
 from pathlib import PurePath
 from typing import TYPE_CHECKING
 
-from tracker._protocol import (
+from tracker._wrap._outcome import Outcome
+from tracker._wrap._sampler import TreeSample
+from tracker._wrap.protocol import (
     Command,
     Enter,
     Error,
@@ -24,11 +26,9 @@ from tracker._protocol import (
     Progress,
     Total,
 )
-from tracker._wrap._outcome import Outcome
-from tracker._wrap._sampler import TreeSample
 
 if TYPE_CHECKING:
-    from tracker._run import Run
+    from tracker._runtime.run import Run
 
 __all__ = ["RunDriver", "TreeResources"]
 

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracker._protocol import Error
+from tracker._wrap.protocol import Error
 
 __all__ = [
     "CANCEL_SIGNALS",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tracker._protocol import MARKER, MAX_LINE_BYTES, Command, ProtocolError, parse_line
+from tracker._wrap.protocol import MARKER, MAX_LINE_BYTES, Command, ProtocolError, parse_line
 
 __all__ = ["LineScanner", "Scan"]
 

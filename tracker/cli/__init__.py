@@ -11,17 +11,15 @@ from collections.abc import Sequence
 from tracker.cli import _db, _demo, _exporter, _ops, _report, _run, _spool, _views
 from tracker.cli._common import (
     EXIT_NOT_OK,
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
     complain,
 )
-from tracker.errors import ConfigurationError, DatabaseUnavailable, TrackerError
+from tracker.errors import TrackerError
 
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tracker import __version__
+    from tracker._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="pipetrack",
@@ -52,15 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         code: int = args.handler(args)
-    except ConfigurationError as exc:
-        complain(str(exc))
-        return EXIT_USAGE
-    except DatabaseUnavailable as exc:
-        complain(str(exc))
-        return EXIT_UNAVAILABLE
     except TrackerError as exc:
         complain(str(exc))
-        return EXIT_NOT_OK
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

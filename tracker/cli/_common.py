@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tracker._terminal import printable
+from tracker._db.dsn import DSN_HELP
+from tracker._model.terminal import printable
 
 # Exit codes, documented in the README.
 EXIT_OK = 0
@@ -26,11 +27,4 @@ def complain(text: str) -> None:
 
 
 def add_dsn_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dsn",
-        metavar="DSN",
-        help=(
-            "PostgreSQL connection string or URI (default: $PIPETRACK_DSN, then libpq's PG* "
-            "variables, then the embedded server)"
-        ),
-    )
+    parser.add_argument("--dsn", metavar="DSN", help=DSN_HELP)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import psycopg
-
 import tracker
 from tracker.cli._common import EXIT_OK, say
 from tracker.cli._views import show_status
@@ -40,7 +38,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from tracker import _demo
+    # psycopg only when the demo runs: the light commands must not load it (import time).
+    import psycopg
+
+    from tracker.cli import _demo_pipeline as _demo
 
     if args.every is not None:
         _demo.run_forever(

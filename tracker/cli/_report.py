@@ -13,8 +13,8 @@ import os
 import re
 
 from tracker._env import PIPETRACK_STRICT, TRUE_VALUES
-from tracker._protocol import Command, Enter, Exit, Message, Progress, format_line
 from tracker._wrap._control import send
+from tracker._wrap.protocol import Command, Enter, Exit, Message, Progress, format_line
 from tracker.cli._common import EXIT_NOT_OK, EXIT_OK, EXIT_USAGE, complain
 
 __all__ = ["PIPETRACK_CONTROL", "PIPETRACK_RUN_ID", "register"]

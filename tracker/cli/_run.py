@@ -157,10 +157,10 @@ def _run(args: argparse.Namespace) -> int:
 def _wrap(  # noqa: PLR0915 - the wrapper's whole life, start to end, reads best in one place
     args: argparse.Namespace, argv: list[str], original_mask: set[int]
 ) -> int:
-    from tracker import _observers
     from tracker._db.connect import ready_target
+    from tracker._runtime import observers
+    from tracker._runtime.trackers import Tracker
     from tracker._telemetry import child_env
-    from tracker._tracker import Tracker
     from tracker._wrap._child import run_child, spawn
     from tracker._wrap._control import ControlServer
     from tracker._wrap._driver import RunDriver, TreeResources
@@ -188,7 +188,7 @@ def _wrap(  # noqa: PLR0915 - the wrapper's whole life, start to end, reads best
     # The writer samples resources at heartbeats; it must see the tree's, not this wrapper's.
     tracker.writer._sampler = resources_seen  # type: ignore[assignment]
     context = _ScriptContext(_resolve_path(script), task_type_of(argv, script))
-    _observers.add_observer(context)
+    observers.add_observer(context)
     try:
         run = tracker.run(
             args.task or default_task_name(argv),
@@ -197,7 +197,7 @@ def _wrap(  # noqa: PLR0915 - the wrapper's whole life, start to end, reads best
             log_path=log_path,
         )
     finally:
-        _observers.remove_observer(context)
+        observers.remove_observer(context)
     driver = RunDriver(run, resources_seen)
     control = ControlServer()
     env = child_env()

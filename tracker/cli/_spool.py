@@ -15,7 +15,7 @@ from tracker.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from tracker._spool import Spool
+    from tracker._record.spool import Spool
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,8 +74,8 @@ def _add_dir_option(parser: argparse.ArgumentParser) -> None:
 def _spool(args: argparse.Namespace) -> Spool:
     from pathlib import Path
 
+    from tracker._record.spool import Spool
     from tracker._settings import Settings
-    from tracker._spool import Spool
 
     settings = Settings(spool_dir=Path(args.spool_dir) if args.spool_dir else None)
     return Spool(settings.resolved_spool_dir(), max_bytes=settings.spool_max_bytes)
@@ -116,7 +116,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from tracker._store import Store, Unavailable
+    from tracker._record.store import Store, Unavailable
 
     spool = _spool(args)
     store = Store(args.dsn)

@@ -19,9 +19,9 @@ from decimal import Decimal
 from typing import Any
 
 from tracker._db.connect import connect, ready_target
+from tracker._model.terminal import printable
 from tracker._ops.eta import ProgressCurve
 from tracker._ops.eta_history import predicted_total, read_curves
-from tracker._terminal import printable
 from tracker.cli._common import EXIT_NOT_OK, EXIT_OK, add_dsn_option, complain, say
 
 __all__ = ["register"]
@@ -221,7 +221,7 @@ def eta_seconds(row: Row, curve: ProgressCurve | None = None) -> float | None:
 
 def _cut(text: object, width: int) -> str:
     # One line per value: line breaks and tabs become spaces; alignment spaces stay. What a
-    # script wrote never reaches the terminal as a control sequence (tracker._terminal).
+    # script wrote never reaches the terminal as a control sequence (tracker._model.terminal).
     flat = printable(_BREAKS.sub(" ", str(text or "")))
     return flat if len(flat) <= width else flat[: max(width - 1, 0)] + "…"
 

@@ -1,7 +1,7 @@
 """The writer's statements: every row of a batch in one statement per table and kind.
 
-Rows travel column-wise, one PostgreSQL array literal per column (a text parameter the server
-casts to the column's type; ``tracker._arrays``), which the server decodes faster than JSON and
+Rows travel column-wise, one PostgreSQL array literal per column (a text parameter the
+server casts to the column type; ``tracker._record.arrays``), decoded faster than JSON and
 which needs no temporary table, so a transaction-pooling proxy in front of the database is
 fine. A ``Table``'s statement updates the rows that exist and inserts the rest, both guarded by
 ``seq`` so that a late or replayed snapshot never regresses a row::
@@ -18,7 +18,7 @@ spares existing rows the insert-side trigger (the archived-run check). The ON CO
 covers a row another session inserts meanwhile. The environment, captured once when the run
 starts, is written by the insert only: it travels as text and is parsed as JSON for a new row
 alone. A ``Progress`` statement updates the few columns a progress tick changes (see its
-docstring and ``tracker._encoder``). The columns' types are read from the catalog when the
+docstring and ``tracker._record.encoder``). The columns' types are read from the catalog when the
 connection opens (``COLUMN_TYPES_SQL``), so the statements follow the schema.
 """
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tracker._model import IDENTITY_COLUMNS, PROGRESS_COLUMNS, STATUS_COLUMNS
+from tracker._model.state import IDENTITY_COLUMNS, PROGRESS_COLUMNS, STATUS_COLUMNS
 
 
 class Table:

@@ -1,8 +1,8 @@
 """The writer's side of PostgreSQL: one connection, batched idempotent upserts, error triage.
 
-Every write is an upsert guarded by ``seq`` (see ``tracker._batch``), so a replayed or late
+Every write is an upsert guarded by ``seq`` (see ``tracker._record.batch``), so a replayed or late
 snapshot never regresses a row. ``task_name`` and ``execution_start`` are never updated (a
-trigger forbids it). The connection is a ``tracker._link`` link: the small wire client, or
+trigger forbids it). The connection is a ``tracker._record.link`` link: the small wire client, or
 psycopg where only libpq will do. Errors are sorted into two kinds:
 
 * ``Unavailable`` — the database cannot take the write now (down, schema missing or older, no
@@ -18,13 +18,13 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from tracker._batch import COLUMN_TYPES_SQL, Progress, column_types
-from tracker._encoder import STATEMENTS, BatchEncoder
-from tracker._model import Snapshot
+from tracker._model.state import Snapshot
+from tracker._record.batch import COLUMN_TYPES_SQL, Progress, column_types
+from tracker._record.encoder import STATEMENTS, BatchEncoder
 
 if TYPE_CHECKING:
     from tracker._db.dsn import DatabaseTarget
-    from tracker._link import Link, LinkRefused
+    from tracker._record.link import Link, LinkRefused
 
 logger = logging.getLogger("tracker")
 
@@ -60,12 +60,12 @@ def target_key(target: DatabaseTarget) -> str:
     """A stable name for the database a target reaches, so a spool is replayed only into it."""
     from tracker._db import embedded
     from tracker._db.conninfo import parse_conninfo
-    from tracker._db.dsn import connect_params
+    from tracker._db.dsn import connect_params, default_user
 
     if target.embedded:
         return f"embedded:{embedded.pgdata_dir()}"
     params = {k: str(v) for k, v in parse_conninfo(connect_params(target)).items() if v}
-    user = params.get("user") or os.environ.get("PGUSER") or _os_user()
+    user = params.get("user") or default_user()
     parts = {
         "host": params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST", ""),
         "port": params.get("port") or os.environ.get("PGPORT", "5432"),
@@ -73,12 +73,6 @@ def target_key(target: DatabaseTarget) -> str:
         "user": user,
     }
     return "postgresql " + " ".join(f"{k}={v}" for k, v in parts.items())
-
-
-def _os_user() -> str:
-    from tracker._context import user_name
-
-    return user_name() or ""
 
 
 class Pending:
@@ -116,7 +110,7 @@ class Store:
 
     @property
     def ticked(self) -> int:
-        """Snapshots sent as progress ticks (``tracker._encoder``), over every connection."""
+        """Snapshots sent as progress ticks (``tracker._record.encoder``), over every connection."""
         return self._ticked + (self._encoder.ticked if self._encoder is not None else 0)
 
     @property
@@ -149,7 +143,7 @@ class Store:
         if self._target is None:
             raise Unavailable("the configured database cannot be used")
         from tracker._db.connect import ready_target
-        from tracker._link import LinkDown, LinkRefused, open_link
+        from tracker._record.link import LinkDown, LinkRefused, open_link
         from tracker.errors import TrackerError
 
         try:
@@ -212,7 +206,7 @@ class Store:
         ``full`` sends every column even of rows known to hold the unchanging ones.
         Raises Unavailable when the batch cannot even be sent.
         """
-        from tracker._link import LinkDown, LinkRefused
+        from tracker._record.link import LinkDown, LinkRefused
 
         self.connect()
         link, encoder = self._link, self._encoder
@@ -240,7 +234,7 @@ class Store:
 
     def settle(self, pending: Pending) -> None:
         """Wait for a batch ``send`` started. Raises Unavailable, or Rejected for the lot."""
-        from tracker._link import LinkDown, LinkRefused
+        from tracker._record.link import LinkDown, LinkRefused
 
         if isinstance(pending.handle, LinkRefused):
             raise self._triaged(pending.handle)
@@ -267,7 +261,7 @@ class Store:
     def forget_ticks(self, missed: Missed) -> None:
         """Find the rows a progress update missed (nothing else may be in flight): their runs
         are written whole from now on. Raises Unavailable."""
-        from tracker._link import LinkDown, LinkRefused
+        from tracker._record.link import LinkDown, LinkRefused
 
         self.connect()
         link = self._link

@@ -5,7 +5,7 @@ condition to wake it early; a lock around export; ``force_flush``
 returning whether it finished in time; an idempotent ``shutdown(timeout)`` joining against a
 deadline; ``logger.exception`` so the thread never dies. Its locks are reentrant so that the
 signal handler can tell whether the main thread it interrupted holds one, and lend it to the
-signal worker (see ``tracker._handoff`` and ``signal_locks``).
+signal worker (see ``tracker._runtime.handoff`` and ``signal_locks``).
 
 Each cycle (every flush interval, or at once when a transition wakes it):
 
@@ -25,14 +25,14 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from tracker._model import TERMINAL, RunCore, Snapshot
+from tracker._model.state import TERMINAL, RunCore, Snapshot
 from tracker._settings import Settings
 from tracker._signals import signals_blocked
 
 if TYPE_CHECKING:
-    from tracker._resources import ResourceSampler
-    from tracker._spool import Spool
-    from tracker._store import Pending, Store
+    from tracker._record.resources import ResourceSampler
+    from tracker._record.spool import Spool
+    from tracker._record.store import Pending, Store
 
 logger = logging.getLogger("tracker")
 
@@ -265,7 +265,7 @@ class Writer:
                     self._runs.pop(run.run_id, None)
 
     def _fill_git(self, run: RunCore) -> None:
-        from tracker._context import git_commit
+        from tracker._record.git import git_commit
 
         path = run.context.get("script_path")
         if path not in self._git_cache:
@@ -280,7 +280,7 @@ class Writer:
 
     def _sample(self) -> tuple[int | None, int | None, float | None]:
         if self._sampler is None:
-            from tracker._resources import ResourceSampler
+            from tracker._record.resources import ResourceSampler
 
             self._sampler = ResourceSampler()
         return self._sampler.sample()
@@ -288,8 +288,8 @@ class Writer:
     # -- export -----------------------------------------------------------------------------
     def _stores(self) -> tuple[Store, Spool]:
         if self._store is None or self._spool is None:
-            from tracker._spool import Spool
-            from tracker._store import Store
+            from tracker._record.spool import Spool
+            from tracker._record.store import Store
 
             self._store = Store(self._settings.dsn)
             self._spool = Spool(
@@ -312,7 +312,7 @@ class Writer:
         self._in_flight = [b for b in self._in_flight if b is not batch]
 
     def _export(self, batches: Iterator[list[Snapshot]]) -> None:
-        from tracker._store import Unavailable
+        from tracker._record.store import Unavailable
 
         with self._export_lock:
             store, spool = self._stores()
@@ -357,7 +357,7 @@ class Writer:
         other failure is logged and the own statuses are written all the same, because old
         data must never stop new data (the spool sets bad files aside by itself; this guards
         against what it cannot foresee, e.g. a folder that cannot be listed)."""
-        from tracker._store import Unavailable
+        from tracker._record.store import Unavailable
 
         try:
             result = spool.replay(key, store.write)
@@ -386,7 +386,7 @@ class Writer:
         refused: list[tuple[list[Snapshot], Exception]],
     ) -> None:
         """Wait for the oldest batch sent. Raises Unavailable, leaving it in ``sent``."""
-        from tracker._store import Rejected
+        from tracker._record.store import Rejected
 
         batch, pending = sent[0]
         try:
@@ -404,7 +404,7 @@ class Writer:
         """A refused batch again, every snapshot with all its columns (a batch may leave out
         what a row already holds, and that row may be gone or changed): in one transaction,
         else one by one, so that only a snapshot the database refuses is lost."""
-        from tracker._store import Missed, Rejected
+        from tracker._record.store import Missed, Rejected
 
         if isinstance(reason, Missed):
             store.forget_ticks(reason)
@@ -421,7 +421,7 @@ class Writer:
         self._landed(batch)
 
     def _write_alone(self, store: Store, snapshot: Snapshot) -> None:
-        from tracker._store import Rejected
+        from tracker._record.store import Rejected
 
         try:
             store.write(snapshot)

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from tracker._model import Snapshot
-from tracker._spool_files import (
+from tracker._model.state import Snapshot
+from tracker._record.spool_files import (
     QUARANTINE_SUFFIX,
     Unfit,
     claimed,
@@ -48,7 +48,7 @@ from tracker._spool_files import (
     quarantine,
     read_header,
 )
-from tracker._store import Rejected, Unavailable
+from tracker._record.store import Rejected, Unavailable
 
 logger = logging.getLogger("tracker")
 

@@ -17,12 +17,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
-from tracker import _env, _observers
-from tracker._checks import IGNORE, Checker
-from tracker._run import Run
+from tracker import _env
+from tracker._model.checks import IGNORE, Checker
+from tracker._model.stage import stage_of
+from tracker._record.writer import Writer
+from tracker._runtime import lifecycle, observers
+from tracker._runtime.run import Run
 from tracker._settings import Settings
-from tracker._stage import stage_of
-from tracker._writer import Writer
 from tracker.errors import ConfigurationError, InvalidValue
 
 T = TypeVar("T")
@@ -100,7 +101,7 @@ class Tracker:
         parent_run_id: str | None = None,
     ) -> Run:
         """Start a run (STARTED) and make it the current one. Use it as a context manager."""
-        from tracker import _context
+        from tracker._runtime import context
 
         checker = self.checker
         name = self._task_name(task_name)
@@ -113,12 +114,12 @@ class Tracker:
         with self._lock:
             current = self.current_run()
             parent = self._parent(parent_run_id, current)
-        context = _context.capture(
+        captured = context.capture(
             log_path=log_path if log_path is not None else self.settings.log_path,
             allowlist=self.settings.env_allowlist,
             task_type=str(type_text) if isinstance(type_text, str) else None,
         )
-        context["parent_run_id"] = parent
+        captured["parent_run_id"] = parent
         run_id = str(uuid.uuid4())
         run = Run(
             self,
@@ -127,7 +128,7 @@ class Tracker:
             task_name=name,
             task_stage=stage_value or stage_of(name),
             total_subtasks=total if isinstance(total, int) else None,
-            context=context,
+            context=captured,
             max_pending=self.settings.max_pending,
         )
         with self._lock:
@@ -139,15 +140,13 @@ class Tracker:
                 self._prune_at = max(2 * len(runs), _PRUNE_MIN)
             self._runs = [*runs, run]
         if self._lifecycle:
-            from tracker import _lifecycle
-
-            _lifecycle.install()
-        _observers.notify("on_run_start", run)
+            lifecycle.install(self)
+        observers.notify("on_run_start", run)
         self.writer.register(run)
         return run
 
     def _task_name(self, task_name: object) -> str:
-        from tracker._context import default_task_name
+        from tracker._runtime.context import default_task_name
 
         if task_name is None:
             return default_task_name()
@@ -288,7 +287,7 @@ class Tracker:
             writer = self._writer
         return True if writer is None else writer.shutdown(timeout)
 
-    # -- process events (called by tracker._lifecycle) ----------------------------------------
+    # -- process events (called by tracker._runtime.lifecycle) -----------------------------
     def _on_exception(self, exc: BaseException, where: str = "") -> None:
         for run in self.runs():
             if not run.terminal:
@@ -299,7 +298,7 @@ class Tracker:
                         run.mark(urgent=True)
         self._wake()
 
-    # The signal path (tracker._lifecycle): these run on the signal worker thread, while the
+    # The signal path (tracker._runtime.lifecycle): these run on the signal worker thread, while the
     # main thread is frozen in the handler, having lent it the locks of _signal_locks().
     def _signal_locks(self) -> list[object]:
         """Every lock cancelling and flushing this Tracker's runs may take, in nesting order;

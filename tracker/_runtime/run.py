@@ -17,13 +17,13 @@ from threading import get_ident
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tracker import _observers
-from tracker._checks import IGNORE, SUBTASK_STATUSES, Checker
-from tracker._model import RunCore, SubtaskCore
+from tracker._model.checks import IGNORE, SUBTASK_STATUSES, Checker
+from tracker._model.state import RunCore, SubtaskCore
+from tracker._runtime import observers
 from tracker.errors import InvalidValue, RunClosed, SubtaskOrderError, TrackerError
 
 if TYPE_CHECKING:
-    from tracker._tracker import Tracker
+    from tracker._runtime.trackers import Tracker
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -231,7 +231,7 @@ class Subtask(SubtaskCore):
             run.close(self, str(checked))
         run._wake()
         for sub in ended:
-            _observers.notify("on_subtask_end", run, sub)
+            observers.notify("on_subtask_end", run, sub)
 
     def fail(self) -> None:
         """End this subtask as FAILED."""
@@ -342,7 +342,7 @@ class Run(RunCore):
         if not isinstance(sub, Subtask):  # enter() builds what it is given
             raise TypeError(sub)
         self._wake()
-        _observers.notify("on_subtask_start", self, sub)
+        observers.notify("on_subtask_start", self, sub)
         return sub
 
     def progress(
@@ -365,7 +365,7 @@ class Run(RunCore):
             self.begin_work()
             self.mark()
         self._wake_if_urgent()
-        _observers.notify("on_message", self, str(value))
+        observers.notify("on_message", self, str(value))
 
     @_guarded(_none)
     def set_progress(self, percent: float | None = None, *, message: str | None = None) -> None:
@@ -457,7 +457,7 @@ class Run(RunCore):
 
     def _ended(self) -> None:
         self._wake()
-        _observers.notify("on_run_end", self)
+        observers.notify("on_run_end", self)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until this process's tracking state is written (or spooled); False on timeout."""

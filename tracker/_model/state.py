@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any
 
-from tracker._text import clean_column
+from tracker._model.text import clean_column
 
 logger = logging.getLogger("tracker")
 
@@ -33,7 +33,8 @@ CLOSED_LIMIT = -1
 # The statuses a subtask ends in.
 _SUBTASK_FINAL = ("COMPLETED", "FAILED")
 MASKED_COLUMNS = frozenset({"error_message", "error_detail"})
-"""Columns that hold stderr tails and tracebacks: secrets in them are masked (tracker._secrets)."""
+"""Columns that hold stderr tails and tracebacks: secrets in them are masked
+(``tracker._model.secrets``)."""
 """A closed subtask's ``_limit``: any advance takes the slow path, which reports the misuse."""
 
 
@@ -256,7 +257,7 @@ CHANGING_COLUMNS = (
 PROGRESS_START = CHANGING_COLUMNS.index("overall_percent_complete")
 PROGRESS_COLUMNS = CHANGING_COLUMNS[PROGRESS_START:]
 """The columns a progress tick changes: a snapshot whose other columns equal the last one
-written can be written as an update of these alone (``tracker._batch``)."""
+written can be written as an update of these alone (``tracker._record.batch``)."""
 STATUS_COLUMNS = IDENTITY_COLUMNS + CHANGING_COLUMNS
 # The identity columns a run's context dict holds (the rest are the run's own attributes).
 _CONTEXT_COLUMNS = tuple(
@@ -471,7 +472,7 @@ class RunCore:
 
     def close(self, sub: SubtaskCore, status: str, *, at: float | None = None) -> None:
         """End ``sub``; also completes a close left half done. A signal's worker may end the run
-        while the main thread, frozen by the handler, is in here (see tracker._handoff): the
+        while the main thread, frozen by the handler, is in here (see tracker._runtime.handoff): the
         row is queued before the subtask leaves the open list, so that whichever the worker
         finds, an open one or a queued row, its final state is written."""
         if sub.ended is not None and sub not in self.open:
@@ -701,7 +702,7 @@ class RunCore:
             return held[1]
         if column in MASKED_COLUMNS:
             # Imported here: most runs never fail, and `import tracker` stays quick.
-            from tracker._secrets import mask_secrets
+            from tracker._model.secrets import mask_secrets
 
             value = mask_secrets(value)
         text, problems = clean_column(column, value)

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from threading import get_ident
 from typing import Any, TypeVar
 
-from tracker import _observers, _tracker
-from tracker._checks import IGNORE, RUN_STATUSES, SUBTASK_STATUSES, Checker
-from tracker._run import Run, Subtask
-from tracker._terminal import printable
-from tracker._text import InterpolationError, interpolate
-from tracker._tracker import Tracker, default_tracker
+from tracker._model.checks import IGNORE, RUN_STATUSES, SUBTASK_STATUSES, Checker
+from tracker._model.terminal import printable
+from tracker._model.text import InterpolationError, interpolate
+from tracker._runtime import observers, trackers
+from tracker._runtime.run import Run, Subtask
+from tracker._runtime.trackers import Tracker, default_tracker
 from tracker.errors import InvalidValue, NoActiveRun, SubtaskOrderError, TrackerError
 
 logger = logging.getLogger("tracker")
@@ -252,7 +252,7 @@ def track_task_progress(
     """Items done in the current subtask (or the run, when no subtask is open)."""
     # Called at loop speed: when the newest run is running with a subtask open in this thread
     # and the message needs no interpolation, go straight to the subtask.
-    tracker = _tracker._default
+    tracker = trackers._default
     if tracker is not None and (
         message is None or (message.__class__ is str and "{" not in message)
     ):
@@ -379,7 +379,7 @@ def gmessage(message: str) -> None:
                     run.overall_message = text
                     run.begin_work()
                     run.mark()
-            _observers.notify("on_message", run, text)
+            observers.notify("on_message", run, text)
     _console(tracker, depth, "", text)
 
 

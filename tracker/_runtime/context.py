@@ -1,7 +1,7 @@
-"""What a run records about where it runs: host, pid, user, script, log, git commit, environment.
+"""What a run records about where it runs: host, pid, user, script, log, environment.
 
-The cheap parts are read when the run starts; the git commit is resolved on the writer thread
-(it reads files, and may run ``git`` with a short timeout), never on the caller's thread.
+All of it is cheap and read when the run starts; the git commit, which may not be, is resolved
+later on the writer thread (``tracker._record.git``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import fnmatch
 import logging
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Any
 
 logger = logging.getLogger("tracker")
 
-GIT_TIMEOUT_SECONDS = 2.0
 REDACTED = "****"
 
 # A variable whose name contains one of these words is recorded as REDACTED. Matched on words
@@ -51,7 +49,6 @@ _SECRET_WORDS = frozenset(
     }
 )
 _SECRET_SUBSTRINGS = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "CREDENTIAL", "APIKEY", "PRIVATE")
-_HEX_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
 
 def looks_secret(name: str) -> bool:
@@ -137,84 +134,3 @@ def capture(
         "environment": environment(allowlist),
         "git_commit": None,
     }
-
-
-# -- git ------------------------------------------------------------------------------------
-def git_commit(script_path: str | None) -> str | None:
-    """The commit checked out in the repository holding the script (not the working directory).
-
-    Reads ``.git`` directly (HEAD, loose refs, packed-refs, worktree ``gitdir:`` files); falls
-    back to ``git rev-parse`` with a short timeout for layouts it does not know.
-    """
-    if not script_path:
-        return None
-    start = Path(script_path).parent
-    git_dir = _find_git_dir(start)
-    if git_dir is None:
-        return None
-    try:
-        commit = _read_head(git_dir)
-    except OSError:
-        commit = None
-    if commit:
-        return commit
-    return _run_git(start)
-
-
-def _find_git_dir(start: Path) -> Path | None:
-    for folder in (start, *start.parents):
-        dot_git = folder / ".git"
-        if dot_git.is_dir():
-            return dot_git
-        if dot_git.is_file():
-            try:
-                text = dot_git.read_text("utf-8").strip()
-            except OSError:
-                return None
-            if text.startswith("gitdir:"):
-                target = Path(text[len("gitdir:") :].strip())
-                return target if target.is_absolute() else (folder / target).resolve()
-            return None
-    return None
-
-
-def _read_head(git_dir: Path) -> str | None:
-    head = (git_dir / "HEAD").read_text("utf-8").strip()
-    if _HEX_SHA.match(head):
-        return head
-    if not head.startswith("ref:"):
-        return None
-    ref = head[len("ref:") :].strip()
-    # A linked worktree keeps its HEAD but shares refs with the main repository ("commondir").
-    common = git_dir
-    commondir = git_dir / "commondir"
-    if commondir.is_file():
-        common = (git_dir / commondir.read_text("utf-8").strip()).resolve()
-    for base in (git_dir, common):
-        loose = base / ref
-        if loose.is_file():
-            value = loose.read_text("utf-8").strip()
-            if _HEX_SHA.match(value):
-                return value
-    packed = common / "packed-refs"
-    if packed.is_file():
-        for line in packed.read_text("utf-8").splitlines():
-            parts = line.split(" ", 1)
-            if len(parts) == 2 and parts[1].strip() == ref and _HEX_SHA.match(parts[0]):
-                return parts[0]
-    return None
-
-
-def _run_git(folder: Path) -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=GIT_TIMEOUT_SECONDS,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    value = result.stdout.strip()
-    return value if result.returncode == 0 and _HEX_SHA.match(value) else None

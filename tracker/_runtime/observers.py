@@ -18,7 +18,7 @@ deliver what it has (telemetry flushes there when a signal ends the run); the si
 waits that long for it before the process ends.
 
 Progress calls never reach observers: gauges should read ``Run`` state in their own callbacks
-(``tracker._tracker.live_runs()`` lists the runs being tracked). An observer that raises is
+(``tracker._runtime.trackers.live_runs()`` lists the runs being tracked). An observer that raises is
 logged and skipped; it never breaks the pipeline.
 """
 
@@ -30,7 +30,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from tracker._run import Run, Subtask
+    from tracker._runtime.run import Run, Subtask
 
 logger = logging.getLogger("tracker")
 

@@ -13,18 +13,18 @@ Installed once, when the first run of a lifecycle-enabled Tracker starts:
   restored — so the exit status is what it would have been untracked;
 * fork: the child forgets the parent's runs and writer.
 
-The signal handler runs in the main thread at whatever bytecode the signal found it, perhaps
-inside the tracker's own locked code (``with run._lock:`` in ``advance()``, an observer, the
-writer's ``wake()``). So it never calls into that code itself. It only records the signal and
-hands the cancel-and-flush to the ``pipetrack-signal`` thread (started before the handlers are
-installed, signals blocked), lending it the tracker's locks the main thread holds and taking
-them back afterwards (``tracker._handoff``). It waits for that thread, bounded: the exit timeout
+The signal handler runs in the main thread at whatever bytecode the signal found it, perhaps inside
+the tracker's own locked code (``with run._lock:`` in ``advance()``, an observer, the writer's
+``wake()``). So it never calls into that code itself. It only records the signal and hands the
+cancel-and-flush to the ``pipetrack-signal`` thread (started before the handlers are installed,
+signals blocked), lending it the tracker's locks the main thread holds and taking them back
+afterwards (``tracker._runtime.handoff``). It waits for that thread, bounded: the exit timeout
 (plus a moment to spool what the database did not take in time) for the final states, then the
-observers' own bound (telemetry's exit timeout) for the spans. A worker stuck on a lock that is
-not the tracker's (logging's, OpenTelemetry's, held by the frozen main thread) only costs that
-wait; the process still ends as it would have. Taking the lent locks back is bounded as well;
-should it run out, the interrupted code cannot go on and the process takes the signal's default
-action. A second signal arriving during the wait is chained after the first.
+observers' own bound (telemetry's exit timeout) for the spans. A worker stuck on a lock that is not
+the tracker's (logging's, OpenTelemetry's, held by the frozen main thread) only costs that wait;
+the process still ends as it would have. Taking the lent locks back is bounded as well; should it
+run out, the interrupted code cannot go on and the process takes the signal's default action. A
+second signal arriving during the wait is chained after the first.
 
 The other hooks run at points that cannot hold the tracker's locks: atexit after the main
 thread's frames are gone, the exception hooks on the failing thread, the fork hook in a child
@@ -41,11 +41,15 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tracker import _handoff, _observers
+from tracker._runtime import handoff, observers
+
+if TYPE_CHECKING:
+    from tracker._runtime.trackers import Tracker
 
 logger = logging.getLogger("tracker")
 
@@ -59,22 +63,27 @@ HANDLED_SIGNALS = ("SIGTERM", "SIGINT")
 SPOOL_MARGIN = 1.0
 # The least the handler waits for the observers (a bound, not a delay: they are told at once).
 OBSERVERS_MIN_WAIT = 0.5
-_worker: _handoff.SignalWorker | None = None
+_worker: handoff.SignalWorker | None = None
 _handling = False
 _arrived: list[int] = []  # signals that came while one was being handled
+# The Trackers that asked for the process hooks (the default one does). A WeakSet: iterating
+# it takes no lock, so the signal handler may too.
+_participants: weakref.WeakSet[Tracker] = weakref.WeakSet()
 
 
-def install() -> None:
-    """Install the hooks (idempotent; called at every run start, so cheap once done)."""
+def install(tracker: Tracker) -> None:
+    """Install the hooks for ``tracker`` (idempotent; called at every run start, so cheap once
+    done)."""
     # Module state on purpose: hooks are process-wide, installed once.
     global _installed, _previous_excepthook, _previous_thread_hook, _worker  # noqa: PLW0603
+    _participants.add(tracker)
     if _installed and (_worker is not None or not _previous_handlers):
         return
     with _install_lock:
         if _installed:
             # A forked child: the handlers are inherited, the parent's worker thread is not.
             if _previous_handlers and _worker is None:
-                _worker = _handoff.SignalWorker(_record_signal)
+                _worker = handoff.SignalWorker(_record_signal)
             return
         _installed = True
         atexit.register(_at_exit)
@@ -86,7 +95,7 @@ def install() -> None:
             os.register_at_fork(after_in_child=_after_fork)
         if threading.current_thread() is threading.main_thread():
             # The worker first: a handler in place always finds it.
-            _worker = _handoff.SignalWorker(_record_signal)
+            _worker = handoff.SignalWorker(_record_signal)
             for name in HANDLED_SIGNALS:
                 _install_signal(name)
         else:
@@ -105,11 +114,8 @@ def _install_signal(name: str) -> None:
     signal.signal(signum, _on_signal)
 
 
-def _trackers() -> list[Any]:
-    from tracker._tracker import all_trackers
-
-    # Only Trackers that asked for the process hooks (the default one does).
-    return [t for t in all_trackers() if t._lifecycle]
+def _trackers() -> list[Tracker]:
+    return list(_participants)
 
 
 def _at_exit() -> None:
@@ -169,24 +175,24 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 def _hand_over(signum: int) -> bool:
     """Have the worker cancel and flush the runs, lending it our locks; wait, bounded.
-    False if a lent lock could not be taken back (see tracker._handoff)."""
+    False if a lent lock could not be taken back (see tracker._runtime.handoff)."""
     worker = _worker
     trackers = _trackers()
     if worker is None or not worker.alive or not any(_has_work(t) for t in trackers):
         return True
     timeout = max(t.settings.exit_timeout for t in trackers)
     locks = [lock for tracker in trackers for lock in tracker._signal_locks()]
-    with _handoff.handed_over(locks) as lent:
+    with handoff.handed_over(locks) as lent:
         token = worker.submit(signum)
-        if worker.wait(token, _handoff.RECORDED, time.monotonic() + timeout + SPOOL_MARGIN):
-            wait = max(_observers.end_timeout(), OBSERVERS_MIN_WAIT)
-            worker.wait(token, _handoff.DONE, time.monotonic() + wait)
+        if worker.wait(token, handoff.RECORDED, time.monotonic() + timeout + SPOOL_MARGIN):
+            wait = max(observers.end_timeout(), OBSERVERS_MIN_WAIT)
+            worker.wait(token, handoff.DONE, time.monotonic() + wait)
     return lent.restored
 
 
 def _has_work(tracker: Any) -> bool:
     """A run still going, or a final state not yet out (read lock-free)."""
-    writer = tracker._writer
+    writer = tracker._record.writer
     return any(not run.terminal for run in tracker._runs) or (writer is not None and writer.busy)
 
 
@@ -202,7 +208,7 @@ def _record_signal(signum: int) -> Callable[[], None]:
 
     def tell() -> None:
         for run in ended:
-            _observers.notify("on_run_end", run)
+            observers.notify("on_run_end", run)
 
     return tell
 

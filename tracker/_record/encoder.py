@@ -1,4 +1,4 @@
-"""Snapshots as the parameters of the writer's four statements (``tracker._batch``).
+"""Snapshots as the parameters of the writer's four statements (``tracker._record.batch``).
 
 A snapshot goes one of two ways:
 
@@ -21,9 +21,16 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from tracker._arrays import element, encoder_for
-from tracker._batch import STATUS, STATUS_PROGRESS, SUBTASK, SUBTASK_PROGRESS, Progress, Table
-from tracker._model import IDENTITY_COLUMNS, PROGRESS_COLUMNS, Snapshot
+from tracker._model.state import IDENTITY_COLUMNS, PROGRESS_COLUMNS, Snapshot
+from tracker._record.arrays import element, encoder_for
+from tracker._record.batch import (
+    STATUS,
+    STATUS_PROGRESS,
+    SUBTASK,
+    SUBTASK_PROGRESS,
+    Progress,
+    Table,
+)
 
 STATEMENTS: tuple[Table | Progress, ...] = (STATUS, STATUS_PROGRESS, SUBTASK, SUBTASK_PROGRESS)
 """The writer's statements, in the order ``Encoded`` gives their parameters."""

@@ -1,0 +1,3 @@
+"""The version of pipetrack (the distribution, the command and both packages): one place."""
+
+__version__ = "0.1.0"
