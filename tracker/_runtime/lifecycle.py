@@ -192,7 +192,7 @@ def _hand_over(signum: int) -> bool:
 
 def _has_work(tracker: Any) -> bool:
     """A run still going, or a final state not yet out (read lock-free)."""
-    writer = tracker._record.writer
+    writer = tracker._writer
     return any(not run.terminal for run in tracker._runs) or (writer is not None and writer.busy)
 
 
