@@ -11,9 +11,9 @@ or, as an application, ``serve()`` (what ``pipetrack exporter`` runs).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+import typing
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from exporter._app import serve
     from exporter._collector import DEFAULT_STATEMENT_TIMEOUT, PipetrackCollector
     from exporter._server import DEFAULT_PORT, ExporterServer
@@ -42,8 +42,12 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'exporter' has no attribute {name!r}")
     return getattr(importlib.import_module(home), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

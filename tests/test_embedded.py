@@ -40,9 +40,16 @@ def postmasters(pgdata: Path) -> list[psutil.Process]:
 
 
 @pytest.fixture
-def data_dir(tmp_path) -> Iterator[Path]:
-    yield tmp_path
-    embedded.stop(embedded.pgdata_dir(tmp_path))
+def data_dir() -> Iterator[Path]:
+    # Not under pytest's basetemp: the server runs as another user when the tests run as root,
+    # and every pytest session that starts makes /tmp/pytest-of-<user> private again, which
+    # would lock that user out of a server another session is running.
+    folder = Path(tempfile.mkdtemp(prefix="pipetrack-test-embedded-"))
+    try:
+        yield folder
+    finally:
+        embedded.stop(embedded.pgdata_dir(folder))
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_first_use_starts_a_server_that_outlives_the_process_and_is_reused(data_dir):

@@ -182,7 +182,7 @@ def test_a_batch_the_database_refuses_is_written_but_for_the_refused_snapshot(
 ):
     from tracker._record.store import Rejected
     from tracker._record.writer import Writer
-    from tracker._settings import Settings
+    from tracker._settings import TrackerSettings
 
     good = [str(uuid.uuid4()) for _ in range(2)]
     bad = str(uuid.uuid4())
@@ -199,7 +199,7 @@ def test_a_batch_the_database_refuses_is_written_but_for_the_refused_snapshot(
         store.close()
 
     # ... so the writer retries the snapshots one by one and drops only the refused one.
-    writer = Writer(Settings(dsn=db_dsn, spool_dir=tmp_path / "spool", strict=False))
+    writer = Writer(TrackerSettings(dsn=db_dsn, spool_dir=tmp_path / "spool", strict=False))
     try:
         writer._export(iter([batch]))
     finally:

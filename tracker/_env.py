@@ -58,6 +58,10 @@ PIPETRACK_LOG_PATH = "PIPETRACK_LOG_PATH"
 PIPETRACK_CONSOLE = "PIPETRACK_CONSOLE"
 """``0``/``false`` silences the console lines genter()/gexit()/gmessage() print to stderr."""
 
+PIPETRACK_PREPARE = "PIPETRACK_PREPARE"
+"""``0``/``off`` stops the writer from using prepared statements, for a proxy that cannot carry
+them (PgBouncer before 1.21 in transaction mode). Default on."""
+
 PIPETRACK_RUN_ID = "PIPETRACK_RUN_ID"
 """The run id of the enclosing run, for child processes: a run started in a process that has it
 records it as ``parent_run_id``."""

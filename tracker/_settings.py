@@ -38,7 +38,7 @@ DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = (
 )
 
 
-class Settings:
+class TrackerSettings:
     """Resolved settings of one Tracker (immutable after construction)."""
 
     __slots__ = (
@@ -50,6 +50,7 @@ class Settings:
         "heartbeat_interval",
         "log_path",
         "max_pending",
+        "prepare",
         "spool_dir",
         "spool_max_bytes",
         "strict",
@@ -69,12 +70,14 @@ class Settings:
         log_path: str | None = None,
         console: bool | None = None,
         max_pending: int | None = None,
+        prepare: bool | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
         self.dsn = dsn
         self.strict = _flag(strict, env, _env.PIPETRACK_STRICT, default=False)
         self.console = _flag(console, env, _env.PIPETRACK_CONSOLE, default=True)
+        self.prepare = _flag(prepare, env, _env.PIPETRACK_PREPARE, default=True)
         self.flush_interval = _number(
             flush_interval, env, _env.PIPETRACK_FLUSH_INTERVAL, DEFAULT_FLUSH_INTERVAL
         )

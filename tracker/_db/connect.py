@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tracker._db import embedded
-from tracker._db.conninfo import parse_conninfo
 from tracker._db.dsn import DatabaseTarget, connect_params, resolve_target
 from tracker.errors import ConfigurationError, DatabaseUnavailable
 
@@ -27,30 +26,57 @@ def ready_target(dsn: str | None = None, *, start_embedded: bool = True) -> Data
     return target
 
 
-def session_options(theirs: str | None, extra: str | None = None) -> str:
+def session_options(
+    theirs: str | None, extra: str | None = None, *, search_path: bool = True
+) -> str:
     """The ``options`` connection parameter: pipetrack's schema first on the search path.
 
     Passing ``options`` replaces the DSN's or PGOPTIONS' own (libpq's rule), so theirs
     (``theirs``, else PGOPTIONS) stay in front.
     """
     theirs = theirs or os.environ.get("PGOPTIONS", "")
-    return " ".join(part for part in (theirs, f"-c search_path={SCHEMA},public", extra) if part)
+    path = f"-c search_path={SCHEMA},public" if search_path else ""
+    return " ".join(part for part in (theirs, path, extra) if part)
 
 
 def connect(
-    target: DatabaseTarget, *, autocommit: bool = True, options: str | None = None
+    target: DatabaseTarget,
+    *,
+    autocommit: bool = True,
+    options: str | None = None,
+    search_path: bool = True,
+    tcp_user_timeout: float | None = None,
 ) -> psycopg.Connection[tuple[object, ...]]:
-    """A connection whose search_path finds pipetrack's tables first.
+    """A connection to ``target``; with ``search_path``, pipetrack's tables come first on it.
 
-    Raises DatabaseUnavailable, with the DSN redacted, when the server cannot be reached within
-    the connect timeout or refuses the credentials.
+    ``tcp_user_timeout`` (seconds) bounds how long data sent may stay unacknowledged, and turns
+    on TCP keepalives that notice a silent peer within about as long, so a half-open connection
+    fails instead of blocking (TCP only; a setting in the DSN wins). Raises DatabaseUnavailable,
+    with the DSN redacted, when the server cannot be reached within the connect timeout or
+    refuses the credentials.
     """
     import psycopg
+    from psycopg.conninfo import conninfo_to_dict
 
-    merged = session_options(parse_conninfo(target.conninfo).get("options"), options)
     conninfo = connect_params(target)
+    given = conninfo_to_dict(conninfo)
+    settings: dict[str, Any] = {}
+    if search_path or options:
+        theirs = given.get("options")
+        settings["options"] = session_options(
+            str(theirs) if theirs else None, options, search_path=search_path
+        )
+    if tcp_user_timeout:
+        seconds = max(int(tcp_user_timeout), 1)
+        defaults = {
+            "tcp_user_timeout": str(seconds * 1000),
+            "keepalives_idle": str(max(seconds // 3, 1)),
+            "keepalives_interval": str(max(seconds // 6, 1)),
+            "keepalives_count": "3",
+        }
+        settings.update({k: v for k, v in defaults.items() if k not in given})
     try:
-        return psycopg.connect(conninfo, autocommit=autocommit, options=merged)
+        return psycopg.connect(conninfo, autocommit=autocommit, **settings)
     except psycopg.OperationalError as exc:
         reason = target.redact(" ".join(str(exc).split()))
         require_valid_settings(target, conninfo)
@@ -83,9 +109,9 @@ def settings_problem(conninfo: str) -> str | None:
     libpq accepts fail there with that path in the message, and no packet leaves the machine.
     """
     from psycopg import pq
-    from psycopg.conninfo import make_conninfo
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    params = parse_conninfo(conninfo)
+    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
     hosts = max(
         len(params.get("host", "").split(",")), len(params.get("hostaddr", "").split(",")), 1
     )

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
 from tracker import _env
-from tracker._db.conninfo import make_conninfo, parse_conninfo
 from tracker.errors import ConfigurationError
 
 CONNECT_TIMEOUT_SECONDS = 5
@@ -98,9 +97,12 @@ def _passwords_in(dsn: str) -> list[str]:
 
 def _checked(dsn: str, source: str, secrets: list[str]) -> str:
     """``dsn`` if libpq can parse it; otherwise a ConfigurationError with the password masked."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
-        params = parse_conninfo(dsn)
-    except ValueError as exc:  # its text never quotes the DSN; redact anyway, to be sure
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:  # libpq's text never quotes the DSN; redact anyway
         reason = redact_text(str(exc).strip(), secrets)
         raise ConfigurationError(f"malformed DSN in {source}: {reason}") from None
     password = params.get("password")
@@ -159,9 +161,11 @@ def resolve_target(
 
 def connect_params(target: DatabaseTarget, environ: Mapping[str, str] | None = None) -> str:
     """The full conninfo to connect with: the target plus pipetrack's timeout and name."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
     env = os.environ if environ is None else environ
     extra: dict[str, str] = dict(target.connect_kwargs)
-    params = parse_conninfo(target.conninfo) if target.conninfo else {}
+    params = conninfo_to_dict(target.conninfo) if target.conninfo else {}
     if "connect_timeout" not in params and not env.get("PGCONNECT_TIMEOUT"):
         extra["connect_timeout"] = str(CONNECT_TIMEOUT_SECONDS)
     if "application_name" not in params and not env.get("PGAPPNAME"):

@@ -1,4 +1,4 @@
-"""The in-memory state of a run and its subtasks, and the rows a snapshot of it writes.
+"""A run's in-memory state, the two-level progress derived from it, and its snapshots.
 
 Callers mutate this state under the run's lock (a progress call only bumps a counter); the writer
 thread takes snapshots of it. Two-level progress is derived here, at snapshot time:
@@ -10,6 +10,9 @@ thread takes snapshots of it. Two-level progress is derived here, at snapshot ti
    unit's fraction is its explicit percent, else complete/total of its items (complete capped at
    total), else 0 — unfinished work never shows as done.
 3. An explicit overall percentage holds until the next subtask boundary; FINISHED shows 100.
+
+A snapshot reads the row through the attributes the declared columns name
+(``tracker._model.columns``): the ``_row_*`` properties below are those of the status row.
 """
 
 from __future__ import annotations
@@ -19,325 +22,31 @@ import math
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any
 
+from tracker._model.columns import STATUS_COLUMNS, SUBTASK_COLUMNS, Kind, Role
+from tracker._model.snapshot import TERMINAL, Snapshot, utc
+from tracker._model.subtask import CLOSED_LIMIT, SUBTASK_FINAL, SubtaskCore
 from tracker._model.text import clean_column
 
 logger = logging.getLogger("tracker")
 
-TERMINAL = frozenset({"FINISHED", "FAILED", "CANCELLED"})
-UNLIMITED = 2**63 - 1
-CLOSED_LIMIT = -1
-# The statuses a subtask ends in.
-_SUBTASK_FINAL = ("COMPLETED", "FAILED")
 MASKED_COLUMNS = frozenset({"error_message", "error_detail"})
 """Columns that hold stderr tails and tracebacks: secrets in them are masked
 (``tracker._model.secrets``)."""
-"""A closed subtask's ``_limit``: any advance takes the slow path, which reports the misuse."""
 
-
-_second: list[tuple[int, str]] = [(0, "1970-01-01T00:00:00")]  # swapped whole: thread-safe
-_last: list[tuple[float, str]] = [(math.nan, "")]
-
-
-def iso(epoch: float) -> str:
-    """``epoch`` in ISO 8601, UTC, to the microsecond.
-
-    The writer stamps a batch's snapshots with one time, and a snapshot's timestamps are
-    mostly within the same second: the last result is kept, and the date and time up to the
-    second are formatted once per second.
-    """
-    last = _last[0]
-    if last[0] == epoch:
-        return last[1]
-    whole = math.floor(epoch)
-    micro = round((epoch - whole) * 1_000_000)  # as datetime.fromtimestamp rounds
-    if micro == 1_000_000:
-        whole, micro = whole + 1, 0
-    held = _second[0]
-    if held[0] != whole:
-        held = (whole, datetime.fromtimestamp(whole, timezone.utc).isoformat()[:-6])
-        _second[0] = held
-    text = f"{held[1]}.{micro:06d}+00:00"
-    _last[0] = (epoch, text)
-    return text
-
-
-_CLEANED_IDENTITY_COLUMNS = (
-    "task_name",
-    "task_stage",
-    "task_type",
-    "hostname",
-    "user_name",
-    "script_path",
-    "script_file",
-    "log_path",
-    "log_file",
-    "git_commit",
+_IDENTITY = tuple(c for c in STATUS_COLUMNS if c.role is not Role.STATE)
+_STATE_VALUES = attrgetter(*(c.attribute for c in STATUS_COLUMNS if c.role is Role.STATE))
+_SUBTASK_VALUES = attrgetter(*(c.attribute for c in SUBTASK_COLUMNS))
+# The identity columns a run's context dict holds (the rest are attributes of the run).
+_CONTEXT_COLUMNS = frozenset(
+    c.name
+    for c in _IDENTITY
+    if c.name not in ("run_id", "task_name", "task_stage", "execution_start", "trace_id")
 )
-
-
-class SubtaskCore:
-    """One subtask's state. ``_complete``/``_limit`` are what the hot path touches."""
-
-    __slots__ = (
-        "_complete",
-        "_limit",
-        "_lock",
-        "_percent",
-        "_run",
-        "_started_text",
-        "_total",
-        "_written_complete",
-        "_written_message",
-        "_written_row",
-        "_written_total",
-        "ended",
-        "has_children",
-        "index",
-        "is_unit",
-        "message",
-        "name",
-        "parent_index",
-        "started",
-        "status",
-        "thread",
-    )
-
-    def __init__(
-        self,
-        run: RunCore,
-        index: int,
-        name: str,
-        *,
-        parent_index: int | None,
-        items_total: int | None,
-        thread: int,
-        started: float,
-    ) -> None:
-        self._run = run
-        self._lock = run._lock
-        self.index = index
-        self.parent_index = parent_index
-        self.name = name
-        self.status = "RUNNING"
-        self.started = started
-        self._started_text = ""
-        self.ended: float | None = None
-        self._complete = 0
-        self._total = items_total
-        self._limit = UNLIMITED if items_total is None else items_total
-        self._percent: float | None = None
-        # What the last row written of this subtask held (see RunCore.snapshot).
-        self._written_complete = -1
-        self._written_total: int | None = None
-        self._written_message: str | None = None
-        self._written_row: dict[str, Any] = {}
-        self.message: str | None = None
-        self.is_unit = True
-        self.has_children = False
-        self.thread = thread
-
-    @property
-    def items_complete(self) -> int:
-        return self._complete
-
-    @property
-    def items_total(self) -> int | None:
-        return self._total
-
-    @property
-    def closed(self) -> bool:
-        return self.ended is not None
-
-    def _set_total(self, total: int | None) -> None:
-        self._total = total
-        if self.ended is None:
-            self._limit = UNLIMITED if total is None else total
-
-    def fraction(self) -> float:
-        """How much of this subtask is done, 0-1, never counting unfinished items as done."""
-        if self.status == "COMPLETED":
-            return 1.0
-        if self._percent is not None:
-            return self._percent / 100.0
-        if self._total:
-            return min(self._complete, self._total) / self._total
-        return 0.0
-
-    def percent(self) -> float | None:
-        if self.status == "COMPLETED":
-            return 100.0
-        if self._percent is not None:
-            return self._percent
-        if self._total is None:
-            return None
-        if self._total == 0:
-            return 0.0
-        return round(100.0 * min(self._complete, self._total) / self._total, 2)
-
-    def _start_iso(self, run: RunCore) -> str:
-        self._started_text = iso(run.wall(self.started))
-        return self._started_text
-
-    def written_row(self, run: RunCore, seq: int) -> dict[str, Any]:
-        """``row()``, remembered as the last row written of this subtask."""
-        row = self._written_row = self.row(run, seq)
-        self._written_complete = self._complete
-        self._written_total, self._written_message = self._total, self.message
-        return row
-
-    def row(self, run: RunCore, seq: int) -> dict[str, Any]:
-        name = run.cleaned("subtask_name", self.name) or ""
-        message = run.cleaned("message", self.message)
-        return {
-            "run_id": run.run_id,
-            "subtask_index": self.index,
-            "parent_index": self.parent_index,
-            "subtask_name": name,
-            "subtask_status": self.status,
-            "started_at": self._started_text or self._start_iso(run),
-            "ended_at": iso(run.wall(self.ended)) if self.ended is not None else None,
-            "items_total": self._total,
-            "items_complete": self._complete,
-            "message": message,
-            "seq": seq,
-        }
-
-
-IDENTITY_COLUMNS = (
-    "run_id",
-    "task_name",
-    "task_stage",
-    "task_type",
-    "hostname",
-    "process_id",
-    "user_name",
-    "script_path",
-    "script_file",
-    "log_path",
-    "log_file",
-    "execution_start",
-    "git_commit",
-    "environment",
-    "trace_id",
-    "parent_run_id",
-)
-"""The status row's columns that say what and where a run is: set at the start (the git commit
-and the trace id may come a moment later), the same in every later snapshot."""
-CHANGING_COLUMNS = (
-    "execution_end",
-    "execution_status",
-    "total_subtasks",
-    "subtask_name",
-    "subtask_status",
-    "overall_progress_message",
-    "subtask_progress_message",
-    "subtask_items_total",
-    "error_message",
-    "error_detail",
-    "exit_code",
-    # Sampled at heartbeats, or moved at subtask boundaries: a snapshot that changes these is
-    # written whole, which is rare enough.
-    "current_subtask",
-    "memory_mb",
-    "peak_memory_mb",
-    "cpu_percent",
-    # From here on: what a progress tick changes (PROGRESS_COLUMNS).
-    "overall_percent_complete",
-    "subtask_percent_complete",
-    "subtask_items_complete",
-    "last_update",
-    "last_progress",
-    "seq",
-)
-"""The status row's other columns, in the order a snapshot holds them."""
-PROGRESS_START = CHANGING_COLUMNS.index("overall_percent_complete")
-PROGRESS_COLUMNS = CHANGING_COLUMNS[PROGRESS_START:]
-"""The columns a progress tick changes: a snapshot whose other columns equal the last one
-written can be written as an update of these alone (``tracker._record.batch``)."""
-STATUS_COLUMNS = IDENTITY_COLUMNS + CHANGING_COLUMNS
-# The identity columns a run's context dict holds (the rest are the run's own attributes).
-_CONTEXT_COLUMNS = tuple(
-    c
-    for c in IDENTITY_COLUMNS
-    if c not in ("run_id", "task_name", "task_stage", "execution_start", "trace_id")
-)
-
-
-class Snapshot:
-    """What one write carries: the run's row and the subtask rows that changed, one ``seq``.
-
-    The status row is three tuples, in ``IDENTITY_COLUMNS`` and ``CHANGING_COLUMNS`` order:
-    ``identity``, ``stable`` (what a progress tick leaves alone) and ``progress``. A run hands
-    out the same ``identity`` tuple object for as long as those columns do not change, and
-    keeps ``stable`` apart, which spares an encoder comparing or slicing them. ``status_row``
-    is the row as a dict.
-    """
-
-    __slots__ = (
-        "_row",
-        "final",
-        "identity",
-        "moved",
-        "progress",
-        "run_id",
-        "seq",
-        "stable",
-        "subtask_rows",
-    )
-
-    def __init__(
-        self,
-        run_id: str,
-        seq: int,
-        identity: tuple[Any, ...],
-        stable: tuple[Any, ...],
-        progress: tuple[Any, ...],
-        *,
-        subtask_rows: list[dict[str, Any]],
-        final: bool,
-        moved: int = 0,
-    ) -> None:
-        self.run_id = run_id
-        self.seq = seq
-        self.identity = identity
-        self.stable = stable
-        self.progress = progress
-        self.subtask_rows = subtask_rows
-        self.final = final
-        # The last ``moved`` subtask rows differ from the run's previous snapshot's only in
-        # their item count (and seq).
-        self.moved = moved
-        self._row: dict[str, Any] | None = None
-
-    @property
-    def status_row(self) -> dict[str, Any]:
-        if self._row is None:
-            values = self.identity + self.stable + self.progress
-            self._row = dict(zip(STATUS_COLUMNS, values, strict=True))
-        return self._row
-
-    def to_json(self) -> dict[str, Any]:
-        return {"run": self.status_row, "subtasks": self.subtask_rows}
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any], subtask_rows: list[dict[str, Any]]) -> Snapshot:
-        return cls(
-            str(row["run_id"]),
-            int(row["seq"]),
-            tuple(row.get(c) for c in IDENTITY_COLUMNS),
-            tuple(row.get(c) for c in CHANGING_COLUMNS[:PROGRESS_START]),
-            tuple(row.get(c) for c in PROGRESS_COLUMNS),
-            subtask_rows=subtask_rows,
-            final=row.get("execution_status") in TERMINAL,
-        )
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Snapshot:
-        return cls.from_row(data["run"], list(data.get("subtasks") or []))
 
 
 class RunCore:
@@ -388,7 +97,6 @@ class RunCore:
         self.cpu_percent: float | None = None
         self.seq = 0
         self.last_progress: float | None = None
-        self._progress_text: str | None = None  # last_progress in ISO 8601
         self.last_update = self.start_wall
         # Flags the writer polls: _dirty (something changed), _moved (progress moved),
         # _urgent (a transition: write at once).
@@ -481,7 +189,7 @@ class RunCore:
             for child in reversed(self.above(sub)):
                 self.close(child, status, at=at)
             sub.ended = time.monotonic() if at is None else at
-        if sub.status not in _SUBTASK_FINAL:
+        if sub.status not in SUBTASK_FINAL:
             sub.status = status
             if sub.is_unit and status == "COMPLETED":
                 self.done_units += 1
@@ -526,7 +234,7 @@ class RunCore:
         open is kept whatever the bound, or the database would show it RUNNING for ever; there
         are at most as many of those as were open at the last snapshot."""
         for index, waiting in self._pending.items():
-            if waiting.ended is not None and waiting is not keep and not waiting._written_row:
+            if waiting.ended is not None and waiting is not keep and not waiting.was_written:
                 del self._pending[index]
                 break
         else:
@@ -542,6 +250,7 @@ class RunCore:
             )
 
     # -- derived figures ------------------------------------------------------------------
+    @property
     def current_subtask(self) -> int | None:
         if self.current_override is not None:
             return self.current_override
@@ -577,86 +286,91 @@ class RunCore:
         with self._lock:
             now_wall = time.time() if now_wall is None else now_wall
             # Never before the run's start, whatever the wall clock did meanwhile.
-            now_wall = max(now_wall, self.start_wall)
-            now_text = iso(now_wall)
+            self.last_update = max(now_wall, self.start_wall)
             if self._moved:
-                self.last_progress = now_wall
-                self._progress_text = now_text
-            self.last_update = now_wall
+                self.last_progress = self.last_update
             self.seq += 1
             seq = self.seq
-            rows: list[dict[str, Any]] = []
-            moved: list[dict[str, Any]] = []  # rows whose item count alone changed
-            for sub in self._pending.values():
-                rows.append(sub.written_row(self, seq))
+            rows = []
+            for sub in self._pending.values():  # entered or closed since the last snapshot
+                sub.mark_written(seq)
+                rows.append(_SUBTASK_VALUES(sub))
             self._pending.clear()
-            for sub in self.open:
-                if sub._total != sub._written_total or sub.message is not sub._written_message:
-                    rows.append(sub.written_row(self, seq))
-                elif sub._complete != sub._written_complete:
-                    # The last row written but for the count: no cleaning, no formatting.
-                    row = {**sub._written_row, "items_complete": sub._complete, "seq": seq}
-                    sub._written_row, sub._written_complete = row, sub._complete
-                    moved.append(row)
-            stable, progress = self._changing_values(seq, now_text)
+            for sub in self.open:  # open, and its items, total or message moved
+                if sub.changed_since_written():
+                    sub.mark_written(seq)
+                    rows.append(_SUBTASK_VALUES(sub))
+            state = _STATE_VALUES(self)
             self._dirty = self._moved = self._urgent = False
             final = self.status in TERMINAL
             if final:
                 self.final_seq = seq
             identity = self._identity or self._identity_values()
-            if moved:
-                rows += moved
-            return Snapshot(
-                self.run_id,
-                seq,
-                identity,
-                stable,
-                progress,
-                subtask_rows=rows,
-                final=final,
-                moved=len(moved),
-            )
+            return Snapshot(self.run_id, seq, identity, state, subtasks=rows, final=final)
 
-    def _changing_values(self, seq: int, now_text: str) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        """The row's ``CHANGING_COLUMNS``, in that order, before and from ``PROGRESS_START``
-        (``now_text``: last_update)."""
+    # The status row's state columns (tracker._model.columns names these as their sources).
+    @property
+    def _row_ended(self) -> datetime | None:
+        return None if self.end_mono is None else utc(self.wall(self.end_mono))
+
+    @property
+    def _row_current_subtask(self) -> int | None:
+        return self.current_subtask
+
+    @property
+    def _row_shown_name(self) -> str | None:
         shown = self.shown
-        cleaned = self.cleaned
-        if shown is None:
-            name = status = percent = message = total = complete = None
-        else:
-            name = cleaned("subtask_name", shown.name or None)
-            status, total, complete = shown.status, shown._total, shown._complete
-            percent = shown.percent()
-            message = shown.message
-            if message is not None:
-                message = cleaned("subtask_progress_message", message)
-        # Mostly None: no call for those.
-        overall, error, detail = self.overall_message, self.error_message, self.error_detail
-        return (
-            iso(self.wall(self.end_mono)) if self.end_mono is not None else None,
-            self.status,
-            self.total_subtasks,
-            name,
-            status,
-            overall if overall is None else cleaned("overall_progress_message", overall),
-            message,
-            total,
-            error if error is None else cleaned("error_message", error),
-            detail if detail is None else cleaned("error_detail", detail),
-            self.exit_code,
-            self.current_subtask(),
-            self.memory_mb,
-            self.peak_memory_mb,
-            self.cpu_percent,
-        ), (
-            self.overall_percent(),
-            percent,
-            complete,
-            now_text,
-            self._progress_text,
-            seq,
-        )
+        return None if shown is None else self.cleaned("subtask_name", shown.name or None)
+
+    @property
+    def _row_shown_status(self) -> str | None:
+        return None if self.shown is None else self.shown.status
+
+    @property
+    def _row_overall_percent(self) -> float | None:
+        percent = self.overall_percent()
+        return None if percent is None else float(percent)
+
+    @property
+    def _row_overall_message(self) -> str | None:
+        return self.cleaned("overall_progress_message", self.overall_message)
+
+    @property
+    def _row_shown_percent(self) -> float | None:
+        return None if self.shown is None else self.shown.percent()
+
+    @property
+    def _row_shown_message(self) -> str | None:
+        shown = self.shown
+        return None if shown is None else self.cleaned("subtask_progress_message", shown.message)
+
+    @property
+    def _row_shown_items_total(self) -> int | None:
+        return None if self.shown is None else self.shown._total
+
+    @property
+    def _row_shown_items_complete(self) -> int | None:
+        return None if self.shown is None else self.shown._complete
+
+    @property
+    def _row_cpu_percent(self) -> float | None:
+        return None if self.cpu_percent is None else float(self.cpu_percent)
+
+    @property
+    def _row_error_message(self) -> str | None:
+        return self.cleaned("error_message", self.error_message)
+
+    @property
+    def _row_error_detail(self) -> str | None:
+        return self.cleaned("error_detail", self.error_detail)
+
+    @property
+    def _row_updated(self) -> datetime:
+        return utc(self.last_update)
+
+    @property
+    def _row_progressed(self) -> datetime | None:
+        return None if self.last_progress is None else utc(self.last_progress)
 
     def set_identity(self, **changes: Any) -> None:
         """Change identity columns after the start (caller holds the lock): ``task_stage``,
@@ -671,24 +385,34 @@ class RunCore:
         self._identity = None
 
     def _identity_values(self) -> tuple[Any, ...]:
-        """The row's ``IDENTITY_COLUMNS``, cleaned: the same tuple object until
-        ``set_identity`` changes one of them."""
+        """The row's identity columns, cleaned: the same tuple object until ``set_identity``
+        changes one of them."""
         if self._identity is not None:
             return self._identity
         ctx = self._context
-        given: dict[str, Any] = {
+        own: dict[str, Any] = {
             "run_id": self.run_id,
             "task_name": self.task_name,
             "task_stage": self.task_stage,
-            "execution_start": iso(self.start_wall),
+            "execution_start": utc(self.start_wall),
             "trace_id": self.trace_id,
-            **{name: ctx.get(name) for name in _CONTEXT_COLUMNS},
         }
-        given["hostname"] = given["hostname"] or "unknown"
-        given["process_id"] = given["process_id"] or 0
-        for column in _CLEANED_IDENTITY_COLUMNS:
-            given[column] = self.cleaned(column, given[column])
-        self._identity = tuple(given[c] for c in IDENTITY_COLUMNS)
+        values = []
+        for column in _IDENTITY:
+            name = column.name
+            value = ctx.get(name) if name in _CONTEXT_COLUMNS else own[name]
+            if name == "hostname":
+                value = value or "unknown"
+            elif name == "process_id":
+                value = value or 0
+            elif column.kind is Kind.JSON and value is not None:
+                import json  # once per run, on the writer thread
+
+                value = json.dumps(value, separators=(",", ":"), default=str)
+            elif column.kind is Kind.TEXT and value is not None:
+                value = self.cleaned(name, str(value))
+            values.append(value)
+        self._identity = tuple(values)
         return self._identity
 
     def cleaned(self, column: str, value: str | None) -> str | None:

@@ -1,4 +1,4 @@
-"""Text the tracker stores: column widths, sanitizing (NUL, surrogates, length), interpolation.
+"""Text the tracker stores: sanitizing (NUL, surrogates, length to the column), interpolation.
 
 PostgreSQL rejects NUL bytes and unpaired surrogates, and a value longer than its VARCHAR fails
 the whole statement; the original design lost the status in those cases. Every value therefore
@@ -14,28 +14,12 @@ from collections import ChainMap
 from collections.abc import Mapping
 from types import FrameType
 
+from tracker._model.columns import TEXT_MAX, WIDTHS
+
 TRUNCATED = "…[truncated]"
 """Appended to a value cut to fit its column, so a reader sees it was cut."""
 
-TEXT_MAX = 65_536
-"""Characters kept of a TEXT value (messages, error details): a 1 MB message is a mistake, and
-every heartbeat would carry it again."""
-
-# VARCHAR widths of sql/0001 and sql/0002, in characters.
-WIDTHS: Mapping[str, int] = {
-    "task_name": 255,
-    "task_stage": 50,
-    "task_type": 10,
-    "hostname": 255,
-    "user_name": 100,
-    "script_path": 500,
-    "script_file": 255,
-    "log_path": 500,
-    "log_file": 255,
-    "subtask_name": 500,
-    "git_commit": 64,
-}
-
+# Widths come with the declared columns; TEXT columns keep TEXT_MAX characters.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _FORMATTER = string.Formatter()
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from tracker._model.state import Snapshot
+from tracker._model.snapshot import Snapshot
 from tracker._record.spool_files import (
     QUARANTINE_SUFFIX,
     Unfit,

@@ -1,32 +1,49 @@
-"""The writer's side of PostgreSQL: one connection, batched idempotent upserts, error triage.
+"""The writer's side of PostgreSQL: one psycopg connection, pipelined batches, error triage.
 
-Every write is an upsert guarded by ``seq`` (see ``tracker._record.batch``), so a replayed or late
-snapshot never regresses a row. ``task_name`` and ``execution_start`` are never updated (a
-trigger forbids it). The connection is a ``tracker._record.link`` link: the small wire client, or
-psycopg where only libpq will do. Errors are sorted into two kinds:
+Every write is an upsert guarded by ``seq`` (``tracker._record.statements``), so a replayed or
+late snapshot never regresses a row. A cycle's batches go out in psycopg's pipeline mode, one
+after the other without waiting: the writer takes the next batch's snapshots while the server
+applies the one before, and the cycle waits once, at its end (the pipeline's sync). The
+statements of one sync form one implicit transaction, which begins by setting its own
+statement timeout and plan mode (``SET LOCAL``, as ``set_config(…, true)``): nothing of the
+session is relied on, so a transaction-pooling proxy may hand each cycle another server
+connection. Errors are sorted into two kinds:
 
 * ``Unavailable`` — the database cannot take the write now (down, schema missing or older, no
-  rights): the snapshot goes to the spool and is replayed later;
+  rights): the snapshots go to the spool and are replayed later;
 * ``Rejected`` — the database refuses this data for good (a value breaks a check or a
-  constraint): logged and dropped, because spooling it would block every later replay.
+  constraint): the writer retries the batches one at a time, then the snapshots one by one,
+  so that only what the database refuses is dropped.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol
 
-from tracker._model.state import Snapshot
-from tracker._record.batch import COLUMN_TYPES_SQL, Progress, column_types
-from tracker._record.encoder import STATEMENTS, BatchEncoder
+from tracker._model.snapshot import Snapshot
+from tracker._record.statements import SCHEMA, batch_statements
 
 if TYPE_CHECKING:
+    import psycopg
+
     from tracker._db.dsn import DatabaseTarget
-    from tracker._record.link import Link, LinkRefused
 
 logger = logging.getLogger("tracker")
+
+# Bounds a statement, and (tcp_user_timeout) unacknowledged data on a half-open TCP connection,
+# which would otherwise block the writer until the kernel gives up (about 15 minutes). Past
+# it, the batch goes to the spool.
+STATEMENT_TIMEOUT = 30.0
+# Set at the start of every transaction. The writer runs the same two statements over and over,
+# a few hundred rows at a time, always by index: a custom plan would be re-planned at every batch
+# (about 1 ms each) and, with stale statistics on a table that grew, may hash the whole table.
+_TRANSACTION_SETTINGS = (
+    "SELECT set_config('statement_timeout', %s, true),"
+    " set_config('plan_cache_mode', 'force_generic_plan', true)"
+)
 
 # SQLSTATEs that say "not now" rather than "not this data": connection (08), resources (53),
 # operator intervention (57), system (58), rollbacks (40), lock not available (55), read-only
@@ -41,30 +58,25 @@ class Unavailable(Exception):
 
 
 class Rejected(Exception):
-    """The database refuses this snapshot for good; drop it."""
+    """The database refuses this data for good; nothing of the transaction was written."""
 
 
-class Missed(Rejected):
-    """A progress update found some rows not as the writer left them: write the batch whole.
-
-    The rest of the batch is in the database (the retry's ``seq`` guard skips it). ``checks``
-    name the rows missed: ``Store.forget_ticks`` runs them once nothing else is in flight.
-    """
-
-    def __init__(self, message: str, checks: list[tuple[str, list[str]]]) -> None:
-        super().__init__(message)
-        self.checks = checks
+class Send(Protocol):
+    def __call__(self, snapshots: Sequence[Snapshot]) -> None: ...
 
 
 def target_key(target: DatabaseTarget) -> str:
     """A stable name for the database a target reaches, so a spool is replayed only into it."""
+    from psycopg.conninfo import conninfo_to_dict
+
     from tracker._db import embedded
-    from tracker._db.conninfo import parse_conninfo
     from tracker._db.dsn import connect_params, default_user
 
     if target.embedded:
         return f"embedded:{embedded.pgdata_dir()}"
-    params = {k: str(v) for k, v in parse_conninfo(connect_params(target)).items() if v}
+    import os
+
+    params = {k: str(v) for k, v in conninfo_to_dict(connect_params(target)).items() if v}
     user = params.get("user") or default_user()
     parts = {
         "host": params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST", ""),
@@ -75,47 +87,25 @@ def target_key(target: DatabaseTarget) -> str:
     return "postgresql " + " ".join(f"{k}={v}" for k, v in parts.items())
 
 
-class Pending:
-    """A batch sent to the database whose outcome is still to be read, and the row counts its
-    progress updates must show: (statement's position, rows, the query naming the rows missed,
-    its parameters)."""
-
-    __slots__ = ("checks", "handle", "snapshots")
-
-    def __init__(
-        self,
-        handle: object,
-        snapshots: Sequence[Snapshot],
-        checks: list[tuple[int, int, str, list[str]]] | None = None,
-    ) -> None:
-        self.handle = handle
-        self.snapshots = snapshots
-        self.checks = checks or []
-
-
 class Store:
-    """One connection to the target database, opened and re-opened on demand."""
+    """One connection to the target database, opened and re-opened on demand.
 
-    def __init__(self, dsn: str | None) -> None:
+    ``prepare``: use prepared statements (psycopg prepares the upserts at their first run).
+    Off for a proxy that cannot carry them (PgBouncer before 1.21 in transaction mode).
+    """
+
+    def __init__(self, dsn: str | None, *, prepare: bool = True) -> None:
         self._dsn = dsn
+        self._prepare = prepare
         self._target: DatabaseTarget | None = None
-        self._link: Link | None = None
-        # STATEMENTS' text for this connection, and for an update the query naming what it
-        # missed.
-        self._statements: list[tuple[str, str | None]] = []
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._schema_warned = False
-        self._encoder: BatchEncoder | None = None
-        self._ticked = 0
         self.key: str | None = None
 
     @property
-    def ticked(self) -> int:
-        """Snapshots sent as progress ticks (``tracker._record.encoder``), over every connection."""
-        return self._ticked + (self._encoder.ticked if self._encoder is not None else 0)
-
-    @property
     def connected(self) -> bool:
-        return self._link is not None and not self._link.closed
+        conn = self._conn
+        return conn is not None and not conn.closed and not conn.broken
 
     def resolve(self) -> str:
         """Resolve the target (without starting anything) and return its spool key."""
@@ -142,20 +132,22 @@ class Store:
         self.resolve()
         if self._target is None:
             raise Unavailable("the configured database cannot be used")
-        from tracker._db.connect import ready_target
-        from tracker._record.link import LinkDown, LinkRefused, open_link
+        import psycopg
+
+        from tracker._db.connect import connect, ready_target
         from tracker.errors import TrackerError
 
         try:
             target = ready_target(self._dsn) if self._target.embedded else self._target
-            link = open_link(target)
-        except (TrackerError, LinkDown) as exc:
+            conn = connect(target, search_path=False, tcp_user_timeout=STATEMENT_TIMEOUT)
+        except TrackerError as exc:
             raise Unavailable(str(exc)) from None
         try:
+            conn.prepare_threshold = 0 if self._prepare else None
             if target.embedded:
                 # A newcomer's first script just works: the embedded server is ours to migrate.
-                _migrate_if_behind(link, target)
-            elif not _schema_present(link):
+                _migrate_if_behind(conn, target)
+            elif not _schema_present(conn):
                 if not self._schema_warned:
                     self._schema_warned = True
                     logger.warning(
@@ -164,165 +156,187 @@ class Store:
                         target.redacted,
                     )
                 raise Unavailable("schema missing")
-            types = column_types(link.query(COLUMN_TYPES_SQL))
-            if self._encoder is not None:
-                self._ticked += self._encoder.ticked
-            self._encoder = BatchEncoder(types)
-            self._statements = [
-                (
-                    statement.statement(types[statement.name], link.placeholder),
-                    statement.missed_statement(types[statement.name], link.placeholder)
-                    if isinstance(statement, Progress)
-                    else None,
-                )
-                for statement in STATEMENTS
-            ]
         except Unavailable:
-            link.close()
+            conn.close()
             raise
-        except (TrackerError, LinkDown, LinkRefused, KeyError) as exc:
-            link.close()
-            raise Unavailable(f"{type(exc).__name__}: {exc}") from None
-        self._link = link
-        logger.debug("writer connected to %s (%s)", target.redacted, type(link).__name__)
+        except (TrackerError, psycopg.Error) as exc:
+            conn.close()
+            raise Unavailable(f"{type(exc).__name__}: {_one_line(str(exc))}") from None
+        self._conn = conn
+        logger.debug("writer connected to %s", target.redacted)
 
     def write(self, snapshot: Snapshot) -> None:
         """Upsert one snapshot. Raises Unavailable or Rejected."""
         self.write_many([snapshot])
 
     def write_many(self, snapshots: Sequence[Snapshot]) -> None:
-        """Upsert snapshots in one transaction. Raises Unavailable, or Rejected for the lot.
-
-        After Rejected nothing of the batch is written: write the snapshots one by one to
-        find the one the database refuses.
-        """
+        """Upsert snapshots in one transaction. Raises Unavailable, or Rejected for the lot."""
         if snapshots:
-            self.settle(self.send(snapshots, full=True))
+            with self.pipelined() as send:
+                send(snapshots)
 
-    def send(self, snapshots: Sequence[Snapshot], *, full: bool = False) -> Pending:
-        """Start writing ``snapshots`` in one transaction; ``settle`` tells how it ended.
+    @contextmanager
+    def pipelined(self) -> Iterator[Send]:
+        """Send batches (``send(snapshots)``) without waiting for the server; on leaving, wait
+        for them all, in one transaction. Raises Unavailable, or Rejected for the lot (a batch
+        the database refused: nothing of the transaction was written).
 
-        Several batches may be sent before the first is settled; settle them in order.
-        ``full`` sends every column even of rows known to hold the unchanging ones.
-        Raises Unavailable when the batch cannot even be sent.
+        ``send`` never raises: a failure is kept and reported on leaving, so the caller's loop
+        always hands over every batch it took. A connection kept from an earlier transaction
+        may have died meanwhile (a server restart, an idle timeout, a pooler): then the batches
+        go once more, on a new connection, before the database is called unavailable.
         """
-        from tracker._record.link import LinkDown, LinkRefused
-
+        kept = self.connected
         self.connect()
-        link, encoder = self._link, self._encoder
-        if link is None or encoder is None:
+        sent: list[Sequence[Snapshot]] = []
+        transaction = self._begin()
+
+        def send(snapshots: Sequence[Snapshot]) -> None:
+            sent.append(snapshots)
+            transaction.send(snapshots)
+
+        try:
+            yield send
+        except BaseException:
+            transaction.abandon()
+            raise
+        error = transaction.finish()
+        if error is not None and kept and self._lost_connection(error):
+            logger.debug("the writer's connection was found dead (%s); reconnecting", error)
+            self.close()
+            self.connect()
+            transaction = self._begin()
+            for snapshots in sent:
+                transaction.send(snapshots)
+            error = transaction.finish()
+        if error is not None:
+            raise self._triaged(error)
+
+    def _begin(self) -> _Transaction:
+        if self._conn is None:
             raise Unavailable("not connected")
-        encoded = encoder.encode(snapshots, full=full)
-        statements: list[tuple[str, list[str]]] = []
-        checks: list[tuple[int, int, str, list[str]]] = []
-        for statement, (sql, missed_sql), params, rows in zip(
-            STATEMENTS, self._statements, encoded.parameters(), encoded.rows(), strict=True
-        ):
-            if params is None:
-                continue
-            if isinstance(statement, Progress) and missed_sql is not None and rows is not None:
-                missed = statement.missed_parameters(params)
-                checks.append((len(statements), rows, missed_sql, missed))
-            statements.append((sql, params))
-        try:
-            return Pending(link.send(statements), snapshots, checks)
-        except LinkDown as exc:
+        return _Transaction(self._conn, prepare=self._prepare)
+
+    def _lost_connection(self, error: Exception) -> bool:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            return True
+        state = getattr(error, "sqlstate", None)
+        return state is not None and state.startswith(("08", "57P"))
+
+    def _triaged(self, exc: Exception) -> Unavailable | Rejected:
+        conn = self._conn
+        message = _one_line(str(exc))
+        state = getattr(exc, "sqlstate", None)
+        if conn is None or conn.closed or conn.broken or (state is None and _is_link(exc)):
             self.close()
-            raise Unavailable(str(exc)) from None
-        except LinkRefused as exc:
-            return Pending(exc, snapshots)
-
-    def settle(self, pending: Pending) -> None:
-        """Wait for a batch ``send`` started. Raises Unavailable, or Rejected for the lot."""
-        from tracker._record.link import LinkDown, LinkRefused
-
-        if isinstance(pending.handle, LinkRefused):
-            raise self._triaged(pending.handle)
-        link = self._link
-        if link is None:
-            raise Unavailable("the connection was lost")
-        try:
-            answer = link.settle(pending.handle)
-        except LinkDown as exc:
-            self.close()
-            raise Unavailable(str(exc)) from None
-        except LinkRefused as exc:
-            raise self._triaged(exc) from None
-        short = [
-            (sql, params)
-            for position, rows, sql, params in pending.checks
-            if answer.counts[position] != rows
-        ]
-        if short:
-            raise Missed("a progress update found rows not as this writer left them", short)
-        if self._encoder is not None:
-            self._encoder.stored(pending.snapshots)
-
-    def forget_ticks(self, missed: Missed) -> None:
-        """Find the rows a progress update missed (nothing else may be in flight): their runs
-        are written whole from now on. Raises Unavailable."""
-        from tracker._record.link import LinkDown, LinkRefused
-
-        self.connect()
-        link = self._link
-        if link is None or self._encoder is None:
-            raise Unavailable("not connected")
-        run_ids: set[str] = set()
-        try:
-            for sql, params in missed.checks:
-                run_ids.update(str(row[0]) for row in link.settle(link.send([(sql, params)])).rows)
-        except LinkDown as exc:
-            self.close()
-            raise Unavailable(str(exc)) from None
-        except LinkRefused as exc:
-            raise self._triaged(exc) from None
-        logger.debug("progress updates missed the rows of %d run(s)", len(run_ids))
-        self._encoder.missed(sorted(run_ids))
-
-    def _triaged(self, refused: LinkRefused) -> Unavailable | Rejected:
-        state = refused.sqlstate
-        if state.startswith(_NOT_NOW_CLASSES) or state in _NOT_NOW_STATES:
+            return Unavailable(message)
+        if state is not None and (state.startswith(_NOT_NOW_CLASSES) or state in _NOT_NOW_STATES):
             # The connection may be fine, but what it stands on (schema, rights) is not:
             # reconnecting re-checks it.
             self.close()
-            return Unavailable(str(refused))
-        return Rejected(str(refused))
+            return Unavailable(message)
+        return Rejected(message)
 
     def close(self) -> None:
-        link, self._link = self._link, None
-        if link is not None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
             try:
-                link.close()
+                conn.close()
             except Exception:
                 logger.debug("closing the writer's connection failed", exc_info=True)
 
 
-def _truth(value: object) -> bool:
-    """A boolean column's value from either link (psycopg: bool; wire: 't' or 'f')."""
-    return value is True or value == "t"
+def _is_link(exc: Exception) -> bool:
+    """An error of the connection itself (no SQLSTATE: the server never answered)."""
+    import psycopg
+
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
-def _schema_present(link: Link) -> bool:
-    rows = link.query(
-        "SELECT to_regclass('pipetrack.pipeline_status') IS NOT NULL"
-        " AND to_regclass('pipetrack.pipeline_subtask') IS NOT NULL"
-    )
-    return bool(rows) and _truth(rows[0][0])
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
-def _migrate_if_behind(link: Link, target: DatabaseTarget) -> None:
-    """Bring the embedded database's schema up to this version's, with psycopg, if behind.
+def _schema_present(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    row = conn.execute(
+        f"SELECT to_regclass('{SCHEMA}.pipeline_status') IS NOT NULL"
+        f" AND to_regclass('{SCHEMA}.pipeline_subtask') IS NOT NULL"
+    ).fetchone()
+    return bool(row and row[0])
 
-    Most processes find it current, and never load psycopg for it.
-    """
+
+def _migrate_if_behind(
+    conn: psycopg.Connection[tuple[object, ...]], target: DatabaseTarget
+) -> None:
+    """Bring the embedded database's schema up to this version's, if behind."""
     from tracker._db import migrate
     from tracker._db.connect import connect
 
-    rows = link.query("SELECT to_regclass('pipetrack.schema_migrations') IS NOT NULL")
+    present = conn.execute(f"SELECT to_regclass('{SCHEMA}.schema_migrations') IS NOT NULL")
     applied = 0
-    if rows and _truth(rows[0][0]):
-        applied = int(link.query("SELECT coalesce(max(version), 0) FROM schema_migrations")[0][0])
+    if (present.fetchone() or (False,))[0]:
+        found = conn.execute(f"SELECT coalesce(max(version), 0) FROM {SCHEMA}.schema_migrations")
+        applied = int(str((found.fetchone() or (0,))[0]))
     if applied >= max(m.version for m in migrate.shipped_migrations()):
         return
-    with connect(target) as conn:
-        migrate.upgrade(conn)
+    with connect(target) as admin:
+        migrate.upgrade(admin)
+
+
+class _Transaction:
+    """One pipelined transaction: statements go out as they come; ``finish`` waits for them
+    (psycopg's pipeline sync) and says what failed first, if anything did."""
+
+    def __init__(self, conn: psycopg.Connection[tuple[object, ...]], *, prepare: bool) -> None:
+        self._prepare = prepare
+        self.error: Exception | None = None
+        self._pipeline = conn.pipeline()
+        self._pipeline.__enter__()
+        self._cursor = conn.cursor()
+        self._execute(_TRANSACTION_SETTINGS, [f"{int(STATEMENT_TIMEOUT * 1000)}ms"])
+
+    def send(self, snapshots: Sequence[Snapshot]) -> None:
+        if self.error is None:
+            try:
+                statements = batch_statements(snapshots)
+            except (TypeError, ValueError) as exc:  # rows no writer makes (a foreign spool)
+                self.error = exc
+                return
+            for sql, params in statements:
+                self._execute(sql, params)
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> None:
+        import psycopg
+
+        if self.error is not None:
+            return  # the server skips the rest until the sync anyway
+        try:
+            self._cursor.execute(sql, params, prepare=self._prepare)
+        except (psycopg.Error, TypeError, ValueError) as exc:
+            self.error = exc
+
+    def finish(self) -> Exception | None:
+        import psycopg
+
+        try:
+            self._pipeline.__exit__(None, None, None)
+        except psycopg.Error as exc:
+            self.error = self.error or exc
+        self._close_cursor()
+        return self.error
+
+    def abandon(self) -> None:
+        """The caller failed midway: end the pipeline (what went out is committed or not, as
+        the database decides; replays are idempotent)."""
+        try:
+            self._pipeline.__exit__(None, None, None)
+        except Exception:
+            logger.debug("ending an abandoned pipeline failed", exc_info=True)
+        self._close_cursor()
+
+    def _close_cursor(self) -> None:
+        try:
+            self._cursor.close()
+        except Exception:
+            logger.debug("closing the writer's cursor failed", exc_info=True)

@@ -13,8 +13,10 @@ Each cycle (every flush interval, or at once when a transition wakes it):
    heartbeat snapshot of every live run when the heartbeat is due (resources sampled first);
 2. if the database is in back-off after a failure, append the snapshots to the spool;
 3. otherwise connect if needed; on each (re)connect first replay the spool, oldest first;
-4. write each snapshot; on ``Unavailable`` spool it and the rest and back off; on ``Rejected``
-   log and drop it.
+4. send the batches pipelined (``Store.pipelined``: each taken while the server applies the one
+   before) and wait once; on ``Unavailable`` spool them all and back off; on ``Rejected``
+   write each batch alone, then the snapshots of a refused batch one by one, and log and drop
+   only the one the database refuses.
 """
 
 from __future__ import annotations
@@ -25,30 +27,32 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from tracker._model.state import TERMINAL, RunCore, Snapshot
-from tracker._settings import Settings
+from tracker._model.snapshot import TERMINAL, Snapshot
+from tracker._model.state import RunCore
+from tracker._settings import TrackerSettings
 from tracker._signals import signals_blocked
 
 if TYPE_CHECKING:
     from tracker._record.resources import ResourceSampler
     from tracker._record.spool import Spool
-    from tracker._record.store import Pending, Store
+    from tracker._record.store import Store
 
 logger = logging.getLogger("tracker")
 
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 2.0  # a database back from an outage is written to within 2 s
-# Snapshots per transaction: one statement per table whatever the count, yet a batch the
+# Snapshots per statement: one statement per table whatever the count, yet a batch the
 # database refuses is retried one by one, so keep that retry (rare) affordable.
 BATCH_SIZE = 250
-# Batches in flight at once: the next is built while the database writes the one before.
-PIPELINE_DEPTH = 2
+# Batches sent before the writer waits for the database (one transaction). Bounds what one
+# refused row sends back for a retry and what an outage leaves to spool.
+BATCHES_PER_SYNC = 16
 
 
 class Writer:
     """Writes the runs of one Tracker; see the module docstring."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: TrackerSettings) -> None:
         self._settings = settings
         self._runs: dict[str, RunCore] = {}
         self._runs_lock = threading.RLock()
@@ -165,11 +169,6 @@ class Writer:
         with self._runs_lock:
             rows = sum(run.dropped_rows for run in self._runs.values())
         return rows + (self._spool.dropped if self._spool is not None else 0)
-
-    @property
-    def ticked(self) -> int:
-        """Snapshots sent as progress ticks: a few columns of rows written before."""
-        return self._store.ticked if self._store is not None else 0
 
     @property
     def busy(self) -> bool:
@@ -291,7 +290,7 @@ class Writer:
             from tracker._record.spool import Spool
             from tracker._record.store import Store
 
-            self._store = Store(self._settings.dsn)
+            self._store = Store(self._settings.dsn, prepare=self._settings.prepare)
             self._spool = Spool(
                 self._settings.resolved_spool_dir(), max_bytes=self._settings.spool_max_bytes
             )
@@ -302,8 +301,12 @@ class Writer:
         that building one overlaps the database writing the one before."""
         for start in range(0, len(runs), BATCH_SIZE):
             now = time.time()  # one time for the batch: its snapshots are taken together
-            batch = [run.snapshot(now) for run in runs[start : start + BATCH_SIZE]]
-            self._in_flight.append(batch)
+            yield [run.snapshot(now) for run in runs[start : start + BATCH_SIZE]]
+
+    def _taking(self, batches: Iterator[list[Snapshot]]) -> Iterator[list[Snapshot]]:
+        """``batches``, each held in ``_in_flight`` from when it is taken until it lands."""
+        for batch in batches:
+            self._in_flight = [*self._in_flight, batch]
             yield batch
 
     def _landed(self, batch: list[Snapshot]) -> None:
@@ -320,37 +323,45 @@ class Writer:
             if time.monotonic() < self._retry_at:
                 self._to_spool(key, [s for batch in batches for s in batch])
                 return
+            batches = self._taking(batches)
             try:
                 store.connect()
                 if self._replay_due:
                     self._replay(store, spool, key)
+                while self._send_some(store, batches):
+                    pass
             except Unavailable as exc:
                 self._went_down(str(exc))
-                self._to_spool(key, [s for batch in batches for s in batch])
-                return
-            # Up to PIPELINE_DEPTH batches are in the database's hands at once.
-            sent: list[tuple[list[Snapshot], Pending]] = []
-            refused: list[tuple[list[Snapshot], Exception]] = []
-            in_hand: list[Snapshot] = []  # taken from ``batches``, not yet in ``sent``
-            try:
-                for batch in batches:
-                    in_hand = batch
-                    sent.append((batch, store.send(batch)))
-                    in_hand = []
-                    while len(sent) >= PIPELINE_DEPTH:
-                        self._settle(store, sent, refused)
-                while sent:
-                    self._settle(store, sent, refused)
-                for batch, reason in refused:
-                    self._write_whole(store, batch, reason)
-            except Unavailable as exc:
-                self._went_down(str(exc))
-                unsent = [s for batch in batches for s in batch]
-                held = [s for batch, _ in sent for s in batch]
-                held += [s for batch, _ in refused for s in batch]
-                self._to_spool(key, held + in_hand + unsent)
+                # What was taken and not written yet (the batches in flight), then the rest.
+                held = [s for batch in self._in_flight for s in batch]
+                self._to_spool(key, held + [s for batch in batches for s in batch])
+                self._in_flight = []
                 return
             self._backoff = BACKOFF_FIRST
+
+    def _send_some(self, store: Store, batches: Iterator[list[Snapshot]]) -> bool:
+        """Send up to BATCHES_PER_SYNC batches pipelined and wait for them; True if there may
+        be more. Raises Unavailable, leaving what is not written in ``_in_flight``."""
+        from tracker._record.store import Rejected
+
+        sent: list[list[Snapshot]] = []
+        try:
+            with store.pipelined() as send:
+                for batch in batches:
+                    sent.append(batch)
+                    send(batch)
+                    if len(sent) == BATCHES_PER_SYNC:
+                        break
+        except Rejected as exc:
+            logger.debug("%d batch(es) refused (%s); writing each alone", len(sent), exc)
+            for batch in sent:
+                self._write_whole(store, batch)
+        else:
+            for batch in sent:
+                self.written += len(batch)
+                self._exported(batch)
+                self._landed(batch)
+        return len(sent) == BATCHES_PER_SYNC
 
     def _replay(self, store: Store, spool: Spool, key: str) -> None:
         """Replay the spool before this process's own statuses. Raises Unavailable only: any
@@ -379,42 +390,17 @@ class Writer:
         if result.replayed:
             logger.info("database reachable; replayed %d spooled snapshot(s)", result.replayed)
 
-    def _settle(
-        self,
-        store: Store,
-        sent: list[tuple[list[Snapshot], Pending]],
-        refused: list[tuple[list[Snapshot], Exception]],
-    ) -> None:
-        """Wait for the oldest batch sent. Raises Unavailable, leaving it in ``sent``."""
+    def _write_whole(self, store: Store, batch: list[Snapshot]) -> None:
+        """A batch alone, in one transaction, else its snapshots one by one, so that only a
+        snapshot the database refuses is lost. Raises Unavailable."""
         from tracker._record.store import Rejected
 
-        batch, pending = sent[0]
-        try:
-            store.settle(pending)
-        except Rejected as exc:
-            logger.debug("batch of %d refused (%s); writing it whole", len(batch), exc)
-            refused.append((batch, exc))
-        else:
-            self.written += len(batch)
-            self._exported(batch)
-            self._landed(batch)
-        sent.pop(0)
-
-    def _write_whole(self, store: Store, batch: list[Snapshot], reason: Exception) -> None:
-        """A refused batch again, every snapshot with all its columns (a batch may leave out
-        what a row already holds, and that row may be gone or changed): in one transaction,
-        else one by one, so that only a snapshot the database refuses is lost."""
-        from tracker._record.store import Missed, Rejected
-
-        if isinstance(reason, Missed):
-            store.forget_ticks(reason)
         try:
             store.write_many(batch)
         except Rejected:
             # Rare: some row breaks a constraint. Alone, the others get in.
-            while batch:
-                self._write_alone(store, batch[0])
-                batch.pop(0)
+            for snapshot in batch:
+                self._write_alone(store, snapshot)
         else:
             self.written += len(batch)
             self._exported(batch)

@@ -18,7 +18,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tracker._model.checks import IGNORE, SUBTASK_STATUSES, Checker
-from tracker._model.state import RunCore, SubtaskCore
+from tracker._model.state import RunCore
+from tracker._model.subtask import SubtaskCore
 from tracker._runtime import observers
 from tracker.errors import InvalidValue, RunClosed, SubtaskOrderError, TrackerError
 

@@ -23,7 +23,7 @@ from tracker._model.stage import stage_of
 from tracker._record.writer import Writer
 from tracker._runtime import lifecycle, observers
 from tracker._runtime.run import Run
-from tracker._settings import Settings
+from tracker._settings import TrackerSettings
 from tracker.errors import ConfigurationError, InvalidValue
 
 T = TypeVar("T")
@@ -55,9 +55,10 @@ class Tracker:
         env_allowlist: Sequence[str] | None = None,
         log_path: str | None = None,
         console: bool | None = None,
+        prepare: bool | None = None,
         lifecycle: bool = True,
     ) -> None:
-        self.settings = Settings(
+        self.settings = TrackerSettings(
             dsn=dsn,
             strict=strict,
             flush_interval=flush_interval,
@@ -68,6 +69,7 @@ class Tracker:
             env_allowlist=env_allowlist,
             log_path=log_path,
             console=console,
+            prepare=prepare,
         )
         self.checker = Checker(strict=self.settings.strict)
         self._lifecycle = lifecycle

@@ -75,9 +75,9 @@ def _spool(args: argparse.Namespace) -> Spool:
     from pathlib import Path
 
     from tracker._record.spool import Spool
-    from tracker._settings import Settings
+    from tracker._settings import TrackerSettings
 
-    settings = Settings(spool_dir=Path(args.spool_dir) if args.spool_dir else None)
+    settings = TrackerSettings(spool_dir=Path(args.spool_dir) if args.spool_dir else None)
     return Spool(settings.resolved_spool_dir(), max_bytes=settings.spool_max_bytes)
 
 

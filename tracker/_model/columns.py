@@ -1,0 +1,173 @@
+"""The canonical record's columns, declared once: each column's name, kind, role and source.
+
+Everything that handles a row is derived from these two lists: the model's snapshot reads each
+column's ``source`` (an attribute of the run or subtask state, ``tracker._model.state``), the
+writer's statements cast each column's parameter to its kind and decide what an update may
+change (``tracker._record.statements``), text is cleaned to its column's width
+(``tracker._model.text``), and the spool reads rows back by name (``tracker._model.snapshot``).
+Adding a column to a table means one migration in ``sql/`` and one line here (plus the
+attribute it reads, where the state does not hold it yet); a test checks the lists against the
+database's catalog.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+TEXT_MAX = 65_536
+"""Characters kept of a TEXT value (messages, error details): a 1 MB message is a mistake, and
+every heartbeat would carry it again."""
+
+
+class Kind(enum.Enum):
+    """A column's type, as the writer's parameter is cast (never with a length: a value too long
+    for its column must fail as an assignment does, not be cut short by a cast) and as a value
+    read back from the spool is turned into its Python type."""
+
+    UUID = "uuid"
+    TEXT = "text"
+    INTEGER = "integer"
+    BIGINT = "bigint"
+    NUMERIC = "numeric"
+    TIMESTAMP = "timestamptz"
+    JSON = "jsonb"
+
+
+class Role(enum.Enum):
+    """What a column says about a run, which decides how an upsert treats it."""
+
+    KEY = "key"  # identifies the row; never updated
+    FIXED = "fixed"  # set when the run starts and never changed (a trigger forbids it)
+    IDENTITY = "identity"  # what and where the run is: may come a moment late, never goes NULL
+    INSERT_ONLY = "insert only"  # captured when the run starts, written by the insert alone
+    STATE = "state"  # what the run is doing: every snapshot writes it as it is now
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table the writer upserts into."""
+
+    name: str
+    kind: Kind
+    role: Role
+    #: the attribute of the run (or subtask) state holding the value; default: the name
+    source: str = ""
+    #: the VARCHAR width of a text column; TEXT columns keep TEXT_MAX characters
+    width: int | None = None
+
+    @property
+    def attribute(self) -> str:
+        return self.source or self.name
+
+    @property
+    def limit(self) -> int:
+        """How many characters of a text value the column keeps."""
+        return self.width or TEXT_MAX
+
+
+def _text(name: str, role: Role, width: int | None = None, source: str = "") -> Column:
+    return Column(name, Kind.TEXT, role, source, width)
+
+
+K, F, I, O, S = Role.KEY, Role.FIXED, Role.IDENTITY, Role.INSERT_ONLY, Role.STATE  # noqa: E741
+
+STATUS_COLUMNS: tuple[Column, ...] = (
+    Column("run_id", Kind.UUID, K),
+    _text("task_name", F, 255),
+    Column("execution_start", Kind.TIMESTAMP, F, "_row_started"),
+    _text("task_stage", I, 50),
+    _text("task_type", I, 10),
+    _text("hostname", I, 255),
+    Column("process_id", Kind.INTEGER, I),
+    _text("user_name", I, 100),
+    _text("script_path", I, 500),
+    _text("script_file", I, 255),
+    _text("log_path", I, 500),
+    _text("log_file", I, 255),
+    _text("git_commit", I, 64),
+    _text("trace_id", I, 32),
+    Column("parent_run_id", Kind.UUID, I),
+    Column("environment", Kind.JSON, O),
+    Column("execution_status", Kind.TEXT, S, "status"),
+    Column("execution_end", Kind.TIMESTAMP, S, "_row_ended"),
+    Column("total_subtasks", Kind.INTEGER, S),
+    Column("current_subtask", Kind.INTEGER, S, "_row_current_subtask"),
+    _text("subtask_name", S, 500, "_row_shown_name"),
+    Column("subtask_status", Kind.TEXT, S, "_row_shown_status"),
+    Column("overall_percent_complete", Kind.NUMERIC, S, "_row_overall_percent"),
+    _text("overall_progress_message", S, source="_row_overall_message"),
+    Column("subtask_percent_complete", Kind.NUMERIC, S, "_row_shown_percent"),
+    _text("subtask_progress_message", S, source="_row_shown_message"),
+    Column("subtask_items_total", Kind.BIGINT, S, "_row_shown_items_total"),
+    Column("subtask_items_complete", Kind.BIGINT, S, "_row_shown_items_complete"),
+    Column("memory_mb", Kind.INTEGER, S),
+    Column("peak_memory_mb", Kind.INTEGER, S),
+    Column("cpu_percent", Kind.NUMERIC, S, "_row_cpu_percent"),
+    _text("error_message", S, source="_row_error_message"),
+    _text("error_detail", S, source="_row_error_detail"),
+    Column("exit_code", Kind.INTEGER, S),
+    Column("last_update", Kind.TIMESTAMP, S, "_row_updated"),
+    Column("last_progress", Kind.TIMESTAMP, S, "_row_progressed"),
+    Column("seq", Kind.BIGINT, S),
+)
+"""``pipeline_status``: one row per run (sql/0001, 0002)."""
+
+SUBTASK_COLUMNS: tuple[Column, ...] = (
+    Column("run_id", Kind.UUID, K),
+    Column("subtask_index", Kind.INTEGER, K, "index"),
+    Column("parent_index", Kind.INTEGER, S),
+    _text("subtask_name", S, 500, "_row_name"),
+    Column("subtask_status", Kind.TEXT, S, "status"),
+    Column("started_at", Kind.TIMESTAMP, S, "_row_started"),
+    Column("ended_at", Kind.TIMESTAMP, S, "_row_ended"),
+    Column("items_total", Kind.BIGINT, S),
+    Column("items_complete", Kind.BIGINT, S),
+    _text("message", S, source="_row_message"),
+    Column("seq", Kind.BIGINT, S, "_row_seq"),
+)
+"""``pipeline_subtask``: one row per subtask of a run (sql/0002)."""
+
+STATUS_NAMES = tuple(c.name for c in STATUS_COLUMNS)
+SUBTASK_NAMES = tuple(c.name for c in SUBTASK_COLUMNS)
+IDENTITY_NAMES = tuple(c.name for c in STATUS_COLUMNS if c.role is not Role.STATE)
+"""The columns a run's identity tuple holds (everything but its state), in table order."""
+WIDTHS = {c.name: c.limit for c in (*STATUS_COLUMNS, *SUBTASK_COLUMNS) if c.kind is Kind.TEXT}
+"""Characters each text column keeps, by name (the same name has the same width in both
+tables)."""
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    import json  # read from the spool only: `import tracker` stays free of it
+
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+_READERS: dict[Kind, Callable[[Any], Any]] = {
+    Kind.UUID: str,
+    Kind.TEXT: str,
+    Kind.INTEGER: int,
+    Kind.BIGINT: int,
+    Kind.NUMERIC: float,
+    Kind.TIMESTAMP: _timestamp,
+    Kind.JSON: _json_text,
+}
+
+
+def read_value(column: Column, value: Any) -> Any:
+    """``value`` as read from JSON (a spool line), in the Python type the writer sends for
+    ``column``: a batch's values of one column must all be of one type."""
+    if value is None:
+        return None
+    return _READERS[column.kind](value)
