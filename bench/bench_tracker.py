@@ -11,7 +11,10 @@
    0.5 s timer) and for transitions (written at once);
 4. N processes x M updates: wall time tracked vs untracked, and rows exact;
 5. ``import tracker`` in a fresh interpreter (median of several) and the RSS a tracked run adds
-   (telemetry off).
+   (telemetry off), with psycopg's own share (its import and one connection, alone);
+6. ``pipetrack progress 3/8`` inside ``pipetrack run``: ms per call, a shell loop of calls;
+7. sustained coalesced writes at 1,000 runs in one process, as a share of the database's own
+   batched-update ceiling (``bench_writes.py``, a shorter run of it).
 
 Without ``--dsn`` a throw-away embedded PostgreSQL in a temporary folder is used (Unix socket).
 """
@@ -289,7 +292,22 @@ t.shutdown(10)
 """
 
 
-def startup(dsn: str, repeat: int) -> tuple[float, float]:
+DRIVER_RSS = """
+import sys
+def rss_kb():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1])
+before = rss_kb()
+import psycopg
+conn = psycopg.connect(sys.argv[1], autocommit=True)
+conn.execute('SELECT 1')
+print(rss_kb() - before)
+conn.close()
+"""
+
+
+def startup(dsn: str, repeat: int) -> tuple[float, float, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPETRACK_", "OTEL_"))}
     imports = [
         float(
@@ -311,7 +329,69 @@ def startup(dsn: str, repeat: int) -> tuple[float, float]:
         )
         for _ in range(max(repeat // 2, 1))
     ]
-    return statistics.median(imports) * 1000, statistics.median(rss) / 1024
+    driver = [
+        int(
+            subprocess.run(
+                [sys.executable, "-c", DRIVER_RSS, dsn],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+        for _ in range(max(repeat // 2, 1))
+    ]
+    return (
+        statistics.median(imports) * 1000,
+        statistics.median(rss) / 1024,
+        statistics.median(driver) / 1024,
+    )
+
+
+# -- 6. the side-channel command inside `pipetrack run` -------------------------------------
+CALLS_SCRIPT = """
+pt="$1"; n="$2"
+start=$(date +%s%N)
+i=1
+while [ "$i" -le "$n" ]; do
+    $pt progress "$i/$n" > /dev/null
+    i=$((i + 1))
+done
+end=$(date +%s%N)
+echo "$(( (end - start) / n / 1000 ))" > "$3"
+"""
+
+
+def progress_command(dsn: str, calls: int, scratch: Path) -> float:
+    """Median ms per ``pipetrack progress i/n`` call from a wrapped shell script, over 3 runs."""
+    script = scratch / "calls.sh"
+    script.write_text(CALLS_SCRIPT)
+    command = " ".join([sys.executable, "-m", "tracker"])
+    env = {**os.environ, "PIPETRACK_DSN": dsn}
+    results = []
+    for attempt in range(3):
+        out = scratch / f"calls-{attempt}.txt"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tracker",
+                "run",
+                "--task",
+                "BENCH_cli",
+                "--",
+                "sh",
+                str(script),
+                command,
+                str(calls),
+                str(out),
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        results.append(int(out.read_text()) / 1000)
+    return statistics.median(results)
 
 
 def main() -> None:
@@ -323,7 +403,7 @@ def main() -> None:
     # The embedded server allows 100 connections; each tracked process holds one while it runs.
     parser.add_argument("--parallel", type=int, default=50, help="processes running at once")
     parser.add_argument(
-        "--only", default="1,2,3,4,5", help="comma-separated sections to run (default: all)"
+        "--only", default="1,2,3,4,5,6,7", help="comma-separated sections to run (default: all)"
     )
     args = parser.parse_args()
     quick = args.quick
@@ -373,9 +453,25 @@ def main() -> None:
             )
         if "5" in only:
             print("\n5. start-up and memory")
-            import_ms, rss_mb = startup(dsn, 5 if quick else 11)
+            import_ms, rss_mb, driver_mb = startup(dsn, 5 if quick else 11)
             print(f"   import tracker (fresh interpreter, median)  {import_ms:>6.1f} ms")
             print(f"   RSS added by a tracked run, telemetry off   {rss_mb:>6.1f} MB")
+            print(f"     of which psycopg alone (import, connect)  {driver_mb:>6.1f} MB")
+        if "6" in only:
+            calls = 20 if quick else 100
+            print(f"\n6. `pipetrack progress i/n` inside `pipetrack run` ({calls} calls)")
+            per_call = progress_command(dsn, calls, Path(scratch))
+            print(f"   per call (median of 3 runs)                 {per_call:>6.1f} ms")
+        if "7" in only:
+            from bench_writes import measure
+
+            window, repeat = (2.0, 3) if quick else (5.0, 5)
+            print(f"\n7. sustained writes, 1,000 runs, {repeat} x {window:g} s windows a side")
+            r = measure(dsn, 1000, window, repeat, Path(scratch))
+            print(
+                f"   writer {r['writer']:,.0f}/s, ceiling {r['ceiling']:,.0f}/s: "
+                f"{r['ratio']:.0%} (pairs {r['ratio_low']:.0%}-{r['ratio_high']:.0%})"
+            )
 
 
 if __name__ == "__main__":

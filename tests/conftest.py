@@ -42,6 +42,24 @@ def _isolated_environment() -> Iterator[None]:
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
+@pytest.fixture
+def embedded_data_dir() -> Iterator[Path]:
+    """A data directory for a test's own embedded server, stopped and removed afterwards.
+
+    Not under pytest's basetemp: when the tests run as root the server runs as another user,
+    and every pytest session that starts makes /tmp/pytest-of-<user> private again, locking that
+    user out of a server another session is running.
+    """
+    from tracker._db import embedded
+
+    folder = Path(tempfile.mkdtemp(prefix="pipetrack-test-embedded-"))
+    try:
+        yield folder
+    finally:
+        embedded.stop(embedded.pgdata_dir(folder))
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _signals_not_ignored() -> Iterator[None]:
     """Children start with the signals the tests send at their default disposition.

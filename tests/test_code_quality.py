@@ -1,4 +1,5 @@
-"""The house rules hold on every commit: ruff (lint and format) and mypy --strict are clean."""
+"""The house rules hold on every commit: ruff (lint and format) and mypy --strict are clean, and
+the import layers of pyproject's [tool.importlinter] hold."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
         [sys.executable, "-m", "ruff", "check", "--quiet", "."],
         [sys.executable, "-m", "ruff", "format", "--check", "--quiet", "."],
         [sys.executable, "-m", "mypy"],
+        [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
     ],
-    ids=["ruff-check", "ruff-format", "mypy-strict"],
+    ids=["ruff-check", "ruff-format", "mypy-strict", "import-layers"],
 )
 def test_code_passes(command):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)

@@ -6,22 +6,19 @@ import os
 import subprocess
 import sys
 
-from tracker._db import embedded
 
-
-def test_the_demo_tracks_a_multi_stage_pipeline_on_the_embedded_server_and_shows_it(tmp_path):
-    env = {**os.environ, "PIPETRACK_DATA_DIR": str(tmp_path)}
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "tracker", "demo", "--pace", "0.001"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=180,
-            check=False,
-        )
-    finally:
-        embedded.stop(embedded.pgdata_dir(tmp_path))
+def test_the_demo_tracks_a_multi_stage_pipeline_on_the_embedded_server_and_shows_it(
+    embedded_data_dir,
+):
+    env = {**os.environ, "PIPETRACK_DATA_DIR": str(embedded_data_dir)}
+    result = subprocess.run(
+        [sys.executable, "-m", "tracker", "demo", "--pace", "0.001"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["TASK", "STATUS", "OVERALL", "ELAPSED", "ETA", "HOST"]

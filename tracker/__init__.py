@@ -18,7 +18,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 from tracker._runtime import trackers
-from tracker._runtime.run import Run, Subtask
+from tracker._runtime.run import Run
+from tracker._runtime.subtask import Subtask
 from tracker._runtime.trackers import Tracker, configure, current_run
 from tracker._telemetry import child_env
 from tracker._version import __version__

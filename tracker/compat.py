@@ -22,7 +22,8 @@ from tracker._model.checks import IGNORE, RUN_STATUSES, SUBTASK_STATUSES, Checke
 from tracker._model.terminal import printable
 from tracker._model.text import InterpolationError, interpolate
 from tracker._runtime import observers, trackers
-from tracker._runtime.run import Run, Subtask
+from tracker._runtime.run import Run
+from tracker._runtime.subtask import Subtask
 from tracker._runtime.trackers import Tracker, default_tracker
 from tracker.errors import InvalidValue, NoActiveRun, SubtaskOrderError, TrackerError
 

@@ -102,13 +102,34 @@ def _checked(dsn: str, source: str, secrets: list[str]) -> str:
 
     try:
         params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:  # libpq's text never quotes the DSN; redact anyway
-        reason = redact_text(str(exc).strip(), secrets)
+    except psycopg.ProgrammingError as exc:
+        reason = redact_text(_unquoted(str(exc).strip()), secrets)
         raise ConfigurationError(f"malformed DSN in {source}: {reason}") from None
     password = params.get("password")
     if isinstance(password, str) and password:
         secrets.append(password)
     return dsn
+
+
+_QUOTED = re.compile(r'"([^"]*)"')
+
+
+def _unquoted(reason: str) -> str:
+    """libpq's reason for refusing a DSN, without the pieces of the DSN it quotes.
+
+    libpq quotes what it could not read (``unexpected spaces found in "ss w0rd@db"``), and in a
+    malformed DSN nobody can tell where a password ends: only libpq's own parameter names and
+    punctuation are kept.
+    """
+    from psycopg import pq
+
+    keywords = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+
+    def shown(match: re.Match[str]) -> str:
+        piece = match.group(1)
+        return match.group(0) if piece in keywords or len(piece) <= 1 else f'"{REDACTED}"'
+
+    return _QUOTED.sub(shown, reason)
 
 
 def resolve_target(

@@ -30,7 +30,8 @@ import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from tracker._runtime.run import Run, Subtask
+    from tracker._runtime.run import Run
+from tracker._runtime.subtask import Subtask
 
 logger = logging.getLogger("tracker")
 

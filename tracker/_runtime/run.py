@@ -1,14 +1,13 @@
-"""The Pythonic face: ``Run`` and ``Subtask`` objects (context managers) and ``progress()``.
+"""``Run``: one execution of a script as scripts hold it (a context manager), and ``progress()``.
 
 Everything here runs on the caller's thread and does no I/O: it validates, updates the state in
 ``_model`` under the run's lock, and wakes the writer only at transitions (ordinary progress is
-picked up by the writer's timer through the run's dirty flags). ``Subtask.advance`` is the hot
-path: one type check, a lock, an add, a compare and two stores.
+picked up by the writer's timer through the run's dirty flags). Its subtasks are
+``tracker._runtime.subtask.Subtask``.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import traceback
@@ -17,11 +16,12 @@ from threading import get_ident
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tracker._model.checks import IGNORE, SUBTASK_STATUSES, Checker
+from tracker._model.checks import IGNORE, Checker
 from tracker._model.state import RunCore
-from tracker._model.subtask import SubtaskCore
 from tracker._runtime import observers
-from tracker.errors import InvalidValue, RunClosed, SubtaskOrderError, TrackerError
+from tracker._runtime.guards import false, guarded, none
+from tracker._runtime.subtask import Subtask, detached
+from tracker.errors import InvalidValue, RunClosed
 
 if TYPE_CHECKING:
     from tracker._runtime.trackers import Tracker
@@ -32,230 +32,8 @@ logger = logging.getLogger("tracker")
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def _guarded(fallback: Callable[..., Any]) -> Callable[[F], F]:
-    """Tracking never breaks the pipeline: an unexpected error inside a method (a bug, not a
-    strict-mode TrackerError) is logged and ``fallback(self, *args)`` is returned instead."""
-
-    def decorate(method: F) -> F:
-        @functools.wraps(method)
-        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            try:
-                return method(self, *args, **kwargs)
-            except TrackerError:
-                raise
-            except Exception:
-                logger.exception("pipetrack: %s failed; the pipeline continues", method.__name__)
-                return fallback(self, *args)
-
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
-
-
-def _none(*_: Any) -> None:
-    return None
-
-
-def _false(*_: Any) -> bool:
-    return False
-
-
 def _detached_for(run: Run, name: object = "", *_: Any) -> Subtask:
-    return _detached(run, str(name))
-
-
-class Subtask(SubtaskCore):
-    """One step of a run (a ``genter``/``gexit`` block). Use it as a context manager.
-
-    ``with run.subtask("Loading Delaware", items_total=8) as st: ... st.advance()``
-    """
-
-    __slots__ = ()
-
-    _run: Run
-
-    def advance(self, n: int = 1) -> None:
-        """``n`` more items done (the hot path: no I/O, no clock)."""
-        if n.__class__ is not int or n < 1:
-            self._advance_slow(n)
-            return
-        with self._lock:
-            complete = self._complete + n
-            if complete > self._limit:
-                self._advance_slow(n)
-                return
-            self._complete = complete
-            self._run._moved = True
-
-    def _advance_slow(self, n: object) -> None:
-        run = self._run
-        count = run._checker.count(n, "n")
-        if not isinstance(count, int):
-            return
-        with self._lock:
-            if not self._usable("advance"):
-                return
-            complete = self._complete + count
-            if self._total is not None and complete > self._total:
-                run._checker.problem(
-                    InvalidValue(
-                        f"subtask {self.name!r}: {complete} items complete exceeds the total "
-                        f"{self._total}; the percentage stays at 100",
-                        run_id=run.run_id,
-                        argument="items_complete",
-                        value=complete,
-                    ),
-                    "items:over",
-                )
-            self._complete = complete
-            run._moved = True
-
-    @_guarded(_none)
-    def update(
-        self,
-        complete: int | None = None,
-        *,
-        total: int | None = None,
-        percent: float | None = None,
-        message: str | None = None,
-    ) -> None:
-        """Set the items done and/or total, an explicit percent, or a message."""
-        self._update(complete, total, percent, message)
-
-    def _update(
-        self,
-        complete: int | None,
-        total: int | None,
-        percent: float | None,
-        message: str | None,
-    ) -> None:
-        run = self._run
-        if (
-            isinstance(complete, int)
-            and complete.__class__ is int
-            and percent is None
-            and (total is None or total.__class__ is int)
-            and (message is None or message.__class__ is str)
-        ):
-            # The common case inside a loop (track_task_progress(i, n, msg)): plain numbers,
-            # nothing to report; anything unusual takes the checked path below.
-            with self._lock:
-                limit = self._limit if total is None else total
-                if 0 <= complete <= limit and self.ended is None and run.status == "RUNNING":
-                    if total is not None and total != self._total:
-                        self._set_total(total)
-                        run._dirty = True
-                    if complete != self._complete:
-                        self._complete = complete
-                        run._moved = True
-                    if message is not None:
-                        self.message = message
-                        run._dirty = True
-                    return
-        checker = run._checker
-        new_total = checker.count(total, "items_total") if total is not None else IGNORE
-        new_complete = checker.count(complete, "items_complete") if complete is not None else IGNORE
-        new_percent = checker.percent(percent, "subtask_percent") if percent is not None else IGNORE
-        new_message = checker.text(message, "message") if message is not None else IGNORE
-        with self._lock:
-            if not self._usable("update"):
-                return
-            total_now = new_total if isinstance(new_total, int) else self._total
-            if isinstance(new_complete, int) and total_now is not None and new_complete > total_now:
-                checker.problem(
-                    InvalidValue(
-                        f"subtask {self.name!r}: {new_complete} items complete exceeds the "
-                        f"total {total_now}; the percentage stays at 100",
-                        run_id=run.run_id,
-                        argument="items_complete",
-                        value=new_complete,
-                    ),
-                    "items:over",
-                )
-            moved = False
-            if isinstance(new_total, int) and new_total != self._total:
-                self._set_total(new_total)
-                moved = True
-            if isinstance(new_complete, int) and new_complete != self._complete:
-                self._complete = new_complete
-                moved = True
-            if isinstance(new_percent, float) and new_percent != self._percent:
-                self._percent = new_percent
-                moved = True
-            if isinstance(new_message, str):
-                self.message = new_message
-            run.begin_work()
-            run.mark(moved=moved)
-        run._wake_if_urgent()
-
-    def _usable(self, action: str) -> bool:
-        run = self._run
-        if self.index == 0 and self.ended is not None:
-            return False  # a detached handle (see _detached): already reported when made
-        if run.terminal:
-            run._closed(action)
-            return False
-        if self.ended is not None:
-            run._checker.problem(
-                SubtaskOrderError(
-                    f"cannot {action} subtask {self.name!r}: it already ended", run_id=run.run_id
-                ),
-                "subtask:ended",
-            )
-            return False
-        return True
-
-    @_guarded(_none)
-    def close(self, status: str = "COMPLETED") -> None:
-        """End this subtask (and any of its children still open in the same thread)."""
-        run = self._run
-        checked = run._checker.status(status, SUBTASK_STATUSES[2:], "subtask_status")
-        if checked is IGNORE:
-            checked = "COMPLETED"
-        with self._lock:
-            if self.ended is not None:
-                return
-            if run.terminal:
-                return
-            children = run.above(self)
-            if children:
-                names = ", ".join(repr(c.name) for c in children)
-                run._checker.problem(
-                    SubtaskOrderError(
-                        f"subtask {self.name!r} ended while {names} inside it were open; "
-                        "closing them too",
-                        run_id=run.run_id,
-                    ),
-                    "subtask:order",
-                )
-            ended = [*reversed(children), self]
-            run.close(self, str(checked))
-        run._wake()
-        for sub in ended:
-            observers.notify("on_subtask_end", run, sub)
-
-    def fail(self) -> None:
-        """End this subtask as FAILED."""
-        self.close("FAILED")
-
-    @property
-    def run(self) -> Run:
-        return self._run
-
-    def __enter__(self) -> Subtask:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        failed = exc is not None and not (isinstance(exc, SystemExit) and exc.code in (0, None))
-        self.close("FAILED" if failed else "COMPLETED")
-
-    def __repr__(self) -> str:
-        return f"<Subtask {self.index} {self.name!r} {self.status} {self._complete}/{self._total}>"
+    return detached(run, str(name))
 
 
 class Run(RunCore):
@@ -312,7 +90,7 @@ class Run(RunCore):
         return sub if isinstance(sub, Subtask) else None
 
     # -- transitions ----------------------------------------------------------------------
-    @_guarded(_detached_for)
+    @guarded(_detached_for)
     def subtask(self, name: str, *, items_total: int | None = None) -> Subtask:
         """Enter a subtask now; leave it with ``close()`` or by ending the ``with`` block."""
         checker = self._checker
@@ -323,7 +101,7 @@ class Run(RunCore):
         with self._lock:
             if self.terminal:
                 self._closed("start a subtask")
-                return _detached(self, str(text))
+                return detached(self, str(text))
             if self.total_subtasks is not None:
                 units = self.done_units + sum(1 for s in self.open if s.is_unit)
                 parent = self.innermost(get_ident())
@@ -352,7 +130,7 @@ class Run(RunCore):
         """Iterate ``iterable`` inside a subtask named ``desc``, counting items as they pass."""
         return _progress(self, iterable, desc, total)
 
-    @_guarded(_none)
+    @guarded(none)
     def message(self, text: str) -> None:
         """Set the run's progress message (``overall_progress_message``)."""
         value = self._checker.text(text, "message")
@@ -368,7 +146,7 @@ class Run(RunCore):
         self._wake_if_urgent()
         observers.notify("on_message", self, str(value))
 
-    @_guarded(_none)
+    @guarded(none)
     def set_progress(self, percent: float | None = None, *, message: str | None = None) -> None:
         """An explicit overall percentage (it holds until the next subtask boundary)."""
         value = self._checker.percent(percent, "overall_percent") if percent is not None else IGNORE
@@ -385,7 +163,7 @@ class Run(RunCore):
             self.mark(moved=isinstance(value, float))
         self._wake_if_urgent()
 
-    @_guarded(_false)
+    @guarded(false)
     def finish(self, message: str | None = None) -> bool:
         """End the run as FINISHED. A second finish (or one after a failure) is a warned no-op."""
         text = self._checker.text(message, "message") if message is not None else IGNORE
@@ -407,7 +185,7 @@ class Run(RunCore):
         self._ended()
         return True
 
-    @_guarded(_false)
+    @guarded(false)
     def fail(
         self,
         error: BaseException | str | None = None,
@@ -422,7 +200,7 @@ class Run(RunCore):
             trace = str(checked) if checked is not IGNORE else trace
         return self._end_with("FAILED", message, trace, exit_code)
 
-    @_guarded(_false)
+    @guarded(false)
     def cancel(self, reason: str | None = None, *, exit_code: int | None = None) -> bool:
         """End the run as CANCELLED (what a signal does)."""
         return self._end_with("CANCELLED", reason or "cancelled", None, exit_code)
@@ -519,15 +297,6 @@ class Run(RunCore):
 
     def __repr__(self) -> str:
         return f"<Run {self.run_id} {self.task_name!r} {self.status}>"
-
-
-def _detached(run: Run, name: str) -> Subtask:
-    """A subtask handle for a call made after the run ended: accepts calls, records nothing."""
-    sub = Subtask(run, 0, name, parent_index=None, items_total=None, thread=0, started=0.0)
-    sub.ended = 0.0
-    sub._limit = -1
-    sub.status = "FAILED"
-    return sub
 
 
 def _describe(error: BaseException | str | None) -> tuple[str | None, str | None]:

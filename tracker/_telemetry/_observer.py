@@ -15,7 +15,8 @@ from tracker._telemetry import _config
 from tracker._telemetry._run import Progress, RunTelemetry
 
 if TYPE_CHECKING:
-    from tracker._runtime.run import Run, Subtask
+    from tracker._runtime.run import Run
+from tracker._runtime.subtask import Subtask
 
 # "KeyError: 'x'" / "SystemExit: 3" / "pkg.Error" - what Run.fail() makes of an exception.
 _TYPE_PREFIX = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
