@@ -201,7 +201,7 @@ def test_a_backend_killed_mid_batch_is_written_again_on_a_new_connection(db_dsn,
         yield batches[2]
 
     try:
-        writer._export(killed_after_the_first())
+        writer.delivery.deliver(killed_after_the_first())
         assert (writer.written, writer.spooled, writer.rejected) == (9, 0, 0)
     finally:
         writer.shutdown(5)
@@ -224,15 +224,15 @@ def test_batches_in_flight_when_the_database_goes_away_are_spooled_and_replayed_
             yield batches[2]
 
         try:
-            writer._export(cut_after_the_first())
+            writer.delivery.deliver(cut_after_the_first())
             # Nothing of the transaction was committed: every snapshot went to the spool.
             assert (writer.written, writer.spooled) == (0, 9)
             assert _stored(db, runs)[0] == 0
             assert len(spool_files(tmp_path / "spool")) == 1
             # The database answers again: the spool replays, and every run is there, once.
             proxy.start()
-            writer._retry_at = 0.0
-            writer._export(iter(()))
+            writer.delivery._retry_at = 0.0
+            writer.delivery.deliver(iter(()))
         finally:
             writer.shutdown(5)
     assert not spool_files(tmp_path / "spool")

@@ -201,7 +201,7 @@ def test_a_batch_the_database_refuses_is_written_but_for_the_refused_snapshot(
     # ... so the writer retries the snapshots one by one and drops only the refused one.
     writer = Writer(TrackerSettings(dsn=db_dsn, spool_dir=tmp_path / "spool", strict=False))
     try:
-        writer._export(iter([batch]))
+        writer.delivery.deliver(iter([batch]))
     finally:
         writer.shutdown(5)
     assert (writer.written, writer.rejected) == (2, 1)

@@ -7,16 +7,10 @@ deadline; ``logger.exception`` so the thread never dies. Its locks are reentrant
 signal handler can tell whether the main thread it interrupted holds one, and lend it to the
 signal worker (see ``tracker._runtime.handoff`` and ``signal_locks``).
 
-Each cycle (every flush interval, or at once when a transition wakes it):
-
-1. snapshot every run that changed (latest state wins: one snapshot per run per cycle), plus a
-   heartbeat snapshot of every live run when the heartbeat is due (resources sampled first);
-2. if the database is in back-off after a failure, append the snapshots to the spool;
-3. otherwise connect if needed; on each (re)connect first replay the spool, oldest first;
-4. send the batches pipelined (``Store.pipelined``: each taken while the server applies the one
-   before) and wait once; on ``Unavailable`` spool them all and back off; on ``Rejected``
-   write each batch alone, then the snapshots of a refused batch one by one, and log and drop
-   only the one the database refuses.
+Each cycle (every flush interval, or at once when a transition wakes it) snapshots every run
+that changed (latest state wins: one snapshot per run per cycle), plus a heartbeat snapshot of
+every live run when the heartbeat is due (resources sampled first), and hands the batches to
+``tracker._record.delivery``, which writes them or spools them.
 """
 
 from __future__ import annotations
@@ -29,24 +23,19 @@ from typing import TYPE_CHECKING
 
 from tracker._model.snapshot import TERMINAL, Snapshot
 from tracker._model.state import RunCore
+from tracker._record.delivery import Delivery
+from tracker._record.preload import load_writer_modules
 from tracker._settings import TrackerSettings
 from tracker._signals import signals_blocked
 
 if TYPE_CHECKING:
     from tracker._record.resources import ResourceSampler
-    from tracker._record.spool import Spool
-    from tracker._record.store import Store
 
 logger = logging.getLogger("tracker")
 
-BACKOFF_FIRST = 0.25
-BACKOFF_MAX = 2.0  # a database back from an outage is written to within 2 s
 # Snapshots per statement: one statement per table whatever the count, yet a batch the
 # database refuses is retried one by one, so keep that retry (rare) affordable.
 BATCH_SIZE = 250
-# Batches sent before the writer waits for the database (one transaction). Bounds what one
-# refused row sends back for a retry and what an outage leaves to spool.
-BATCHES_PER_SYNC = 16
 
 
 class Writer:
@@ -62,25 +51,11 @@ class Writer:
         self._shutdown = False
         self._requested = 0
         self._done = 0
-        self._export_lock = threading.RLock()
         self._thread: threading.Thread | None = None
-        self._store: Store | None = None
-        self._spool: Spool | None = None
         self._sampler: ResourceSampler | None = None
-        self._retry_at = 0.0
-        self._backoff = BACKOFF_FIRST
-        self._replay_due = True
-        # Batches taken but not yet written or spooled. Each snapshot carries subtask rows that
-        # no later snapshot repeats, so a stuck export at exit must spool these too (see
-        # _emergency_spool). A batch leaves once written: a cycle's thousands of snapshots do
-        # not all live to its end, where the garbage collector would have to walk them.
-        self._in_flight: list[list[Snapshot]] = []
-        self._spool_pending = False
+        self.delivery = Delivery(settings, self._exported)
         self._next_heartbeat = time.monotonic() + settings.heartbeat_interval
         self._git_cache: dict[str | None, str | None] = {}
-        self.rejected = 0
-        self.written = 0
-        self.spooled = 0
 
     # -- called from the user's threads -----------------------------------------------------
     def register(self, run: RunCore) -> None:
@@ -140,14 +115,13 @@ class Writer:
                     "the database did not take the final status within %.1f s; spooling it",
                     timeout,
                 )
-                self._emergency_spool()
+                self._spool_all()
                 return False
         elif thread is None:
             # Never started (or started from a forked parent): do the last cycle here.
             if self._pending_runs():
                 self._cycle(final=True)
-            if self._store is not None:
-                self._store.close()
+            self.delivery.close()
         return True
 
     def signal_locks(self, runs: list[RunCore]) -> list[object]:
@@ -156,19 +130,35 @@ class Writer:
         ``_runs`` changes only by single dict operations, each atomic."""
         mine = list(self._runs.values())
         locks = [r._lock for r in (*runs, *mine)]
-        return [self._cond_lock, self._export_lock, *locks, self._runs_lock]
+        return [self._cond_lock, self.delivery.lock, *locks, self._runs_lock]
 
     def spool_unwritten(self) -> None:
         """Spool what is not written yet, from the calling thread, leaving the writer going
         (a signal's flush that ran out of time: the process is about to end)."""
-        self._emergency_spool()
+        self._spool_all()
+
+    def _spool_all(self) -> None:
+        """At exit, when the thread is stuck (e.g. connecting): spool the final states here."""
+        self.delivery.spool_all([run.snapshot() for run in self._pending_runs()])
 
     @property
     def dropped(self) -> int:
         """Snapshots and subtask rows dropped (spool full, or the pending rows bound)."""
         with self._runs_lock:
             rows = sum(run.dropped_rows for run in self._runs.values())
-        return rows + (self._spool.dropped if self._spool is not None else 0)
+        return rows + self.delivery.dropped
+
+    @property
+    def written(self) -> int:
+        return self.delivery.written
+
+    @property
+    def spooled(self) -> int:
+        return self.delivery.spooled
+
+    @property
+    def rejected(self) -> int:
+        return self.delivery.rejected
 
     @property
     def busy(self) -> bool:
@@ -181,6 +171,10 @@ class Writer:
 
     # -- the thread -------------------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            load_writer_modules()
+        except Exception:
+            logger.exception("pipetrack writer cannot load its modules; continuing")
         interval = self._settings.flush_interval
         next_tick = time.monotonic() + interval
         while True:
@@ -205,10 +199,7 @@ class Writer:
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + interval
-        if self._store is not None:
-            self._store.close()
-        if self._spool is not None:
-            self._spool.rotate()
+        self.delivery.close()
 
     def _pending_runs(self) -> list[RunCore]:
         with self._runs_lock:
@@ -248,13 +239,10 @@ class Writer:
                     run._dirty = True
             due.append(run)
         if due:
-            try:
-                self._export(self._batches(due))
-            finally:
-                self._in_flight = []
-        elif self._spool_pending and time.monotonic() >= self._retry_at:
+            self.delivery.deliver(self._batches(due))
+        elif self.delivery.retry_due:
             # Nothing new, but what was spooled should reach the database once it is back.
-            self._export(iter(()))
+            self.delivery.deliver(iter(()))
         # A run is done with once its final snapshot is out (in the database or the spool).
         with self._runs_lock:
             for run in runs:
@@ -285,164 +273,12 @@ class Writer:
         return self._sampler.sample()
 
     # -- export -----------------------------------------------------------------------------
-    def _stores(self) -> tuple[Store, Spool]:
-        if self._store is None or self._spool is None:
-            from tracker._record.spool import Spool
-            from tracker._record.store import Store
-
-            self._store = Store(self._settings.dsn, prepare=self._settings.prepare)
-            self._spool = Spool(
-                self._settings.resolved_spool_dir(), max_bytes=self._settings.spool_max_bytes
-            )
-        return self._store, self._spool
-
     def _batches(self, runs: list[RunCore]) -> Iterator[list[Snapshot]]:
         """The runs' snapshots, a batch at a time: each is taken just before it is sent, so
         that building one overlaps the database writing the one before."""
         for start in range(0, len(runs), BATCH_SIZE):
             now = time.time()  # one time for the batch: its snapshots are taken together
             yield [run.snapshot(now) for run in runs[start : start + BATCH_SIZE]]
-
-    def _taking(self, batches: Iterator[list[Snapshot]]) -> Iterator[list[Snapshot]]:
-        """``batches``, each held in ``_in_flight`` from when it is taken until it lands."""
-        for batch in batches:
-            self._in_flight = [*self._in_flight, batch]
-            yield batch
-
-    def _landed(self, batch: list[Snapshot]) -> None:
-        """``batch`` is written (or dropped): no longer in flight. Replaced, not changed in
-        place, for ``_emergency_spool`` on another thread."""
-        self._in_flight = [b for b in self._in_flight if b is not batch]
-
-    def _export(self, batches: Iterator[list[Snapshot]]) -> None:
-        from tracker._record.store import Unavailable
-
-        with self._export_lock:
-            store, spool = self._stores()
-            key = store.resolve()
-            if time.monotonic() < self._retry_at:
-                self._to_spool(key, [s for batch in batches for s in batch])
-                return
-            batches = self._taking(batches)
-            try:
-                store.connect()
-                if self._replay_due:
-                    self._replay(store, spool, key)
-                while self._send_some(store, batches):
-                    pass
-            except Unavailable as exc:
-                self._went_down(str(exc))
-                # What was taken and not written yet (the batches in flight), then the rest.
-                held = [s for batch in self._in_flight for s in batch]
-                self._to_spool(key, held + [s for batch in batches for s in batch])
-                self._in_flight = []
-                return
-            self._backoff = BACKOFF_FIRST
-
-    def _send_some(self, store: Store, batches: Iterator[list[Snapshot]]) -> bool:
-        """Send up to BATCHES_PER_SYNC batches pipelined and wait for them; True if there may
-        be more. Raises Unavailable, leaving what is not written in ``_in_flight``."""
-        from tracker._record.store import Rejected
-
-        sent: list[list[Snapshot]] = []
-        try:
-            with store.pipelined() as send:
-                for batch in batches:
-                    sent.append(batch)
-                    send(batch)
-                    if len(sent) == BATCHES_PER_SYNC:
-                        break
-        except Rejected as exc:
-            logger.debug("%d batch(es) refused (%s); writing each alone", len(sent), exc)
-            for batch in sent:
-                self._write_whole(store, batch)
-        else:
-            for batch in sent:
-                self.written += len(batch)
-                self._exported(batch)
-                self._landed(batch)
-        return len(sent) == BATCHES_PER_SYNC
-
-    def _replay(self, store: Store, spool: Spool, key: str) -> None:
-        """Replay the spool before this process's own statuses. Raises Unavailable only: any
-        other failure is logged and the own statuses are written all the same, because old
-        data must never stop new data (the spool sets bad files aside by itself; this guards
-        against what it cannot foresee, e.g. a folder that cannot be listed)."""
-        from tracker._record.store import Unavailable
-
-        try:
-            result = spool.replay(key, store.write)
-        except Unavailable:
-            raise
-        except Exception as exc:
-            logger.warning(
-                "pipetrack cannot replay the spool in %s (%s); writing new statuses anyway",
-                spool.directory,
-                exc,
-            )
-            logger.debug("spool replay failed", exc_info=True)
-            # Tried again on the next reconnect, not on every cycle.
-            self._replay_due = self._spool_pending = False
-            return
-        if result.unavailable is not None:
-            raise Unavailable(result.unavailable)
-        self._replay_due = self._spool_pending = False
-        if result.replayed:
-            logger.info("database reachable; replayed %d spooled snapshot(s)", result.replayed)
-
-    def _write_whole(self, store: Store, batch: list[Snapshot]) -> None:
-        """A batch alone, in one transaction, else its snapshots one by one, so that only a
-        snapshot the database refuses is lost. Raises Unavailable."""
-        from tracker._record.store import Rejected
-
-        try:
-            store.write_many(batch)
-        except Rejected:
-            # Rare: some row breaks a constraint. Alone, the others get in.
-            for snapshot in batch:
-                self._write_alone(store, snapshot)
-        else:
-            self.written += len(batch)
-            self._exported(batch)
-        self._landed(batch)
-
-    def _write_alone(self, store: Store, snapshot: Snapshot) -> None:
-        from tracker._record.store import Rejected
-
-        try:
-            store.write(snapshot)
-        except Rejected as exc:
-            self._rejected(snapshot, str(exc))
-            return
-        self.written += 1
-        self._exported([snapshot])
-
-    def _rejected(self, snapshot: Snapshot, reason: str) -> None:
-        self.rejected += 1
-        self._exported([snapshot])
-        logger.warning(
-            "the database rejected the status of run %s (seq %d): %s; dropped",
-            snapshot.run_id,
-            snapshot.seq,
-            reason,
-        )
-
-    def _went_down(self, reason: str) -> None:
-        if self._backoff == BACKOFF_FIRST:
-            logger.warning("pipetrack cannot write to the database (%s); spooling", reason)
-        else:
-            logger.debug("database still unavailable (%s)", reason)
-        self._retry_at = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
-        # Whatever is spooled from now on must be replayed once it answers again.
-        self._replay_due = True
-
-    def _to_spool(self, key: str, snapshots: list[Snapshot]) -> None:
-        _, spool = self._stores()
-        spool.append(key, snapshots)
-        self.spooled += len(snapshots)
-        self._spool_pending = True
-        self._exported(snapshots)
 
     def _exported(self, snapshots: list[Snapshot]) -> None:
         runs = self._runs
@@ -451,18 +287,3 @@ class Writer:
                 run = runs.get(snapshot.run_id)
                 if run is not None and run.exported_seq < snapshot.seq:
                     run.exported_seq = snapshot.seq
-
-    def _emergency_spool(self) -> None:
-        """At exit, when the thread is stuck (e.g. connecting): spool the final states here."""
-        store, spool = self._stores()
-        key = store.resolve()
-        # What the stuck thread holds first (older seqs), then the final states; replay is
-        # idempotent, so a snapshot the thread also manages to write does no harm.
-        held = [snapshot for batch in self._in_flight for snapshot in batch]
-        snapshots = [*held, *(run.snapshot() for run in self._pending_runs())]
-        if snapshots:
-            spool.append(key, snapshots)
-            self.spooled += len(snapshots)
-            self._exported(snapshots)
-        # Release the file's lock now, so that it can be replayed even before this process ends.
-        spool.rotate()
