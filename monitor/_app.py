@@ -11,6 +11,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -21,6 +23,7 @@ from exporter._server import DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT, Expo
 from exporter._webconfig import WebConfig, load_web_config
 from monitor._database import DEFAULT_STATEMENT_TIMEOUT, MonitorDatabase
 from monitor._web import MonitorRoutes
+from tracker._db.dsn import DatabaseTarget
 from tracker.errors import ConfigurationError
 
 LISTEN_ENV = "PIPETRACK_UI_LISTEN"
@@ -87,6 +90,17 @@ def settings(
     )
 
 
+@contextmanager
+def exporter_pages(target: DatabaseTarget) -> Iterator[MonitorRoutes]:
+    """The monitor's pages for ``pipetrack exporter`` (exporter._app.serve's ``mount``): the
+    exporter keeps its landing page at /, the Now page is at /now."""
+    database = MonitorDatabase(target)
+    try:
+        yield MonitorRoutes(database, jaeger_url=jaeger_url(None), at_root=False)
+    finally:
+        database.close()
+
+
 def monitor_server(
     database: MonitorDatabase,
     chosen: Settings,
@@ -103,7 +117,7 @@ def monitor_server(
     )
 
 
-def serve(
+def open_server(
     dsn: str | None = None,
     *,
     listen: str | None = None,
@@ -112,8 +126,8 @@ def serve(
     read_timeout: float | str | None = None,
     max_connections: int | str | None = None,
     statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
-) -> int:
-    """Serve the monitor until SIGTERM or SIGINT; returns the process exit code (0)."""
+) -> tuple[ExporterServer, MonitorDatabase]:
+    """The monitor's server, bound (not yet serving), and its database; close both after."""
     from tracker._db.connect import ready_target, require_valid_settings
 
     chosen = settings(
@@ -127,23 +141,55 @@ def serve(
     require_valid_settings(target)
     database = MonitorDatabase(target, statement_timeout=statement_timeout)
     try:
-        server = monitor_server(database, chosen)
+        return monitor_server(database, chosen), database
     except BaseException:
         database.close()
         raise
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=server.shutdown, name="pipetrack-monitor-stop").start()
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    print(
-        f"pipetrack ui: serving {server.url} from {database.redacted}", file=sys.stderr, flush=True
-    )
+def serve_until_signalled(
+    server: ExporterServer, database: MonitorDatabase, *, started: bool = False
+) -> None:
+    """Serve from a background thread (``started``: already serving) until SIGTERM or SIGINT;
+    then stop and close both."""
+    stop = threading.Event()
+
+    def stopping(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, stopping) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        server.serve_forever()
+        if not started:
+            server.start()
+        while not stop.wait(0.5):  # a timed wait, so the signal handler runs promptly
+            continue
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         server.shutdown()
         database.close()
+
+
+def serve(
+    dsn: str | None = None,
+    *,
+    listen: str | None = None,
+    web_config: str | Path | None = None,
+    jaeger: str | None = None,
+    read_timeout: float | str | None = None,
+    max_connections: int | str | None = None,
+) -> int:
+    """Serve the monitor until SIGTERM or SIGINT; returns the process exit code (0)."""
+    server, database = open_server(
+        dsn,
+        listen=listen,
+        web_config=web_config,
+        jaeger=jaeger,
+        read_timeout=read_timeout,
+        max_connections=max_connections,
+    )
+    print(
+        f"pipetrack ui: serving {server.url} from {database.redacted}", file=sys.stderr, flush=True
+    )
+    serve_until_signalled(server, database)
     return 0

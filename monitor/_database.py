@@ -10,6 +10,7 @@ answer 503 saying so until it is back, and a connection found broken is replaced
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -66,7 +67,8 @@ class MonitorDatabase:
             timeout=self._wait,
             name="pipetrack-monitor",
         )
-        self._pool.open(wait=False)
+        self._opened = False
+        self._lock = threading.Lock()
 
     @property
     def redacted(self) -> str:
@@ -78,6 +80,10 @@ class MonitorDatabase:
         import psycopg
         from psycopg_pool import PoolTimeout
 
+        with self._lock:
+            if not self._opened:  # at the first page asked for: an exporter nobody browses
+                self._pool.open(wait=False)  # holds no connection for the monitor
+                self._opened = True
         try:
             with self._pool.connection(timeout=self._wait) as conn, conn.transaction():
                 yield conn
@@ -90,4 +96,6 @@ class MonitorDatabase:
             raise Unavailable(f"reading {self.redacted} failed: {reason}") from None
 
     def close(self) -> None:
-        self._pool.close()
+        with self._lock:
+            self._opened = True  # a page asked for after closing finds the pool closed
+            self._pool.close()

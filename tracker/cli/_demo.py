@@ -36,10 +36,40 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="number of the first pass (every third pass fails DAILY_03_publish on purpose)",
     )
     demo.add_argument("--alive-file", type=Path, help="touched before every task (healthchecks)")
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve the monitor (`pipetrack ui`) while the pass runs, and after it until Ctrl-C",
+    )
+    demo.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="the monitor's address with --serve (default: as `pipetrack ui`, 127.0.0.1:8480)",
+    )
     demo.set_defaults(handler=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if not args.serve:
+        return _one_pass(args, None)
+    from monitor._app import open_server, serve_until_signalled
+
+    server, database = open_server(None, listen=args.listen)
+    say(f"monitor: {server.url} (watch the pass there, live)")
+    server.start()
+    try:
+        _one_pass(args, server.url)
+    except BaseException:
+        server.shutdown()
+        database.close()
+        raise
+    say(f"monitor: serving {server.url} until Ctrl-C")
+    serve_until_signalled(server, database, started=True)
+    return EXIT_OK
+
+
+def _one_pass(args: argparse.Namespace, url: str | None) -> int:
+    from monitor._app import DEFAULT_LISTEN
     from tracker import _demo
 
     if args.every is not None:
@@ -57,5 +87,10 @@ def _demo(args: argparse.Namespace) -> int:
         "`pipetrack history TASK`, `pipetrack show RUN_ID`,\n`pipetrack top` while a run runs, "
         "and the README for tracking your own scripts."
     )
+    if url is None:
+        say(
+            f"monitor: `pipetrack ui`, then open http://{DEFAULT_LISTEN}/ "
+            "(or `pipetrack demo --serve`)"
+        )
     # The demo's failure is deliberate (a failed run to look at), not a failure of the command.
     return EXIT_OK

@@ -107,7 +107,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="serve run-state metrics to Prometheus",
         description=(
             "Serve run-state metrics of every task at /metrics, read from the database at "
-            "scrape time, with a landing page at / and a health check at /-/healthy."
+            "scrape time, with a landing page at /, a health check at /-/healthy and the "
+            "monitor's pages from /now (docs/monitor.md; Jaeger links: $PIPETRACK_JAEGER_URL)."
         ),
     )
     add_arguments(parser)
@@ -116,6 +117,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run(args: argparse.Namespace) -> int:
     from exporter._app import serve
+    from monitor._app import exporter_pages
 
     return serve(
         args.dsn,
@@ -129,4 +131,5 @@ def run(args: argparse.Namespace) -> int:
         reap_dsn=args.reap_dsn,
         read_timeout=args.read_timeout,
         max_connections=args.max_connections,
+        mount=exporter_pages,
     )
