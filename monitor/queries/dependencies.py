@@ -188,7 +188,7 @@ def dependency_graph(conn: psycopg.Connection[Any], now: NowView | None = None) 
     for task in sorted(deps, key=lambda t: (stage_rank(_stage(t, declared, latest)), t)):
         placed.setdefault(layer[task], []).append(task)
     row_of = {task: i for tasks in placed.values() for i, task in enumerate(tasks)}
-    overdue = {str(row["task_name"]): row.get("overdue") for row in now.runs}
+    shown = {str(row["task_name"]): row for row in now.runs}  # never-run overdue ones too
     nodes = [
         Node(
             task=task,
@@ -196,12 +196,12 @@ def dependency_graph(conn: psycopg.Connection[Any], now: NowView | None = None) 
             declared=task in declared,
             schedule=declared[task].schedule if task in declared else None,
             depends_on=deps[task],
-            status=shown_status(latest[task]) if task in latest else "NOT_RUN",
+            status=shown_status(shown[task]) if task in shown else "NOT_RUN",
             run_id=str(latest[task]["run_id"]) if task in latest else None,
             last_seconds=last.get(task),
             typical_seconds=typical.get(task),
             expected_finish=finish.get(task),
-            overdue=overdue.get(task),
+            overdue=shown[task].get("overdue") if task in shown else None,
             layer=layer[task],
             row=row_of[task],
             critical=task in on_path,
