@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import timedelta
 
@@ -170,7 +171,7 @@ def test_dependencies_mark_the_critical_path_of_the_last_full_run(seeded):
     assert nodes["DAILY_01_extract"].status == "RUNNING"
     assert nodes[OVERDUE_TASK].status == "OVERDUE"
     assert {(e.source, e.target) for e in graph.edges if e.critical} == set(
-        zip(CRITICAL, CRITICAL[1:])
+        itertools.pairwise(CRITICAL)
     )
     daily = next(s for s in graph.stages if s.stage == "DAILY")
     assert daily.tasks == 4
