@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from monitor.queries._common import RUN_STATUSES, choices, limit_of, moment, text_filter
+from monitor.queries._common import (
+    RUN_STATUSES,
+    STAGE_ORDER,
+    choices,
+    limit_of,
+    moment,
+    text_filter,
+)
 from monitor.queries.failures import OUTCOMES, FailureFilter
 from monitor.queries.history import HistoryFilter
 from monitor.queries.now import SHOWN_STATUSES, NowFilter
-from tracker._stage import STAGE_PREFIXES, UNKNOWN_STAGE
-
-STAGES = (*STAGE_PREFIXES, UNKNOWN_STAGE)
 
 
 def _texts(values: Sequence[str], what: str) -> tuple[str, ...]:
@@ -39,7 +43,7 @@ def now_filter(
     """The Now view's filters: stages and statuses from their known names, a task glob, hosts,
     a start (``24h`` or a time)."""
     return NowFilter(
-        stages=choices(stages, STAGES, what="stage"),
+        stages=choices(stages, STAGE_ORDER, what="stage"),
         statuses=choices(statuses, SHOWN_STATUSES, what="status"),
         task=text_filter(task, what="task") if task else None,
         hosts=_texts(hosts, "host"),
