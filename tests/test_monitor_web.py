@@ -6,6 +6,7 @@ server answers, with the standard library's HTTP client.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import re
@@ -13,8 +14,12 @@ import subprocess
 import sys
 from urllib.parse import quote, urlsplit
 
+import bcrypt
 import pytest
+from prometheus_client import CollectorRegistry
 
+from exporter import ExporterServer, load_web_config
+from monitor._app import exporter_pages
 from monitor._web import CSP
 from tests.monitor_support import (
     FAILED,
@@ -24,6 +29,7 @@ from tests.monitor_support import (
     seed_pipeline,
     served_monitor,
 )
+from tracker._db.dsn import DatabaseTarget
 from tracker.cli import main
 
 PAGES = [
@@ -40,11 +46,11 @@ PAGES = [
 ]
 
 
-def request(base, path, method="GET"):
+def request(base, path, method="GET", headers=None):
     parts = urlsplit(base)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
-        conn.request(method, path)
+        conn.request(method, path, headers=headers or {})
         answer = conn.getresponse()
         return answer.status, dict(answer.getheaders()), answer.read()
     finally:
@@ -159,7 +165,7 @@ def test_there_is_no_write_endpoint_and_no_other_file(seeded_monitor):
     assert request(seeded_monitor, "/api/now", "HEAD")[0] == 200
     for path in ("/static/../_web.py", "/static/nope.js", "/metrics", "/now/x", "/api/run"):
         assert request(seeded_monitor, path)[0] == 404
-    status, headers, body = request(seeded_monitor, "/static/uPlot.iife.min.js")
+    status, headers, _ = request(seeded_monitor, "/static/uPlot.iife.min.js")
     assert status == 200
     assert headers["Content-Type"] == "text/javascript; charset=utf-8"
     assert headers["X-Content-Type-Options"] == "nosniff"
@@ -227,3 +233,31 @@ def test_pipetrack_ui_serves_on_127_0_0_1_until_sigterm(db, db_dsn, tmp_path):
 def test_pipetrack_ui_refuses_a_bad_jaeger_url(db_dsn, capsys):
     assert main(["ui", "--dsn", db_dsn, "--jaeger-url", "javascript:alert(1)"]) == 2
     assert "must be an http:// or https:// address" in capsys.readouterr().err
+
+
+def test_the_exporter_serves_the_pages_under_its_web_config(db, db_dsn, tmp_path):
+    seed_pipeline(db)
+    hashed = bcrypt.hashpw(b"monitor-pw-1", bcrypt.gensalt(4)).decode()
+    config = tmp_path / "web.yml"
+    config.write_text(f"basic_auth_users:\n  alice: '{hashed}'\n")
+    target = DatabaseTarget(conninfo=db_dsn, source="test")
+    with exporter_pages(target) as routes:
+        server = ExporterServer(
+            CollectorRegistry(),
+            host="127.0.0.1",
+            port=0,
+            web_config=load_web_config(config),
+            routes=routes,
+        )
+        server.start()
+        try:
+            base = server.url.rstrip("/")
+            assert request(base, "/now")[0] == 401
+            auth = {"Authorization": "Basic " + base64.b64encode(b"alice:monitor-pw-1").decode()}
+            status, _, landing = request(base, "/", headers=auth)
+            assert status == 200
+            assert b'<a href="now">Monitor</a>' in landing  # the exporter keeps its landing page
+            for path in ("/now", "/api/now", f"/run/{RUNNING}", "/api/dependencies", "/metrics"):
+                assert request(base, path, headers=auth)[0] == 200, path
+        finally:
+            server.shutdown()
