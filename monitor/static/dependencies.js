@@ -10,7 +10,7 @@
   function svg(tag, attrs, text) {
     const node = document.createElementNS(SVG, tag);
     for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-    if (text !== undefined) node.textContent = text;
+    if (text !== undefined) node.textContent = PT.visible(text);
     return node;
   }
 

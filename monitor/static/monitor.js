@@ -3,17 +3,24 @@
 "use strict";
 
 const PT = (() => {
+  /* Bidi overrides and isolates in a task name or message would reorder what the eye reads
+     (as tracker/_terminal.py says for terminals): shown as visible \uXXXX stand-ins. */
+  const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+  function visible(text) {
+    return String(text).replace(BIDI, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  }
+
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(attrs || {})) {
       if (value === null || value === undefined || value === false) continue;
-      if (key === "text") node.textContent = String(value);
+      if (key === "text") node.textContent = visible(value);
       else if (key === "class") node.className = value;
       else node.setAttribute(key, String(value));
     }
     for (const child of children) {
       if (child === null || child === undefined) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+      node.append(child instanceof Node ? child : document.createTextNode(visible(child)));
     }
     return node;
   }
@@ -128,5 +135,5 @@ const PT = (() => {
     setInterval(tick, every);
   }
 
-  return { el, duration, time, percent, badge, bar, runLink, taskLink, table, cells, replace, chart, live };
+  return { visible, el, duration, time, percent, badge, bar, runLink, taskLink, table, cells, replace, chart, live };
 })();

@@ -88,9 +88,7 @@ def _one_pass(args: argparse.Namespace, url: str | None) -> int:
         "and the README for tracking your own scripts."
     )
     if url is None:
-        say(
-            f"monitor: `pipetrack ui`, then open http://{DEFAULT_LISTEN}/ "
-            "(or `pipetrack demo --serve`)"
-        )
+        say(f"monitor: http://{DEFAULT_LISTEN}/ while `pipetrack ui` runs")
+        say("(or `pipetrack demo --serve`: the pass and its monitor, in one command)")
     # The demo's failure is deliberate (a failed run to look at), not a failure of the command.
     return EXIT_OK
