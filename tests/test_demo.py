@@ -50,8 +50,15 @@ def test_demo_serve_keeps_the_monitor_up_with_the_pass_on_it():
     folder = Path(tempfile.mkdtemp(prefix="pipetrack-demo-serve-"))
     env = {**os.environ, "PIPETRACK_DATA_DIR": str(folder)}
     child = subprocess.Popen(
-        [sys.executable, "-m", "tracker", "demo", "--pace", "0.001", "--serve"]
-        + ["--listen", "127.0.0.1:0"],
+        [
+            sys.executable,
+            "-m",
+            "tracker",
+            "demo",
+            "--pace=0.001",
+            "--serve",
+            "--listen=127.0.0.1:0",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -65,7 +72,8 @@ def test_demo_serve_keeps_the_monitor_up_with_the_pass_on_it():
             if line.startswith("monitor: serving"):
                 break
         assert line == f"monitor: serving {url} until Ctrl-C\n"
-        with urllib.request.urlopen(url + "api/now", timeout=30) as answer:
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url + "api/now", timeout=30) as answer:  # noqa: S310
             data = json.load(answer)
         assert data["tasks"] == 5
         assert data["counts"] == {"FAILED": 1, "FINISHED": 4}
