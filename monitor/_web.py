@@ -166,7 +166,8 @@ class MonitorRoutes:
         if data is None:
             return self._error(404, "not found", api=api)
         if api:
-            return Response(200, _dumps(data).encode(), _JSON, _NO_STORE)
+            body = _dumps(data, sort_keys=False, separators=(",", ":"))  # polled: cheap first
+            return Response(200, body.encode(), _JSON, _NO_STORE)
         api_path = "/api" + path + (f"?{raw}" if raw else "")
         page = self._templates.get_template(f"{view}.html").render(
             page=view,
@@ -197,7 +198,7 @@ class MonitorRoutes:
             since=_first(query, "since") or None,
             problems=(_first(query, "problems") or "").lower() in ("1", "on", "true", "yes"),
         )
-        return _payloads.now_payload(latest_runs(conn, wanted))
+        return _payloads.now_payload(latest_runs(conn, wanted, full=False))
 
     def _run(self, conn: psycopg.Connection[Any], argument: str, _: Query) -> dict[str, Any]:
         try:

@@ -65,7 +65,7 @@ def insert_run(db, **columns) -> uuid.UUID:
         "hostname": "etl-1",
         "process_id": 4242,
         "execution_status": "FINISHED",
-        "last_update": NOW,
+        "last_update": datetime.now(timezone.utc),
     }
     row.update(columns)
     names = ", ".join(row)
@@ -88,7 +88,9 @@ def insert_subtasks(db, run_id, start, steps) -> None:
 
 
 def seed_pipeline(db) -> None:
-    """The pipeline every monitor test reads (see the module docstring)."""
+    """The pipeline every monitor test reads (see the module docstring), as of now (ages such
+    as "no heartbeat for 60 s" are the database's now minus these times)."""
+    at = datetime.now(timezone.utc).replace(microsecond=0)
     for task, (depends, _) in DECLARED.items():
         db.execute(
             "INSERT INTO pipeline_task_schedule (task_name, task_stage, depends_on, schedule)"
@@ -105,7 +107,7 @@ def seed_pipeline(db) -> None:
     )
     for day in (2, 1):
         for task, (_, seconds) in DECLARED.items():
-            start = NOW - timedelta(days=day)
+            start = at - timedelta(days=day)
             run = insert_run(
                 db,
                 task_name=task,
@@ -131,8 +133,8 @@ def seed_pipeline(db) -> None:
         task_name="DAILY_01_extract",
         task_stage="DAILY",
         execution_status="RUNNING",
-        execution_start=NOW - timedelta(seconds=120),
-        last_progress=NOW,
+        execution_start=at - timedelta(seconds=120),
+        last_progress=at,
         total_subtasks=2,
         current_subtask=1,
         subtask_name="load",
@@ -148,14 +150,14 @@ def seed_pipeline(db) -> None:
         peak_memory_mb=310,
         cpu_percent=97.0,
     )
-    insert_subtasks(db, RUNNING, NOW - timedelta(seconds=120), [("load", 60, "RUNNING")])
+    insert_subtasks(db, RUNNING, at - timedelta(seconds=120), [("load", 60, "RUNNING")])
     insert_run(
         db,
         run_id=CHILD,
         task_name="DAILY_01_extract_part",
         task_stage="DAILY",
-        execution_start=NOW - timedelta(seconds=100),
-        execution_end=NOW - timedelta(seconds=90),
+        execution_start=at - timedelta(seconds=100),
+        execution_end=at - timedelta(seconds=90),
         parent_run_id=RUNNING,
     )
     insert_run(
@@ -164,8 +166,8 @@ def seed_pipeline(db) -> None:
         task_name="PERIODIC_01_reindex",
         task_stage="PERIODIC",
         execution_status="FAILED",
-        execution_start=NOW - timedelta(hours=3),
-        execution_end=NOW - timedelta(hours=3) + timedelta(seconds=45),
+        execution_start=at - timedelta(hours=3),
+        execution_end=at - timedelta(hours=3) + timedelta(seconds=45),
         exit_code=1,
         error_message="exited with code 1: disk full after 1234 rows",
         error_detail="Traceback (most recent call last):\n  boom",
@@ -175,8 +177,8 @@ def seed_pipeline(db) -> None:
         task_name="PERIODIC_01_reindex",
         task_stage="PERIODIC",
         execution_status="FAILED",
-        execution_start=NOW - timedelta(hours=5),
-        execution_end=NOW - timedelta(hours=5) + timedelta(seconds=40),
+        execution_start=at - timedelta(hours=5),
+        execution_end=at - timedelta(hours=5) + timedelta(seconds=40),
         error_message="exited with code 1: disk full after 99 rows",
     )
     insert_run(
@@ -185,8 +187,8 @@ def seed_pipeline(db) -> None:
         task_name="PERIODIC_02_silent",
         task_stage="PERIODIC",
         execution_status="RUNNING",
-        execution_start=NOW - timedelta(hours=1),
-        last_update=NOW - timedelta(minutes=10),
+        execution_start=at - timedelta(hours=1),
+        last_update=at - timedelta(minutes=10),
     )
     insert_run(
         db,
@@ -194,8 +196,8 @@ def seed_pipeline(db) -> None:
         task_name="STATIC_01_maps",
         task_stage="STATIC",
         execution_status="CANCELLED",
-        execution_start=NOW - timedelta(hours=2),
-        execution_end=NOW - timedelta(hours=2) + timedelta(seconds=5),
+        execution_start=at - timedelta(hours=2),
+        execution_end=at - timedelta(hours=2) + timedelta(seconds=5),
         error_message="cancelled by SIGTERM",
     )
     insert_run(
@@ -205,15 +207,15 @@ def seed_pipeline(db) -> None:
         task_stage="DAILY",
         hostname="host" + HOSTILE,
         execution_status="FAILED",
-        execution_start=NOW - timedelta(minutes=30),
-        execution_end=NOW - timedelta(minutes=29),
+        execution_start=at - timedelta(minutes=30),
+        execution_end=at - timedelta(minutes=29),
         error_message="error " + HOSTILE + " \x1b[31mred\u202eevil",
         error_detail="Traceback " + HOSTILE,
         overall_progress_message="message " + HOSTILE,
         subtask_name="sub" + HOSTILE,
         environment='{"X": "' + HOSTILE.replace('"', '\\"') + '"}',
     )
-    insert_subtasks(db, HOSTILE_RUN, NOW - timedelta(minutes=30), [(HOSTILE, 30, "FAILED")])
+    insert_subtasks(db, HOSTILE_RUN, at - timedelta(minutes=30), [(HOSTILE, 30, "FAILED")])
 
 
 @contextmanager

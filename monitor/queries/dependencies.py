@@ -164,7 +164,7 @@ def _layers(order: list[str], deps: dict[str, tuple[str, ...]]) -> dict[str, int
 
 def dependency_graph(conn: psycopg.Connection[Any], now: NowView | None = None) -> DependencyGraph:
     """The Dependencies view (``now``: the Now view already read, if the caller has it)."""
-    now = now or latest_runs(conn)
+    now = now or latest_runs(conn, full=False)
     declared = now.declared
     latest = {str(row["task_name"]): row for row in now.runs if row.get("run_id") is not None}
     deps: dict[str, tuple[str, ...]] = {task: spec.depends_on for task, spec in declared.items()}

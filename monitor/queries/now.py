@@ -38,9 +38,32 @@ PROBLEMS = ("FAILED", *CONDITIONS)
 
 # The filters are parameters; a NULL one matches everything. The stage, host, glob and since
 # filters narrow the ~1 row per task of pipeline_latest_run; conditions are derived afterwards.
-LATEST_SQL = f"""
-SELECT l.*,
-       {elapsed_sql("l.execution_start", "l.execution_end")} AS elapsed_seconds,
+SUMMARY_COLUMNS = (
+    "task_name",
+    "task_stage",
+    "run_id",
+    "execution_status",
+    "execution_start",
+    "execution_end",
+    "hostname",
+    "overall_percent_complete",
+    "overall_progress_message",
+    "current_subtask",
+    "total_subtasks",
+    "subtask_name",
+    "subtask_percent_complete",
+    "subtask_progress_message",
+    "subtask_items_total",
+    "subtask_items_complete",
+    "error_message",
+    "memory_mb",
+    "cpu_percent",
+)
+"""What a page's row shows of a run (``full=False``): not the traceback, environment, paths."""
+
+_LATEST_SQL = """
+SELECT {columns},
+       {elapsed} AS elapsed_seconds,
        a.lost, a.stalled,
        EXTRACT(EPOCH FROM a.heartbeat_age)::float8 AS heartbeat_age_seconds,
        EXTRACT(EPOCH FROM a.progress_age)::float8 AS progress_age_seconds,
@@ -55,6 +78,11 @@ WHERE (%(stages)s::text[] IS NULL OR coalesce(l.task_stage, 'UNKNOWN') = ANY(%(s
   AND (%(since)s::timestamptz IS NULL OR l.execution_start >= %(since)s::timestamptz)
 ORDER BY l.task_name
 """
+_ELAPSED = elapsed_sql("l.execution_start", "l.execution_end")
+LATEST_SQL = _LATEST_SQL.format(columns="l.*", elapsed=_ELAPSED)
+SUMMARY_SQL = _LATEST_SQL.format(
+    columns=", ".join(f"l.{c}" for c in SUMMARY_COLUMNS), elapsed=_ELAPSED
+)
 
 
 @dataclass(frozen=True)
@@ -168,8 +196,11 @@ def _keep(row: Row, wanted: NowFilter) -> bool:
     return not wanted.problems or bool(shown & set(PROBLEMS))
 
 
-def latest_runs(conn: psycopg.Connection[Any], wanted: NowFilter | None = None) -> NowView:
-    """The Now view: the latest run of every task that ``wanted`` keeps.
+def latest_runs(
+    conn: psycopg.Connection[Any], wanted: NowFilter | None = None, *, full: bool = True
+) -> NowView:
+    """The Now view: the latest run of every task that ``wanted`` keeps; each row every column
+    of the run (``full``) or the SUMMARY_COLUMNS a page shows.
 
     1. Read the latest runs (filtered in SQL by stage, host, glob and start).
     2. Read the declared tasks with their expected starts, and the progress curves of the
@@ -178,7 +209,7 @@ def latest_runs(conn: psycopg.Connection[Any], wanted: NowFilter | None = None) 
     """
     wanted = wanted or NowFilter()
     at = database_now(conn)
-    rows = fetch(conn, LATEST_SQL, wanted.params())
+    rows = fetch(conn, LATEST_SQL if full else SUMMARY_SQL, wanted.params())
     cur = cast("psycopg.Cursor[tuple[Any, ...]]", conn.cursor())
     with cur:
         declared = {d.task: d for d in read_declared(cur, at.timestamp())}
