@@ -12,6 +12,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -30,7 +32,11 @@ from exporter._webconfig import WebConfig, load_web_config
 from tracker.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from exporter._server import Routes
     from tracker._db.dsn import DatabaseTarget
+
+Mount = Callable[["DatabaseTarget"], AbstractContextManager["Routes | None"]]
+"""Routes to serve beside /metrics, opened for a database target and closed after serving."""
 
 logger = logging.getLogger("exporter")
 
@@ -195,8 +201,12 @@ def serve(
     reap_dsn: str | None = None,
     read_timeout: float | str | None = None,
     max_connections: int | str | None = None,
+    mount: Mount | None = None,
 ) -> int:
     """Run the exporter until SIGTERM or SIGINT; returns the process exit code (0).
+
+    ``mount``, given the database target, opens further routes to serve beside /metrics (the
+    monitor's pages: ``pipetrack exporter`` mounts them) and closes them when serving ends.
 
     The database may be down at start: the exporter starts anyway and says so in its metrics.
     Unless ``reap_every`` is 0, a reaper thread marks lost runs FAILED (see exporter/_reaper.py),
@@ -236,14 +246,28 @@ def serve(
     )
     registry = CollectorRegistry()
     registry.register(collector)
-    server = ExporterServer(
-        registry,
-        host=chosen.host,
-        port=chosen.port,
-        web_config=chosen.web_config,
-        read_timeout=chosen.read_timeout,
-        max_connections=chosen.max_connections,
-    )
+    with ExitStack() as mounted:
+        routes = mounted.enter_context(mount(target) if mount else nullcontext(None))
+        server = ExporterServer(
+            registry,
+            host=chosen.host,
+            port=chosen.port,
+            web_config=chosen.web_config,
+            read_timeout=chosen.read_timeout,
+            max_connections=chosen.max_connections,
+            routes=routes,
+        )
+        _serve(server, target, reaper, collector)
+    return 0
+
+
+def _serve(
+    server: ExporterServer,
+    target: DatabaseTarget,
+    reaper: Reaper | None,
+    collector: PipetrackCollector,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then stop the reaper and close the collector."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
         # shutdown() waits for the serve loop, which runs in this thread: ask from another.
@@ -266,4 +290,3 @@ def serve(
         if reaper is not None:
             reaper.shutdown()
         collector.close()
-    return 0

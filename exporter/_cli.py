@@ -10,10 +10,14 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from tracker._db.dsn import DSN_HELP
 from tracker._model.terminal import printable
 from tracker.errors import TrackerError
+
+if TYPE_CHECKING:
+    from exporter._app import Mount
 
 DESCRIPTION = (
     "Serve run-state metrics of every task at /metrics, read from the database at scrape time, "
@@ -111,7 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, *, mount: Mount | None = None) -> int:
+    """Serve as ``args`` say; ``mount`` adds routes beside /metrics (``exporter._app.serve``)."""
     from exporter._app import serve
 
     return serve(
@@ -126,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         reap_dsn=args.reap_dsn,
         read_timeout=args.read_timeout,
         max_connections=args.max_connections,
+        mount=mount,
     )
 
 

@@ -46,7 +46,12 @@ class ReadFailed(Exception):
         self.reachable = reachable
 
 
-def exporter_target(target: DatabaseTarget, *, statement_timeout: float) -> DatabaseTarget:
+def exporter_target(
+    target: DatabaseTarget,
+    *,
+    statement_timeout: float,
+    application_name: str = "pipetrack-exporter",
+) -> DatabaseTarget:
     """``target`` with the exporter's connect timeout, TCP timeouts and application name.
 
     Settings the DSN (or libpq's environment) already makes are left alone.
@@ -58,7 +63,7 @@ def exporter_target(target: DatabaseTarget, *, statement_timeout: float) -> Data
     if "connect_timeout" not in given and not os.environ.get("PGCONNECT_TIMEOUT"):
         extra["connect_timeout"] = str(DEFAULT_CONNECT_TIMEOUT)
     if "application_name" not in given and not os.environ.get("PGAPPNAME"):
-        extra["application_name"] = "pipetrack-exporter"
+        extra["application_name"] = application_name
     # Data unacknowledged this long means the peer is gone (ignored on Unix sockets).
     if "tcp_user_timeout" not in given:
         extra["tcp_user_timeout"] = str(round((statement_timeout + WATCHDOG_GRACE_SECONDS) * 1000))

@@ -1,4 +1,4 @@
-"""The exporter's HTTP server: /metrics, a landing page at /, and /-/healthy.
+"""The exporter's HTTP server: /metrics, a landing page at /, /-/healthy, and extra routes.
 
 A threaded server from the standard library: each connection in its own thread, TLS handshakes
 in that thread too (a slow or plain-HTTP client never blocks the others), basic auth on every
@@ -13,6 +13,10 @@ A client cannot hold the server's resources for long:
 - **connection cap**: at most ``max_connections`` connections are served at once, one thread
   each; a connection beyond it is answered 503 (plain HTTP) or closed (TLS) at once.
 A client that goes away mid-response is logged at debug level, never as an error.
+
+Other paths go to ``routes`` when one is given (the monitor's pages, monitor/_web.py): a
+callable from a GET/HEAD request's path and query string to a Response, or None for "not
+mine". It runs in the connection's thread, under the same TLS, auth and timeouts.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -77,12 +83,29 @@ _LANDING = """<!DOCTYPE html>
 <p>Run-state metrics of pipeline scripts, read from PostgreSQL at scrape time.</p>
 <ul>
 <li><a href="metrics">Metrics</a></li>
-<li><a href="-/healthy">Health</a></li>
+<li><a href="-/healthy">Health</a></li>{extra}
 </ul>
 <p>Version {version}</p>
 </body>
 </html>
 """
+
+
+_MONITOR_LINK = '\n<li><a href="now">Monitor</a></li>'
+
+
+@dataclass(frozen=True)
+class Response:
+    """What a route answers: status, body, content type and any further headers."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+Routes = Callable[[str, str], "Response | None"]
+"""(path, query string) -> the Response, or None when the path is not the route's."""
 
 
 def _client_gone(exc: BaseException) -> bool:
@@ -197,14 +220,16 @@ class _HTTPServer(ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         *,
-        registry: CollectorRegistry,
+        registry: CollectorRegistry | None,
         tls: ssl.SSLContext | None,
         auth: BasicAuth | None,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        routes: Routes | None = None,
     ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.registry = registry
+        self.routes = routes
         self.tls = tls
         self.auth = auth
         self.read_timeout = read_timeout
@@ -382,26 +407,42 @@ class _Handler(BaseHTTPRequestHandler):
                 {"WWW-Authenticate": 'Basic realm="pipetrack exporter", charset="UTF-8"'},
             )
             return
-        path = urlsplit(self.path).path
-        if path == "/metrics":
-            self._metrics(include_body)
+        parts = urlsplit(self.path)
+        path = parts.path
+        routes = self.server.routes
+        registry = self.server.registry
+        if path == "/metrics" and registry is not None:
+            self._metrics(registry, include_body)
+        elif path == "/-/healthy":
+            self._send(200, b"Healthy\n", "text/plain; charset=utf-8", include_body)
+        elif routes is not None and (answer := self._route(routes, path, parts.query)):
+            self._send(
+                answer.status, answer.body, answer.content_type, include_body, answer.headers
+            )
         elif path == "/":
             from tracker._version import __version__
 
-            page = _LANDING.format(version=html.escape(__version__)).encode()
+            page = _LANDING.format(
+                version=html.escape(__version__), extra=_MONITOR_LINK if routes else ""
+            ).encode()
             self._send(200, page, "text/html; charset=utf-8", include_body)
-        elif path == "/-/healthy":
-            self._send(200, b"Healthy\n", "text/plain; charset=utf-8", include_body)
         else:
             self._send(404, b"Not Found\n", "text/plain; charset=utf-8", include_body)
 
-    def _metrics(self, include_body: bool) -> None:
+    def _route(self, routes: Routes, path: str, query: str) -> Response | None:
+        try:
+            return routes(path, query)
+        except Exception:
+            logger.exception("serving %s failed", path)
+            return Response(500, b"Internal Server Error\n", "text/plain; charset=utf-8")
+
+    def _metrics(self, registry: CollectorRegistry, include_body: bool) -> None:
         encoder, content_type = choose(self.headers.get("Accept", ""))
         token = scrape_timeout.set(
             _seconds(self.headers.get("X-Prometheus-Scrape-Timeout-Seconds"))
         )
         try:
-            body = encoder(self.server.registry)
+            body = encoder(registry)
         except Exception:
             logger.exception("collecting metrics failed")
             self._send(500, b"collecting metrics failed\n", "text/plain", include_body)
@@ -420,7 +461,7 @@ class _Handler(BaseHTTPRequestHandler):
         body: bytes,
         content_type: str,
         include_body: bool,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         # Sending is on the clock too: a client that does not take the answer is cut off.
         self.server.watchdog.arm(self.conn, self.server.read_timeout, reading=False)
@@ -464,7 +505,8 @@ def _seconds(header: str | None) -> float | None:
 
 
 class ExporterServer:
-    """An HTTP(S) server for ``registry``, bound when constructed.
+    """An HTTP(S) server for ``registry`` (None: no /metrics) and ``routes``, bound when
+    constructed.
 
     ``start()`` serves from a background thread (tests, embedding); ``serve_forever()`` serves
     from the caller's. ``shutdown()`` stops either and closes the socket; it is idempotent.
@@ -474,13 +516,14 @@ class ExporterServer:
 
     def __init__(
         self,
-        registry: CollectorRegistry,
+        registry: CollectorRegistry | None,
         *,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         web_config: WebConfig | None = None,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        routes: Routes | None = None,
     ) -> None:
         if not (math.isfinite(read_timeout) and read_timeout > 0):
             raise ConfigurationError(
@@ -501,6 +544,7 @@ class ExporterServer:
                 auth=config.authenticator(),
                 read_timeout=read_timeout,
                 max_connections=max_connections,
+                routes=routes,
             )
         except OSError as exc:
             shown = f"[{host}]" if ":" in host else host

@@ -152,3 +152,16 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
 
 
 _CHILDREN = pytest.StashKey[list["subprocess.Popen[Any]"]]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Say where the browser tests left their screenshots (tests/monitor_support.py)."""
+    from tests.monitor_support import artifacts_dir
+
+    if any(
+        report.nodeid.startswith("tests/test_monitor_browser.py")
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if hasattr(report, "nodeid")
+    ):
+        terminalreporter.write_line(f"monitor screenshots: {artifacts_dir()}")

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tracker.cli import _db, _demo, _exporter, _ops, _report, _run, _spool, _views
+from tracker.cli import _db, _demo, _exporter, _ops, _report, _run, _spool, _ui, _views
 from tracker.cli._common import (
     EXIT_NOT_OK,
     complain,
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run.register(commands)
     _views.register(commands)
     _report.register(commands)
+    _ui.register(commands)
     _exporter.register(commands)
     _db.register(commands)
     _ops.register(commands)
