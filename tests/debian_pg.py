@@ -313,18 +313,22 @@ class Replication:
 
     def wait_caught_up(self, timeout: float = 60) -> None:
         """Until the standby has replayed all the WAL the primary had written when called."""
+        self._wait_standby_reaches("pg_last_wal_replay_lsn", "replay", timeout)
+
+    def wait_received(self, timeout: float = 60) -> None:
+        """Until the standby has received (replayed or not) all the WAL the primary had
+        written when called."""
+        self._wait_standby_reaches("pg_last_wal_receive_lsn", "receive", timeout)
+
+    def _wait_standby_reaches(self, position: str, what: str, timeout: float) -> None:
         with self.primary.connect() as conn:
             (target,) = conn.execute("SELECT pg_current_wal_lsn()").fetchone() or (None,)
         with self.standby.connect() as conn:
             wait_for(
-                lambda: (
-                    conn.execute(
-                        "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)
-                    ).fetchone()
-                    == (True,)
-                ),
+                lambda: conn.execute(f"SELECT {position}() >= %s::pg_lsn", (target,)).fetchone()
+                == (True,),
                 timeout=timeout,
-                what=f"the standby to replay up to {target}",
+                what=f"the standby to {what} up to {target}",
             )
 
 
