@@ -325,8 +325,10 @@ class Replication:
             (target,) = conn.execute("SELECT pg_current_wal_lsn()").fetchone() or (None,)
         with self.standby.connect() as conn:
             wait_for(
-                lambda: conn.execute(f"SELECT {position}() >= %s::pg_lsn", (target,)).fetchone()
-                == (True,),
+                lambda: (
+                    conn.execute(f"SELECT {position}() >= %s::pg_lsn", (target,)).fetchone()
+                    == (True,)
+                ),
                 timeout=timeout,
                 what=f"the standby to {what} up to {target}",
             )

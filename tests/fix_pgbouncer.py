@@ -180,11 +180,13 @@ class Bouncer:
 
 
 @pytest.fixture
-def pgbouncer(pg15_primary: Primary) -> Iterator[Callable[..., Bouncer]]:
+def pgbouncer(request: pytest.FixtureRequest) -> Iterator[Callable[..., Bouncer]]:
     """``pgbouncer(**settings)``: a started PgBouncer; settings go to its [pgbouncer] section."""
     program = pgbouncer_program()
     if program is None:
         debian_pg.require("PgBouncer", env_vars=(REQUIRE_PGBOUNCER_VAR,), install="pgbouncer")
+    # Only now: without PgBouncer, no server is started for nothing.
+    pg15_primary: Primary = request.getfixturevalue("pg15_primary")
     with contextlib.ExitStack() as started:
 
         def make(**settings: object) -> Bouncer:
