@@ -108,9 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--reap-dsn",
         metavar="DSN",
         help=(
-            "database role allowed to UPDATE runs, for the reaper; without one a read-only "
-            "exporter skips reaping with a warning (default: $PIPETRACK_EXPORTER_REAP_DSN, "
-            "else --dsn)"
+            "database role allowed to UPDATE runs, for the reaper, on the primary when --dsn "
+            "is a standby; without one a read-only exporter skips reaping with a warning "
+            "(default: $PIPETRACK_EXPORTER_REAP_DSN, else --dsn)"
         ),
     )
 

@@ -106,6 +106,10 @@ class PipetrackCollector(Collector):
         yield _gauge(m.DATABASE_UP, 0.0 if error is not None and not error.reachable else 1.0)
         yield _gauge(m.LAST_SCRAPE_ERROR, 0.0 if error is None else 1.0)
         yield _gauge(m.SCRAPE_DURATION, seconds)
+        if snapshot is not None:  # what the last read found; nothing when it failed
+            yield _gauge(m.IN_RECOVERY, 1.0 if snapshot.in_recovery else 0.0)
+            if snapshot.replica_lag is not None:
+                yield _gauge(m.REPLICA_LAG, snapshot.replica_lag)
         info = m.BUILD_INFO.family()
         info.add_metric([self._version], 1.0)
         yield info

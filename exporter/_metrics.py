@@ -180,6 +180,17 @@ LAST_SCRAPE_ERROR = MetricSpec(
     "gauge",
     "1 if the last read of the database failed (unreachable, timeout, missing rights), else 0.",
 )
+IN_RECOVERY = MetricSpec(
+    "pipetrack_database_in_recovery",
+    "gauge",
+    "1 if the database the exporter reads is a standby in recovery (a replica), else 0.",
+)
+REPLICA_LAG = MetricSpec(
+    "pipetrack_database_replica_lag_seconds",
+    "gauge",
+    "How far the standby the exporter reads is behind: now minus the commit time of the last "
+    "transaction it replayed, 0 when it has replayed all it received.",
+)
 BUILD_INFO = MetricSpec(
     "pipetrack_exporter_build_info", "gauge", "Version of the exporter; always 1.", ("version",)
 )
@@ -214,7 +225,15 @@ TASK_METRICS = (
     STARTS_SINCE_EXPECTED,
     BEFORE_DEPENDENCY,
 )
-SELF_METRICS = (REAPED_RUNS, DATABASE_UP, SCRAPE_DURATION, LAST_SCRAPE_ERROR, BUILD_INFO)
+SELF_METRICS = (
+    REAPED_RUNS,
+    DATABASE_UP,
+    SCRAPE_DURATION,
+    LAST_SCRAPE_ERROR,
+    IN_RECOVERY,
+    REPLICA_LAG,
+    BUILD_INFO,
+)
 ALL_METRICS = TASK_METRICS + SELF_METRICS
 
 

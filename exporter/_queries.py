@@ -9,7 +9,9 @@ Each reads a structure whose size grows with tasks, not runs:
               last expected start (exporter/_schedule.py)
   curves      for tasks running now only, the subtask ends of their last few FINISHED runs
               (tracker/_ops/eta_history.py), for the predicted finish
-All run in one REPEATABLE READ, READ ONLY transaction, so a scrape sees one moment.
+All run in one REPEATABLE READ, READ ONLY transaction, so a scrape sees one moment; nothing
+writes or takes a lock beyond a reader's, so the database may be a hot standby (recovery reads
+whether it is one, and how far behind).
 Times come back as float8 epoch seconds: converting 10,000 datetimes per scrape costs more
 than the queries.
 """
@@ -25,6 +27,19 @@ from tracker._ops.eta_history import read_curves
 
 if TYPE_CHECKING:
     import psycopg
+
+# The clock, and whether this is a standby and how far behind it is. A standby that has
+# replayed all the WAL it received is not behind, however old its last replayed commit: a quiet
+# primary writes nothing to replay (postgres_exporter's pg_replication_lag answers the same way).
+# NULL lag: not a standby, or one that has replayed no transaction yet while it has WAL to replay.
+RECOVERY_SQL = """
+SELECT extract(epoch FROM statement_timestamp())::float8,
+       pg_is_in_recovery(),
+       CASE WHEN NOT pg_is_in_recovery() THEN NULL
+            WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+            ELSE extract(epoch FROM statement_timestamp() - pg_last_xact_replay_timestamp())
+       END::float8
+"""
 
 LATEST_SQL = """
 SELECT task_name, task_stage, execution_status,
@@ -99,7 +114,11 @@ class LastEnded:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What one read of the database returned; ``at`` is the database's clock then."""
+    """What one read of the database returned; ``at`` is the database's clock then.
+
+    ``in_recovery``: the database is a standby; ``replica_lag``: then, how many seconds of
+    commits it has received and not replayed (None when not a standby, or not known).
+    """
 
     at: float
     latest: tuple[LatestRun, ...]
@@ -108,6 +127,8 @@ class Snapshot:
     last_ended: tuple[LastEnded, ...]
     declared: tuple[Declared, ...] = ()
     curves: dict[str, ProgressCurve] = field(default_factory=dict)
+    in_recovery: bool = False
+    replica_lag: float | None = None
 
 
 def read_snapshot(conn: psycopg.Connection[tuple[object, ...]], timeout: float) -> Snapshot:
@@ -119,8 +140,8 @@ def read_snapshot(conn: psycopg.Connection[tuple[object, ...]], timeout: float) 
         cur = cast("psycopg.Cursor[tuple[Any, ...]]", conn.cursor(binary=True))
         # SET LOCAL takes no parameters; the value is a number formatted here.
         cur.execute(f"SET LOCAL statement_timeout = {max(1, round(timeout * 1000))}")
-        at_row = cur.execute("SELECT extract(epoch FROM statement_timestamp())::float8").fetchone()
-        at = float(at_row[0]) if at_row else 0.0
+        at_row = cur.execute(RECOVERY_SQL).fetchone()
+        at, in_recovery, lag = at_row if at_row else (0.0, False, None)
         # fetchall(): one call into psycopg per statement instead of one per row.
         latest = tuple(LatestRun(*row) for row in cur.execute(LATEST_SQL).fetchall())
         running = tuple(RunningRun(*row) for row in cur.execute(RUNNING_SQL).fetchall())
@@ -134,4 +155,15 @@ def read_snapshot(conn: psycopg.Connection[tuple[object, ...]], timeout: float) 
         declared = read_declared(cur, at)
         curves = read_curves(cur, sorted({run.task for run in running}))
         cur.close()
-    return Snapshot(at, latest, running, outcomes, last_ended, declared, curves)
+    return Snapshot(
+        float(at),
+        latest,
+        running,
+        outcomes,
+        last_ended,
+        declared,
+        curves,
+        in_recovery=bool(in_recovery),
+        # Clock skew between the hosts can make a lag slightly negative: it is none.
+        replica_lag=None if lag is None else max(0.0, float(lag)),
+    )

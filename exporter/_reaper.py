@@ -4,7 +4,10 @@ Its own daemon thread and its own autocommit connection, so a slow or stuck reap
 a scrape. ``tracker._ops.reaper.reap_if_leader`` takes an advisory lock, so of several exporters
 on one database one acts per round. Marking runs needs UPDATE on pipeline_status, which the
 read-only role (pipetrack_reader) lacks: give the reaper a writer's DSN (``--reap-dsn``), else
-it checks its rights once, logs one warning and stops, and the exporter serves on.
+it checks its rights once, logs one warning and stops, and the exporter serves on. Nor can a
+hot standby be written: an exporter that reads a replica reaps through ``--reap-dsn`` (the
+primary); without it, its reaper takes no lock on the standby and waits, with one warning,
+until that database is promoted.
 
 Between rounds, every ``local_every`` seconds (5), it also looks at the runs of its own host that
 have missed two heartbeats (``local_after``, 30 s): a run whose pid is gone there (or belongs to
@@ -71,7 +74,7 @@ class Reaper:
         self._failed = False
         self._hold_until = -float("inf")  # time.monotonic() before which nothing is reaped
         self.last_round = "none"
-        """What the last round did: reaped, not leader, settling, failed or disabled."""
+        """What the last round did: reaped, not leader, settling, standby, failed or disabled."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -79,6 +82,7 @@ class Reaper:
         self._reaped = 0
         self._rounds = 0
         self._last_error: str | None = None
+        self._on_standby = False
         self.disabled: str | None = None
         """Why the reaper stopped for good (no rights to mark runs), else None."""
         self._thread = threading.Thread(target=self._loop, name="pipetrack-exporter-reaper")
@@ -186,6 +190,9 @@ class Reaper:
         if conn is None:
             self.last_round = "disabled"
             return None
+        if self._is_standby(conn):
+            self.last_round = "standby"
+            return None
         if self._failed:
             # Back after a failure: give trackers time to heartbeat before judging them.
             self._failed = False
@@ -194,6 +201,19 @@ class Reaper:
             self.last_round = "settling"
             return None
         return conn
+
+    def _is_standby(self, conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+        """Whether ``conn`` reaches a hot standby, where no run can be marked (said once)."""
+        row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        standby = bool(row and row[0])
+        if standby and not self._on_standby:
+            logger.warning(
+                "reaper: %s is a standby (read-only), so lost runs are not reaped here; "
+                "give the exporter --reap-dsn with the primary",
+                self._target.redacted,
+            )
+        self._on_standby = standby
+        return standby
 
     def _failure(self, message: str) -> None:
         if message != self._last_error:

@@ -18,7 +18,7 @@ import pytest
 
 from tests.secrets import all_test_passwords
 
-pytest_plugins = ["tests.fix_db"]
+pytest_plugins = ["tests.fix_db", "tests.fix_pg15", "tests.fix_replica", "tests.fix_pgbouncer"]
 
 # Anything that would point pipetrack at a real database or the user's own files.
 _FOREIGN_PREFIXES = ("PIPETRACK_", "MONITOR_DB_", "PG", "OTEL_", "TRACEPARENT", "TRACESTATE")

@@ -1,9 +1,15 @@
 """Schema migrations: the numbered files in ``sql/``, applied in order under an advisory lock.
 
-1. Take a session-level advisory lock, so concurrent upgrades run one after another.
-2. Create the ``pipetrack`` schema and the ``schema_migrations`` table if missing.
-3. Refuse if an applied migration's file has changed since (its checksum differs).
-4. Apply each pending file in its own transaction, recording it in the same transaction.
+1. In one transaction holding the migration lock, create the ``pipetrack`` schema and the
+   ``schema_migrations`` table if missing.
+2. Refuse if an applied migration's file has changed since (its checksum differs).
+3. Apply each pending file in a transaction of its own that takes the lock first, looks again
+   whether another upgrade applied it meanwhile, and records it.
+
+The lock is each transaction's own (``pg_advisory_xact_lock``) and nothing is prepared, so no
+state outlives a transaction: an upgrade through a transaction pooler (PgBouncer's
+``pool_mode = transaction``), whose transactions may each run on another server connection
+that other clients share, is as safe as one over a direct connection.
 """
 
 from __future__ import annotations
@@ -106,9 +112,12 @@ def upgrade(conn: psycopg.Connection[tuple[object, ...]]) -> list[Migration]:
     """Apply pending migrations; return those this call applied. ``conn`` must be autocommit."""
     if not conn.autocommit:
         raise MigrationError("upgrade needs an autocommit connection (it manages transactions)")
-    conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+    # A statement psycopg prepares stays on the server connection: behind a pooler another
+    # client's clashes with it, and the DEALLOCATE ALL psycopg sends after DDL drops theirs.
+    threshold, conn.prepare_threshold = conn.prepare_threshold, None
     try:
         with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
             conn.execute(
                 f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.schema_migrations (
@@ -122,26 +131,39 @@ def upgrade(conn: psycopg.Connection[tuple[object, ...]]) -> list[Migration]:
         for migration in shipped_migrations():
             record = applied.get(migration.version)
             if record is not None:
-                if record[0] != migration.checksum:
-                    raise MigrationError(
-                        f"migration {migration.label} was changed after it was applied "
-                        "(checksum differs); restore the file or write a new migration",
-                        version=migration.version,
-                    )
-                continue
-            _apply(conn, migration)
-            done.append(migration)
+                _require_unchanged(migration, record[0])
+            elif _apply(conn, migration):
+                done.append(migration)
         return done
     finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+        conn.prepare_threshold = threshold
 
 
-def _apply(conn: psycopg.Connection[tuple[object, ...]], migration: Migration) -> None:
+def _require_unchanged(migration: Migration, checksum: str) -> None:
+    if checksum != migration.checksum:
+        raise MigrationError(
+            f"migration {migration.label} was changed after it was applied "
+            "(checksum differs); restore the file or write a new migration",
+            version=migration.version,
+        )
+
+
+def _apply(conn: psycopg.Connection[tuple[object, ...]], migration: Migration) -> bool:
+    """Apply ``migration`` unless another upgrade has meanwhile; whether this call did."""
     import psycopg
 
-    logger.debug("applying migration %s", migration.label)
     try:
         with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+            # Read under the lock: an upgrade that held it before us may have applied this one.
+            row = conn.execute(
+                f"SELECT checksum FROM {SCHEMA}.schema_migrations WHERE version = %s",
+                (migration.version,),
+            ).fetchone()
+            if row is not None:
+                _require_unchanged(migration, str(row[0]))
+                return False
+            logger.debug("applying migration %s", migration.label)
             conn.execute(f"SET LOCAL search_path = {SCHEMA}")
             # No parameters: psycopg sends the file as one simple query, many statements allowed.
             conn.execute(migration.sql.encode())
@@ -155,3 +177,4 @@ def _apply(conn: psycopg.Connection[tuple[object, ...]], migration: Migration) -
             f"migration {migration.label} failed: {' '.join(str(exc).split())}",
             version=migration.version,
         ) from exc
+    return True
