@@ -128,9 +128,9 @@ class ProcReader:
         queue = [root]
         while queue:
             pid = queue.pop()
-            stat = self._stat(pid) if pid not in found else None
-            if stat is not None:
-                found[pid] = stat
+            current = self._stat(pid) if pid not in found else None
+            if current is not None:
+                found[pid] = current
                 queue.extend(self._children(pid))
         return found
 
