@@ -30,7 +30,6 @@ class Reading(NamedTuple):
     rss: int  # bytes; 0 for a zombie
     cpu: float  # user + system seconds, its own and its reaped children's
     disk: tuple[int, int] | None  # read_bytes, write_bytes (storage); None: not readable
-    chars: tuple[int, int] | None  # rchar, wchar (every read/write call); None: not readable
     fds: int | None  # open file descriptors; None: not ours to see
     sockets: frozenset[int] | None  # inodes of the sockets it holds; None: unknown
 
@@ -172,7 +171,6 @@ class ProcReader:
                     rss=0 if stat.zombie else stat.rss,
                     cpu=stat.cpu,
                     disk=(io[b"read_bytes"], io[b"write_bytes"]) if io else None,
-                    chars=(io[b"rchar"], io[b"wchar"]) if io else None,
                     fds=held[0],
                     sockets=held[1],
                 )
@@ -218,7 +216,6 @@ class PsutilReader:
         try:
             with process.oneshot():
                 zombie = process.status() == ps.STATUS_ZOMBIE
-                disk, chars = self._io(process)
                 times = process.cpu_times()
                 reading = Reading(
                     pid=process.pid,
@@ -226,8 +223,7 @@ class PsutilReader:
                     ppid=process.ppid(),
                     rss=0 if zombie else process.memory_info().rss,
                     cpu=times.user + times.system + times.children_user + times.children_system,
-                    disk=disk,
-                    chars=chars,
+                    disk=self._disk(process),
                     fds=self._fds(process),
                     sockets=None,
                 )
@@ -235,17 +231,12 @@ class PsutilReader:
             return None
         return reading
 
-    def _io(self, process: Any) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    def _disk(self, process: Any) -> tuple[int, int] | None:
         try:
             io = process.io_counters()
         except (AttributeError, self._psutil.AccessDenied, NotImplementedError):
-            return None, None  # macOS has no per-process I/O counters
-        read_chars = getattr(io, "read_chars", None)  # Linux only
-        write_chars = getattr(io, "write_chars", None)
-        chars = None
-        if read_chars is not None and write_chars is not None:
-            chars = (int(read_chars), int(write_chars))
-        return (int(io.read_bytes), int(io.write_bytes)), chars
+            return None  # macOS has no per-process I/O counters
+        return int(io.read_bytes), int(io.write_bytes)
 
     def _fds(self, process: Any) -> int | None:
         try:

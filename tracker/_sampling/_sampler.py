@@ -1,7 +1,7 @@
 """The resources of a process and its descendants, sampled: one sampler for the tracked process
 (on the writer thread) and for a wrapped command's tree (``pipetrack run``).
 
-Cumulative figures (CPU seconds, disk and non-disk bytes) count from the sampler's creation and
+Cumulative figures (CPU seconds, disk bytes, TCP bytes) count from the sampler's creation and
 never go down; rates are their growth since the previous sample. The kernel's counters are per
 process and vanish with it, so the sampler keeps each process's last reading:
 
@@ -14,6 +14,8 @@ process and vanish with it, so the sampler keeps each process's last reading:
    the parent, and nothing twice. A child reaped outside the tree (the tree's root, reaped by
    ``pipetrack run``) takes that last bit with it.
 4. Every growth is clamped at zero, so no rate is ever negative.
+5. TCP bytes are counted per socket the same way: a socket first seen counts whole, a closed one
+   keeps what it was last seen with.
 
 A descendant that leaves the tree while alive (a daemon re-parented to init) is still sampled
 while it lives: the work was started by the run.
@@ -26,10 +28,10 @@ import os
 import sys
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tracker._sampling._readers import Reading, TreeReader, make_reader
-from tracker._sampling._sockets import DatabaseEndpoints, count_connections
+from tracker._sampling._sockets import DatabaseEndpoints, TreeSockets, tree_sockets
 
 __all__ = ["ResourceSample", "ResourceSampler"]
 
@@ -42,9 +44,9 @@ MIB = 1024 * 1024
 class ResourceSample:
     """The tree's figures at one moment. None: this platform or these processes do not say.
 
-    ``nondisk_*`` are the bytes that went through read()/write()-family calls but not to or
-    from storage: sockets, pipes, terminals, and (reads only) files already in the page cache.
-    Linux has no per-process network counter; this is the honest figure next to it.
+    ``tcp_*`` are the payload bytes of the tree's TCP connections (each socket's ``tcp_info``),
+    the one per-process network figure Linux has: a connection opened and closed between two
+    samples is not seen, and one that closes loses what it carried after the last sample.
     """
 
     sampled_at: float  # wall-clock seconds (time.time())
@@ -56,12 +58,12 @@ class ResourceSample:
     cpu_seconds: float  # cumulative
     disk_read_bytes: int | None  # cumulative, from storage (psutil read_bytes)
     disk_write_bytes: int | None  # cumulative, to storage (psutil write_bytes)
-    nondisk_read_bytes: int | None  # cumulative rchar growth beyond read_bytes
-    nondisk_write_bytes: int | None  # cumulative wchar growth beyond write_bytes
+    tcp_received_bytes: int | None  # cumulative
+    tcp_sent_bytes: int | None  # cumulative (sent and acknowledged by the peer)
     disk_read_rate: float | None  # bytes per second since the previous sample
     disk_write_rate: float | None
-    nondisk_read_rate: float | None
-    nondisk_write_rate: float | None
+    tcp_receive_rate: float | None
+    tcp_send_rate: float | None
     db_connections: int | None  # see tracker._sampling._sockets
     other_connections: int | None  # other TCP connections, not listening
     open_fds: int | None
@@ -83,16 +85,9 @@ class _Last:
     ppid: int
     cpu: float
     disk: tuple[int, int] | None
-    chars: tuple[int, int] | None
 
 
-@dataclass
-class _Growth:
-    cpu: float = 0.0
-    disk: list[int] = field(default_factory=lambda: [0, 0])
-    nondisk: list[int] = field(default_factory=lambda: [0, 0])
-    disk_seen: bool = False
-    chars_seen: bool = False
+_ZERO = _Last(0.0, 0, 0.0, (0, 0))
 
 
 def _grown(now: tuple[int, int], before: tuple[int, int], reaped: tuple[int, int]) -> list[int]:
@@ -124,10 +119,11 @@ class ResourceSampler:
         self._clock = clock
         self._wall = wall
         self._known: dict[int, _Last] = {}
+        self._sockets: dict[tuple[int, int, int], tuple[int, int]] = {}
         self._cpu = 0.0
         self._disk = [0, 0]
-        self._nondisk = [0, 0]
-        self._disk_seen = self._chars_seen = False
+        self._tcp = [0, 0]
+        self._disk_seen = False
         self._peak = 0
         self._broken = False
         self._last = clock()
@@ -154,18 +150,46 @@ class ResourceSampler:
         now = self._clock()
         elapsed = max(now - self._last, 1e-9)
         self._last = now
-        skip = self._skip_fds() if self._skip_fds is not None and self.root == os.getpid() else ()
-        also = [(pid, last.ident) for pid, last in self._known.items()]
         if self._reader is None:
             return None
+        skip = self._skip_fds() if self._skip_fds is not None and self.root == os.getpid() else ()
+        also = [(pid, last.ident) for pid, last in self._known.items()]
         readings = self._reader.read(self.root, also, skip)
+        held = [r.sockets for r in readings if r.sockets is not None]
+        sockets = tree_sockets(frozenset().union(*held), self._database) if held else None
         if baseline:
-            self._known = {r.pid: _Last(r.ident, r.ppid, r.cpu, r.disk, r.chars) for r in readings}
+            self._known = {r.pid: _Last(r.ident, r.ppid, r.cpu, r.disk) for r in readings}
+            self._sockets = dict(sockets.tcp_bytes) if sockets is not None else {}
             return None
-        growth = self._account(readings)
+        cpu, disk, disk_seen = self._account(readings)
+        tcp = self._account_sockets(sockets)
         if not readings:
             return None
-        return self._figures(readings, growth, elapsed)
+        rss = sum(r.rss for r in readings)
+        self._peak = max(self._peak, rss, _own_peak() if self.root == os.getpid() else 0)
+        fds = [r.fds for r in readings if r.fds is not None]
+        totals = self._disk if disk_seen or self._disk_seen else None
+        self._disk_seen = totals is not None
+        return ResourceSample(
+            sampled_at=self._wall(),
+            elapsed=elapsed,
+            processes=len(readings),
+            rss_bytes=rss,
+            peak_rss_bytes=self._peak,
+            cpu_percent=round(100.0 * cpu / elapsed, 2),
+            cpu_seconds=round(self._cpu, 3),
+            disk_read_bytes=None if totals is None else totals[0],
+            disk_write_bytes=None if totals is None else totals[1],
+            tcp_received_bytes=None if sockets is None else self._tcp[0],
+            tcp_sent_bytes=None if sockets is None else self._tcp[1],
+            disk_read_rate=None if totals is None else disk[0] / elapsed,
+            disk_write_rate=None if totals is None else disk[1] / elapsed,
+            tcp_receive_rate=None if sockets is None else tcp[0] / elapsed,
+            tcp_send_rate=None if sockets is None else tcp[1] / elapsed,
+            db_connections=None if sockets is None else sockets.database,
+            other_connections=None if sockets is None else sockets.other,
+            open_fds=sum(fds) if fds else None,
+        )
 
     def _reaped(self, present: dict[int, Reading]) -> dict[int, _Last]:
         """For each present process, the summed last readings of the processes that left and
@@ -179,92 +203,51 @@ class ResourceSampler:
                 parent, hops = self._known[parent].ppid, hops + 1
             if parent not in present:
                 continue  # reaped outside the tree: its last reading stands
-            total = reaped.setdefault(parent, _Last(0.0, 0, 0.0, (0, 0), (0, 0)))
+            total = reaped.setdefault(parent, _Last(0.0, 0, 0.0, (0, 0)))
             total.cpu += last.cpu
             if last.disk is not None and total.disk is not None:
                 total.disk = (total.disk[0] + last.disk[0], total.disk[1] + last.disk[1])
-            if last.chars is not None and total.chars is not None:
-                total.chars = (total.chars[0] + last.chars[0], total.chars[1] + last.chars[1])
         return reaped
 
-    def _account(self, readings: list[Reading]) -> _Growth:
+    def _account(self, readings: list[Reading]) -> tuple[float, list[int], bool]:
+        """Adds each process's growth since the last sample to the totals; returns the
+        interval's (CPU seconds, [disk read, disk write], whether any disk counter was read)."""
         present = {r.pid: r for r in readings}
         reaped = self._reaped(present)
-        zero = _Last(0.0, 0, 0.0, (0, 0), (0, 0))
-        growth = _Growth()
+        cpu = 0.0
+        disk = [0, 0]
+        disk_seen = False
         known: dict[int, _Last] = {}
         for r in readings:
             last = self._known.get(r.pid)
             if last is None or last.ident != r.ident:
-                last = zero  # forked since the last sample: everything it did counts
-            gone = reaped.get(r.pid, zero)
-            growth.cpu += max(r.cpu - last.cpu - gone.cpu, 0.0)
-            disk_grown = chars_grown = None
+                last = _ZERO  # forked since the last sample: everything it did counts
+            gone = reaped.get(r.pid, _ZERO)
+            cpu += max(r.cpu - last.cpu - gone.cpu, 0.0)
             if r.disk is not None and last.disk is not None:
-                disk_grown = _grown(r.disk, last.disk, gone.disk or (0, 0))
-                growth.disk = [a + b for a, b in zip(growth.disk, disk_grown, strict=True)]
-                growth.disk_seen = True
-            if r.chars is not None and last.chars is not None:
-                chars_grown = _grown(r.chars, last.chars, gone.chars or (0, 0))
-                growth.chars_seen = True
-                if disk_grown is not None:
-                    # Reads from the page cache and writes to tmpfs are in rchar/wchar but not
-                    # in read_bytes/write_bytes: they count here too (see ResourceSample).
-                    beyond = [max(c - d, 0) for c, d in zip(chars_grown, disk_grown, strict=True)]
-                    growth.nondisk = [a + b for a, b in zip(growth.nondisk, beyond, strict=True)]
+                grown = _grown(r.disk, last.disk, gone.disk or (0, 0))
+                disk = [disk[0] + grown[0], disk[1] + grown[1]]
+                disk_seen = True
             # An unreadable counter keeps its last value, so it is measured from there later.
-            known[r.pid] = _Last(
-                r.ident,
-                r.ppid,
-                r.cpu,
-                r.disk if r.disk is not None else self._prior(r, "disk"),
-                r.chars if r.chars is not None else self._prior(r, "chars"),
-            )
+            kept = r.disk if r.disk is not None else (last.disk if last is not _ZERO else None)
+            known[r.pid] = _Last(r.ident, r.ppid, r.cpu, kept)
         self._known = known
-        self._cpu += growth.cpu
-        self._disk = [a + b for a, b in zip(self._disk, growth.disk, strict=True)]
-        self._nondisk = [a + b for a, b in zip(self._nondisk, growth.nondisk, strict=True)]
-        self._disk_seen = self._disk_seen or growth.disk_seen
-        self._chars_seen = self._chars_seen or growth.chars_seen
-        return growth
+        self._cpu += cpu
+        self._disk = [self._disk[0] + disk[0], self._disk[1] + disk[1]]
+        return cpu, disk, disk_seen
 
-    def _prior(self, reading: Reading, which: str) -> tuple[int, int] | None:
-        last = self._known.get(reading.pid)
-        if last is None or last.ident != reading.ident:
-            return None
-        value: tuple[int, int] | None = getattr(last, which)
-        return value
-
-    def _figures(self, readings: list[Reading], growth: _Growth, elapsed: float) -> ResourceSample:
-        rss = sum(r.rss for r in readings)
-        self._peak = max(self._peak, rss, _own_peak() if self.root == os.getpid() else 0)
-        fds = [r.fds for r in readings if r.fds is not None]
-        sockets = [r.sockets for r in readings if r.sockets is not None]
-        connections = None
-        if sockets:
-            connections = count_connections(frozenset().union(*sockets), self._database)
-        disk = self._disk if self._disk_seen else None
-        nondisk = self._nondisk if self._disk_seen and self._chars_seen else None
-        return ResourceSample(
-            sampled_at=self._wall(),
-            elapsed=elapsed,
-            processes=len(readings),
-            rss_bytes=rss,
-            peak_rss_bytes=self._peak,
-            cpu_percent=round(100.0 * growth.cpu / elapsed, 2),
-            cpu_seconds=round(self._cpu, 3),
-            disk_read_bytes=None if disk is None else disk[0],
-            disk_write_bytes=None if disk is None else disk[1],
-            nondisk_read_bytes=None if nondisk is None else nondisk[0],
-            nondisk_write_bytes=None if nondisk is None else nondisk[1],
-            disk_read_rate=None if disk is None else growth.disk[0] / elapsed,
-            disk_write_rate=None if disk is None else growth.disk[1] / elapsed,
-            nondisk_read_rate=None if nondisk is None else growth.nondisk[0] / elapsed,
-            nondisk_write_rate=None if nondisk is None else growth.nondisk[1] / elapsed,
-            db_connections=None if connections is None else connections.database,
-            other_connections=None if connections is None else connections.other,
-            open_fds=sum(fds) if fds else None,
-        )
+    def _account_sockets(self, sockets: TreeSockets | None) -> list[int]:
+        """Adds each TCP socket's growth (a new one's whole count) to the totals."""
+        grown = [0, 0]
+        if sockets is None:
+            return grown
+        for key, carried in sockets.tcp_bytes.items():
+            before = self._sockets.get(key, (0, 0))
+            grown = [grown[i] + max(carried[i] - before[i], 0) for i in range(2)]
+        # A closed socket's bytes stay in the totals; only its last counts are forgotten.
+        self._sockets = dict(sockets.tcp_bytes)
+        self._tcp = [self._tcp[0] + grown[0], self._tcp[1] + grown[1]]
+        return grown
 
 
 def _own_peak() -> int:

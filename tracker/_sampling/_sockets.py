@@ -1,4 +1,5 @@
-"""Which open connections of a process tree go to a database, and which elsewhere (Linux).
+"""The sockets of a process tree (Linux): which connections go to a database, which elsewhere,
+and how many bytes each TCP connection has carried.
 
 A connection belongs to the tree when one of the tree's file descriptors is its socket (the
 ``socket:[inode]`` links in ``/proc/PID/fd``); the kernel's socket table (``_netlink``) then says
@@ -12,6 +13,11 @@ Every other TCP connection that is not listening counts as "other"; other Unix s
 logger, D-Bus) are not connections in this sense and are not counted. Sockets are counted once
 however many processes of the tree share them. The socket table is the sampler's network
 namespace's: a process of the tree in another namespace (a container) has its sockets missed.
+
+Bytes: each TCP socket's ``tcp_info`` says how many payload bytes it has received and had
+acknowledged since it was opened. This is the one per-process network figure Linux gives
+without eBPF (``/proc/PID/io``'s rchar/wchar skip recv()/send(), which most clients use; the
+interface counters are the host's). It sees only the sockets open when a sample is taken.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 
 from tracker._sampling._netlink import tcp_sockets, unix_sockets
 
-__all__ = ["DATABASE_PORTS", "ConnectionCounts", "DatabaseEndpoints", "count_connections"]
+__all__ = ["DATABASE_PORTS", "DatabaseEndpoints", "TreeSockets", "socket_inodes", "tree_sockets"]
 
 # Ports that mean "a database" and little else. Generic ones (9000, 8123, 9200) are left out:
 # too many other services use them to call everything there a database.
@@ -47,9 +53,12 @@ _DATABASE_SOCKET = re.compile(r"(?:/\.s\.PGSQL\.\d+|mysqld?\.sock)$")
 
 
 @dataclass(frozen=True)
-class ConnectionCounts:
-    database: int
-    other: int
+class TreeSockets:
+    database: int  # database connections, TCP or Unix
+    other: int  # other TCP connections
+    # (inode, local port, remote port) -> (bytes received, bytes sent and acknowledged), from
+    # each TCP socket's tcp_info: what it carried since it was opened.
+    tcp_bytes: dict[tuple[int, int, int], tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -137,13 +146,15 @@ def socket_inodes(pid: int, skip_fds: Collection[int] = ()) -> tuple[int, set[in
     return len(names), inodes
 
 
-def count_connections(inodes: Iterable[int], endpoints: DatabaseEndpoints) -> ConnectionCounts:
-    """How many of the sockets ``inodes`` are database connections, and how many other TCP."""
+def tree_sockets(inodes: Iterable[int], endpoints: DatabaseEndpoints) -> TreeSockets:
+    """What the sockets ``inodes`` are: database and other connections, and the bytes each
+    TCP one has carried so far."""
     wanted = set(inodes)
     if not wanted:
-        return ConnectionCounts(0, 0)
+        return TreeSockets(0, 0, {})
     database = other = 0
-    for tcp in tcp_sockets():
+    carried: dict[tuple[int, int, int], tuple[int, int]] = {}
+    for tcp in tcp_sockets(byte_counts=True):
         if tcp.inode not in wanted:
             continue
         remote = (_normal(tcp.remote_host), tcp.remote_port)
@@ -151,6 +162,9 @@ def count_connections(inodes: Iterable[int], endpoints: DatabaseEndpoints) -> Co
             database += 1
         else:
             other += 1
+        if tcp.bytes_received is not None and tcp.bytes_acked is not None:
+            key = (tcp.inode, tcp.local_port, tcp.remote_port)
+            carried[key] = (tcp.bytes_received, tcp.bytes_acked)
         wanted.discard(tcp.inode)
     if wanted:
         unix = unix_sockets()
@@ -162,4 +176,4 @@ def count_connections(inodes: Iterable[int], endpoints: DatabaseEndpoints) -> Co
                     peer_name in endpoints.unix or _DATABASE_SOCKET.search(peer_name)
                 ):
                     database += 1
-    return ConnectionCounts(database, other)
+    return TreeSockets(database, other, carried)
