@@ -386,9 +386,9 @@ def insert_subtask(
     )  # fmt: skip
 
 
-def insert_samples(conn: Any, run_id: str, start: Any, minutes: int) -> None:
-    """A running run's resource samples (sql/0010), one a minute up to now: a download in the
-    first half, writes in the second; cumulative figures, as the sampler records them."""
+def insert_samples(conn: Any, run_id: str, start: Any, minutes: int, step: float = 60.0) -> None:
+    """A run's resource samples (sql/0010), one every ``step`` seconds: a download in the first
+    half, writes in the second; cumulative figures, as the sampler records them."""
     from datetime import timedelta
 
     for minute in range(minutes + 1):
@@ -401,7 +401,7 @@ def insert_samples(conn: Any, run_id: str, start: Any, minutes: int) -> None:
             " VALUES (%s, %s, %s, 2, %s, 50, %s, %s, %s, %s, %s, 1, %s, 12)",
             (
                 run_id,
-                start + timedelta(minutes=minute),
+                start + timedelta(seconds=step * minute),
                 1 + minute * 3 // (minutes + 1),
                 (200 + minute) * 2**20,
                 30.0 * minute,
@@ -443,6 +443,7 @@ def seed_pipeline(conn: Any) -> dict[str, str]:
             tcp_sent_bytes=2**14,
             counts=json.dumps({"rows_written": int(seconds) * 100, "files": len(steps)}),
         )
+        insert_samples(conn, run, start, 6, step=seconds / 6)
         for index, name in enumerate(steps, start=1):
             share = seconds / len(steps)
             insert_subtask(
