@@ -13,7 +13,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 __all__ = ["TcpSocket", "UnixSocket", "tcp_sockets", "unix_sockets"]
@@ -32,6 +32,8 @@ _INET_REQUEST = struct.Struct("=BBBxI48x")
 # inet_diag_msg: family, state, timer, retransmits, sockid (sport, dport big-endian; src, dst
 # 16 bytes each; interface; cookie), expires, rqueue, wqueue, uid, inode.
 _INET_MESSAGE = struct.Struct("=BBBB2s2s16s16sI8sIIIII")
+_INODE = struct.Struct("=I")
+_INODE_AT = _INET_MESSAGE.size - 4  # the message's last field
 INET_DIAG_INFO = 2
 TCP_LISTEN = 10
 _TCP_INFO_BYTES = struct.Struct("=QQ")  # tcpi_bytes_acked, tcpi_bytes_received
@@ -103,8 +105,12 @@ def _dump(request: bytes) -> Iterator[bytes]:
                 offset += (length + 3) & ~3
 
 
-def tcp_sockets(*, byte_counts: bool = False) -> list[TcpSocket]:
-    """Every TCP socket of this network namespace that is not listening (IPv4 and IPv6)."""
+def tcp_sockets(
+    inodes: Collection[int] | None = None, *, byte_counts: bool = False
+) -> list[TcpSocket]:
+    """Every TCP socket of this network namespace that is not listening (IPv4 and IPv6), or
+    only those whose inode is in ``inodes`` (the others are skipped before they are decoded:
+    a host may have thousands)."""
     found: list[TcpSocket] = []
     states = 0xFFFFFFFF & ~(1 << TCP_LISTEN)
     extensions = 1 << (INET_DIAG_INFO - 1) if byte_counts else 0
@@ -112,6 +118,8 @@ def tcp_sockets(*, byte_counts: bool = False) -> list[TcpSocket]:
         request = _INET_REQUEST.pack(family, socket.IPPROTO_TCP, extensions, states)
         for body in _dump(request):
             if len(body) < _INET_MESSAGE.size:
+                continue
+            if inodes is not None and _INODE.unpack_from(body, _INODE_AT)[0] not in inodes:
                 continue
             fields = _INET_MESSAGE.unpack_from(body)
             state, local_port, remote_port, remote, inode = (

@@ -154,9 +154,7 @@ def tree_sockets(inodes: Iterable[int], endpoints: DatabaseEndpoints) -> TreeSoc
         return TreeSockets(0, 0, {})
     database = other = 0
     carried: dict[tuple[int, int, int], tuple[int, int]] = {}
-    for tcp in tcp_sockets(byte_counts=True):
-        if tcp.inode not in wanted:
-            continue
+    for tcp in tcp_sockets(frozenset(wanted), byte_counts=True):
         remote = (_normal(tcp.remote_host), tcp.remote_port)
         if tcp.remote_port in DATABASE_PORTS or remote in endpoints.tcp:
             database += 1
