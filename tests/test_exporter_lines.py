@@ -8,7 +8,6 @@ import math
 from datetime import timedelta
 
 import pytest
-from psycopg.types.json import Jsonb
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import (
@@ -16,6 +15,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 from prometheus_client.registry import Collector
+from psycopg.types.json import Jsonb
 
 from exporter._exposition import WrittenFamily, choose
 from exporter._lines import LineCache, render_lines
