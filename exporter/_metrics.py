@@ -16,6 +16,7 @@ RUNNING_STATUSES = ("STARTED", "RUNNING")
 UNKNOWN_STAGE = "UNKNOWN"
 QUANTILES = (0.5, 0.9, 1.0)
 RECENT_RUNS = 20  # the length of pipeline_task_last_outcome.recent_durations (sql/0005)
+MAX_COUNT_NAMES = 32  # a run's work counts (sql/0010): the bound of the "count" label
 
 Family = GaugeMetricFamily | CounterMetricFamily | SummaryMetricFamily
 
@@ -105,6 +106,63 @@ MEMORY = _task(
 CPU = _task(
     "pipetrack_task_cpu_ratio",
     "CPU use of the task's running runs, summed (1 = one core busy).",
+)
+DISK_READ_RATE = _task(
+    "pipetrack_task_disk_read_bytes_per_second",
+    "Storage bytes the task's running runs read per second, between their last two samples, "
+    "summed.",
+)
+DISK_WRITE_RATE = _task(
+    "pipetrack_task_disk_write_bytes_per_second",
+    "Storage bytes the task's running runs wrote per second, between their last two samples, "
+    "summed.",
+)
+TCP_RECEIVE_RATE = _task(
+    "pipetrack_task_tcp_receive_bytes_per_second",
+    "TCP payload bytes the task's running runs received per second, between their last two "
+    "samples, summed.",
+)
+TCP_SEND_RATE = _task(
+    "pipetrack_task_tcp_send_bytes_per_second",
+    "TCP payload bytes the task's running runs sent per second, between their last two "
+    "samples, summed.",
+)
+DB_CONNECTIONS = _task(
+    "pipetrack_task_db_connections",
+    "Open database connections of the task's running runs at their last sample, summed.",
+)
+OPEN_FDS = _task(
+    "pipetrack_task_open_file_descriptors",
+    "Open file descriptors of the task's running runs at their last sample, summed.",
+)
+ENDED_CPU = _task(
+    "pipetrack_task_last_ended_run_cpu_seconds",
+    "CPU time the task's latest ended run used (its process tree, user + system).",
+)
+ENDED_PEAK_MEMORY = _task(
+    "pipetrack_task_last_ended_run_peak_memory_bytes",
+    "Peak resident memory of the task's latest ended run.",
+)
+ENDED_DISK_READ = _task(
+    "pipetrack_task_last_ended_run_disk_read_bytes",
+    "Storage bytes the task's latest ended run read.",
+)
+ENDED_DISK_WRITE = _task(
+    "pipetrack_task_last_ended_run_disk_write_bytes",
+    "Storage bytes the task's latest ended run wrote.",
+)
+ENDED_TCP_RECEIVED = _task(
+    "pipetrack_task_last_ended_run_tcp_received_bytes",
+    "TCP payload bytes the task's latest ended run received.",
+)
+ENDED_TCP_SENT = _task(
+    "pipetrack_task_last_ended_run_tcp_sent_bytes",
+    "TCP payload bytes the task's latest ended run sent.",
+)
+ENDED_WORK = _task(
+    "pipetrack_task_last_ended_run_work_counted",
+    "Work the task's latest ended run counted under each name (run.count, pipetrack count).",
+    "count",
 )
 PREDICTED_END = _task(
     "pipetrack_task_predicted_end_timestamp_seconds",
@@ -212,6 +270,19 @@ TASK_METRICS = (
     LAST_PROGRESS,
     MEMORY,
     CPU,
+    DISK_READ_RATE,
+    DISK_WRITE_RATE,
+    TCP_RECEIVE_RATE,
+    TCP_SEND_RATE,
+    DB_CONNECTIONS,
+    OPEN_FDS,
+    ENDED_CPU,
+    ENDED_PEAK_MEMORY,
+    ENDED_DISK_READ,
+    ENDED_DISK_WRITE,
+    ENDED_TCP_RECEIVED,
+    ENDED_TCP_SENT,
+    ENDED_WORK,
     PREDICTED_END,
     RUNS,
     RECENT_DURATION,

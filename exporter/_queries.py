@@ -9,6 +9,8 @@ Each reads a structure whose size grows with tasks, not runs:
               last expected start (exporter/_schedule.py)
   curves      for tasks running now only, the subtask ends of their last few FINISHED runs
               (tracker/_ops/eta_history.py), for the predicted finish
+  resources   for runs running now only, their last two resource samples (sql/0010), by key
+  totals      per task, its latest ended run (from pipeline_task_last_outcome), by key
 All run in one REPEATABLE READ, READ ONLY transaction, so a scrape sees one moment; nothing
 writes or takes a lock beyond a reader's, so the database may be a hot standby (recovery reads
 whether it is one, and how far behind).
@@ -69,6 +71,52 @@ ORDER BY task_name, execution_start DESC, run_id DESC
 
 OUTCOMES_SQL = "SELECT task_name, execution_status, runs FROM pipeline_task_outcomes"
 
+# A running run's newest sample and the one before it (the samples' primary key, twice): rates
+# are their differences over the time between them.
+RESOURCES_SQL = """
+SELECT s.task_name,
+       extract(epoch FROM a.sampled_at - b.sampled_at)::float8,
+       (a.disk_read_bytes - b.disk_read_bytes)::float8,
+       (a.disk_write_bytes - b.disk_write_bytes)::float8,
+       (a.tcp_received_bytes - b.tcp_received_bytes)::float8,
+       (a.tcp_sent_bytes - b.tcp_sent_bytes)::float8,
+       a.db_connections,
+       a.open_fds
+FROM pipeline_status AS s
+CROSS JOIN LATERAL (
+    SELECT * FROM pipeline_run_sample AS r WHERE r.run_id = s.run_id
+    ORDER BY r.sampled_at DESC LIMIT 1
+) AS a
+LEFT JOIN LATERAL (
+    SELECT * FROM pipeline_run_sample AS r WHERE r.run_id = s.run_id AND r.sampled_at < a.sampled_at
+    ORDER BY r.sampled_at DESC LIMIT 1
+) AS b ON true
+WHERE s.execution_status IN ('STARTED', 'RUNNING')
+ORDER BY s.task_name
+"""
+
+# Each task's latest ended run (the greatest end among its final statuses), hot or archived.
+TOTALS_SQL = """
+SELECT o.task_name, r.cpu_seconds, r.peak_memory_mb, r.disk_read_bytes, r.disk_write_bytes,
+       r.tcp_received_bytes, r.tcp_sent_bytes, r.counts
+FROM (
+    SELECT DISTINCT ON (task_name) task_name, run_id, execution_start
+    FROM pipeline_task_last_outcome
+    ORDER BY task_name, execution_end DESC, run_id DESC
+) AS o
+CROSS JOIN LATERAL (
+    SELECT s.cpu_seconds, s.peak_memory_mb, s.disk_read_bytes, s.disk_write_bytes,
+           s.tcp_received_bytes, s.tcp_sent_bytes, s.counts
+    FROM pipeline_status AS s WHERE s.run_id = o.run_id
+    UNION ALL
+    SELECT h.cpu_seconds, h.peak_memory_mb, h.disk_read_bytes, h.disk_write_bytes,
+           h.tcp_received_bytes, h.tcp_sent_bytes, h.counts
+    FROM pipeline_status_history AS h
+    WHERE h.run_id = o.run_id AND h.execution_start = o.execution_start
+    LIMIT 1
+) AS r
+"""
+
 LAST_ENDED_SQL = """
 SELECT task_name, execution_status,
        extract(epoch FROM execution_start)::float8,
@@ -113,6 +161,35 @@ class LastEnded:
 
 
 @dataclass(frozen=True)
+class RunResources:
+    """A running run's last sample, and its growth since the sample before (None: no such
+    sample, or the figure unknown)."""
+
+    task: str
+    span: float | None  # seconds between the two samples
+    disk_read: float | None
+    disk_write: float | None
+    tcp_received: float | None
+    tcp_sent: float | None
+    db_connections: int | None
+    open_fds: int | None
+
+
+@dataclass(frozen=True)
+class EndedTotals:
+    """What a task's latest ended run used in all, and its work counts."""
+
+    task: str
+    cpu_seconds: float | None
+    peak_memory_mb: int | None
+    disk_read: int | None
+    disk_write: int | None
+    tcp_received: int | None
+    tcp_sent: int | None
+    counts: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """What one read of the database returned; ``at`` is the database's clock then.
 
@@ -127,6 +204,8 @@ class Snapshot:
     last_ended: tuple[LastEnded, ...]
     declared: tuple[Declared, ...] = ()
     curves: dict[str, ProgressCurve] = field(default_factory=dict)
+    resources: tuple[RunResources, ...] = ()
+    totals: tuple[EndedTotals, ...] = ()
     in_recovery: bool = False
     replica_lag: float | None = None
 
@@ -154,6 +233,8 @@ def read_snapshot(conn: psycopg.Connection[tuple[object, ...]], timeout: float) 
         )
         declared = read_declared(cur, at)
         curves = read_curves(cur, sorted({run.task for run in running}))
+        resources = tuple(RunResources(*row) for row in cur.execute(RESOURCES_SQL).fetchall())
+        totals = tuple(EndedTotals(*row) for row in cur.execute(TOTALS_SQL).fetchall())
         cur.close()
     return Snapshot(
         float(at),
@@ -163,6 +244,8 @@ def read_snapshot(conn: psycopg.Connection[tuple[object, ...]], timeout: float) 
         last_ended,
         declared,
         curves,
+        resources,
+        totals,
         in_recovery=bool(in_recovery),
         # Clock skew between the hosts can make a lag slightly negative: it is none.
         replica_lag=None if lag is None else max(0.0, float(lag)),

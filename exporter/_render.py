@@ -13,12 +13,19 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from prometheus_client.samples import Sample
+from tracker._model.terminal import printable
 
 from exporter import _metrics as m
 from exporter._exposition import escape_label_value
-from exporter._queries import LastEnded, LatestRun, RunningRun, Snapshot
+from exporter._queries import (
+    EndedTotals,
+    LastEnded,
+    LatestRun,
+    RunningRun,
+    RunResources,
+    Snapshot,
+)
 from exporter._schedule import Declared, missed_start, started_before_dependency
-from tracker._model.terminal import printable
 from tracker._ops.eta import ProgressCurve
 from tracker._ops.eta_history import predicted_total
 
@@ -247,6 +254,8 @@ def emit(
     for task, by_status in ended.items():
         _render_ended(sink, keys[task], by_status)
 
+    _render_usage(sink, keys, snapshot)
+
     latest_start = {run.task: run for run in snapshot.latest}
     successes = {task: rows["FINISHED"].end for task, rows in ended.items() if "FINISHED" in rows}
     for item in snapshot.declared:
@@ -300,6 +309,66 @@ def _render_ended(sink: Sink, key: TaskKey, by_status: dict[str, LastEnded]) -> 
     last = max(by_status.values(), key=lambda row: row.end)
     add(m.LAST_END, key, last.end)
     add(m.LAST_DURATION, key, max(0.0, last.end - last.start))
+
+
+def _render_usage(sink: Sink, keys: dict[str, TaskKey], snapshot: Snapshot) -> None:
+    """The resource series: running runs' current rates, latest ended runs' totals."""
+    by_task: dict[str, list[RunResources]] = {}
+    for sampled in snapshot.resources:
+        by_task.setdefault(sampled.task, []).append(sampled)
+    for task, rows in by_task.items():
+        if task in keys:
+            _render_resources(sink, keys[task], rows)
+    for totals in snapshot.totals:
+        if totals.task in keys:
+            _render_totals(sink, keys[totals.task], totals)
+
+
+def _render_resources(sink: Sink, key: TaskKey, rows: Sequence[RunResources]) -> None:
+    """Current rates and counts of a task's running runs (those with samples), summed."""
+    rates = [
+        (m.DISK_READ_RATE, [(r.span, r.disk_read) for r in rows]),
+        (m.DISK_WRITE_RATE, [(r.span, r.disk_write) for r in rows]),
+        (m.TCP_RECEIVE_RATE, [(r.span, r.tcp_received) for r in rows]),
+        (m.TCP_SEND_RATE, [(r.span, r.tcp_sent) for r in rows]),
+    ]
+    for spec, growths in rates:
+        # Cumulative figures never go down; a negative difference is a bad row, read as 0.
+        known = [max(0.0, grown) / span for span, grown in growths if span and grown is not None]
+        if known:
+            sink.add(spec, key, sum(known))
+    for spec, values in (
+        (m.DB_CONNECTIONS, [r.db_connections for r in rows]),
+        (m.OPEN_FDS, [r.open_fds for r in rows]),
+    ):
+        present = [value for value in values if value is not None]
+        if present:
+            sink.add(spec, key, float(sum(present)))
+
+
+def _render_totals(sink: Sink, key: TaskKey, row: EndedTotals) -> None:
+    """What the task's latest ended run used in all, and its work counts (at most 32)."""
+    peak = None if row.peak_memory_mb is None else row.peak_memory_mb * _MIB
+    for spec, value in (
+        (m.ENDED_CPU, row.cpu_seconds),
+        (m.ENDED_PEAK_MEMORY, peak),
+        (m.ENDED_DISK_READ, row.disk_read),
+        (m.ENDED_DISK_WRITE, row.disk_write),
+        (m.ENDED_TCP_RECEIVED, row.tcp_received),
+        (m.ENDED_TCP_SENT, row.tcp_sent),
+    ):
+        if value is not None:
+            sink.add(spec, key, float(value))
+    counts = row.counts if isinstance(row.counts, dict) else {}
+    # sql/0010 holds counts to at most 32 whole numbers; the bound is kept here too, so a row
+    # written around the constraint cannot blow up the label's cardinality.
+    named = sorted(
+        (label_value(str(name)), float(value))
+        for name, value in counts.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    )
+    for name, value in named[: m.MAX_COUNT_NAMES]:
+        sink.add_with(m.ENDED_WORK, key, name, value)
 
 
 def _render_declared(

@@ -16,6 +16,7 @@ from _grafana import (
     thresholds,
     trace_link,
 )
+from _task_io import io_and_counts
 
 
 def task_detail() -> JSON:
@@ -266,6 +267,8 @@ def task_detail() -> JSON:
         unit="percentunit",
         size=(12, 7),
     )
+
+    io_and_counts(b)
 
     b.row("History")
     b.add(

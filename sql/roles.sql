@@ -2,7 +2,8 @@
 -- owner, after `pipetrack db upgrade`:  psql "$DSN" -f sql/roles.sql
 -- Then give login users membership:  GRANT pipetrack_writer TO etl_user;
 --                                    GRANT pipetrack_reader TO grafana, pipetrack_exporter;
---   pipetrack_writer  what tracked scripts need: insert and update runs and subtasks, read them
+--   pipetrack_writer  what tracked scripts need: insert and update runs and subtasks, insert
+--                     resource samples, read them
 --   pipetrack_reader  the exporter and Grafana: read everything, write nothing
 -- Neither role owns anything, so neither can drop or alter the tables. The trigger-maintained
 -- tables are written by SECURITY DEFINER functions, so the writer needs no rights on them; those
@@ -35,6 +36,15 @@ REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pipetrack FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE ON pipetrack.pipeline_status, pipetrack.pipeline_subtask
     TO pipetrack_writer;
 GRANT SELECT ON pipetrack.schema_migrations TO pipetrack_writer;
+-- Samples are written once and never changed. (A schema older than migration 0010 has no
+-- samples table; 0010 grants this itself when it finds the role.)
+DO $$
+BEGIN
+    IF to_regclass('pipetrack.pipeline_run_sample') IS NOT NULL THEN
+        GRANT SELECT, INSERT ON pipetrack.pipeline_run_sample TO pipetrack_writer;
+    END IF;
+END;
+$$;
 
 GRANT SELECT ON ALL TABLES IN SCHEMA pipetrack TO pipetrack_reader;
 -- History partitions and tables added by later migrations are readable too.

@@ -28,7 +28,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from tracker._model.stage import stage_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -365,12 +364,53 @@ def insert_run(conn: Any, task: str, status: str, start: Any, **columns: Any) ->
 def insert_subtask(
     conn: Any, run_id: str, index: int, name: str, *, status: str, started: Any, ended: Any = None
 ) -> None:
+    """One subtask row; an ended one has the totals (sql/0010) its step would have used."""
     conn.execute(
         "INSERT INTO pipeline_subtask (run_id, subtask_index, subtask_name, subtask_status,"
-        " started_at, ended_at, items_total, items_complete)"
-        " VALUES (%s, %s, %s, %s, %s, %s, 10, %s)",
-        (run_id, index, name, status, started, ended, 10 if ended else 4),
-    )
+        " started_at, ended_at, items_total, items_complete, cpu_seconds, peak_rss_bytes,"
+        " disk_read_bytes, disk_write_bytes, tcp_received_bytes, tcp_sent_bytes, counts)"
+        " VALUES (%s, %s, %s, %s, %s, %s, 10, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            run_id,
+            index,
+            name,
+            status,
+            started,
+            ended,
+            10 if ended else 4,
+            *((1.5 * index, index * 2**27, index * 2**20, index * 2**21, 2**22, 2**12) if ended
+              else (None,) * 6),
+            json.dumps({"rows": 1000 * index}) if ended else None,
+        ),
+    )  # fmt: skip
+
+
+def insert_samples(conn: Any, run_id: str, start: Any, minutes: int, step: float = 60.0) -> None:
+    """A run's resource samples (sql/0010), one every ``step`` seconds: a download in the first
+    half, writes in the second; cumulative figures, as the sampler records them."""
+    from datetime import timedelta
+
+    for minute in range(minutes + 1):
+        downloaded = min(minute, minutes // 2) * 2**23
+        written = max(0, minute - minutes // 2) * 2**24
+        conn.execute(
+            "INSERT INTO pipeline_run_sample (run_id, sampled_at, subtask_index, processes,"
+            " rss_bytes, cpu_percent, cpu_seconds, disk_read_bytes, disk_write_bytes,"
+            " tcp_received_bytes, tcp_sent_bytes, db_connections, other_connections, open_fds)"
+            " VALUES (%s, %s, %s, 2, %s, 50, %s, %s, %s, %s, %s, 1, %s, 12)",
+            (
+                run_id,
+                start + timedelta(seconds=step * minute),
+                1 + minute * 3 // (minutes + 1),
+                (200 + minute) * 2**20,
+                30.0 * minute,
+                minute * 2**20,
+                written,
+                downloaded,
+                minute * 2**10,
+                1 if minute <= minutes // 2 else 0,
+            ),
+        )
 
 
 def seed_pipeline(conn: Any) -> dict[str, str]:
@@ -395,7 +435,14 @@ def seed_pipeline(conn: Any) -> dict[str, str]:
             exit_code=0,
             total_subtasks=len(steps) or None,
             peak_memory_mb=180,
+            cpu_seconds=seconds / 2,
+            disk_read_bytes=2**26,
+            disk_write_bytes=int(seconds) * 2**20,
+            tcp_received_bytes=2**25,
+            tcp_sent_bytes=2**14,
+            counts=json.dumps({"rows_written": int(seconds) * 100, "files": len(steps)}),
         )
+        insert_samples(conn, run, start, 6, step=seconds / 6)
         for index, name in enumerate(steps, start=1):
             share = seconds / len(steps)
             insert_subtask(
@@ -490,6 +537,7 @@ def seed_pipeline(conn: Any) -> dict[str, str]:
         ended=start + 6 * minute,
     )
     insert_subtask(conn, running, 3, "load", status="RUNNING", started=start + 6 * minute)
+    insert_samples(conn, running, start, 10)
 
     insert_run(
         conn,

@@ -60,6 +60,10 @@ def test_promtool_check_metrics_finds_nothing_in_a_seeded_exporters_output(db, d
     assert re.search(r'(?m)^pipetrack_task_subtasks\{task="DAILY_06_steps",.*\} 3\.0$', text)
     assert re.search(r"(?m)^pipetrack_task_runs_total\{", text)
     assert re.search(r"(?m)^pipetrack_task_missed_start\{", text)
+    assert re.search(r"(?m)^pipetrack_task_tcp_receive_bytes_per_second\{", text)
+    assert re.search(
+        r'(?m)^pipetrack_task_last_ended_run_work_counted\{count="rows_written",', text
+    )
     lint = subprocess.run(
         [promtool, "check", "metrics"],
         check=False,

@@ -15,6 +15,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 from prometheus_client.registry import Collector
+from psycopg.types.json import Jsonb
 
 from exporter._exposition import WrittenFamily, choose
 from exporter._lines import LineCache, render_lines
@@ -96,7 +97,7 @@ def seeded(db):
         stage = None if i % 3 == 0 else f'stage "{i}"\\\n'
         for k, status in enumerate(("FINISHED", "FAILED", "FINISHED", "CANCELLED", "FINISHED")):
             start = now - timedelta(hours=10 - k, seconds=i)
-            insert_run(
+            ended = insert_run(
                 db,
                 task_name=name,
                 task_stage=stage,
@@ -104,7 +105,23 @@ def seeded(db):
                 execution_start=start,
                 execution_end=start + timedelta(seconds=60 * (k + 1) + i / 7),
             )
-        insert_run(
+        # The latest ended run's totals, and work counts named as awkwardly as the tasks.
+        db.execute(
+            "UPDATE pipeline_status SET cpu_seconds = %s, disk_read_bytes = %s,"
+            " disk_write_bytes = %s, tcp_received_bytes = %s, tcp_sent_bytes = %s,"
+            " peak_memory_mb = %s, counts = %s WHERE run_id = %s",
+            (
+                i / 3,
+                None if i == 2 else 2**40 + i,
+                i,
+                10**i,
+                0,
+                64 * i,
+                Jsonb({n[:200]: j * 10**i for j, n in enumerate(AWKWARD) if n} if i else {}),
+                ended,
+            ),
+        )
+        running = insert_run(
             db,
             task_name=name,
             task_stage=stage,
@@ -121,6 +138,23 @@ def seeded(db):
             memory_mb=None if i == 3 else 100 * i,
             cpu_percent=0 if i == 4 else 12.5 * i,
         )
+        if i != 5:  # one running run has no sample yet
+            for seconds, scale in ((-30, 1), (-20, 2), (-10, 2 + i)):
+                db.execute(
+                    "INSERT INTO pipeline_run_sample (run_id, sampled_at, disk_read_bytes,"
+                    " disk_write_bytes, tcp_received_bytes, tcp_sent_bytes, db_connections,"
+                    " open_fds) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        running,
+                        now + timedelta(seconds=seconds, microseconds=i),
+                        scale * 3 * 2**20,
+                        None if i == 1 else scale * 7,
+                        scale * 10**i // 3,
+                        scale,
+                        i % 4,
+                        10 + i,
+                    ),
+                )
     # A second running run (sums), a run that starts in the future, a STARTED one.
     insert_run(
         db, task_name=AWKWARD[0], task_stage=None, memory_mb=7, cpu_percent=50, execution_start=now

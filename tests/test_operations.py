@@ -106,6 +106,8 @@ def test_drop_partitions_removes_only_whole_months_past_the_cutoff(db):
         db.execute("SELECT ensure_history_partition(%s)", (month,))
     dropped = drop_partitions(db, timedelta(days=30), now=datetime(2026, 4, 1, tzinfo=timezone.utc))
     assert dropped == [
+        "pipeline_run_sample_history_202601",
+        "pipeline_run_sample_history_202602",
         "pipeline_status_history_202601",
         "pipeline_status_history_202602",
         "pipeline_subtask_history_202601",

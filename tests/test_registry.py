@@ -7,8 +7,8 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
 from tracker._model.stage import stage_of
+
 from tracker._ops.durations import format_duration, parse_duration
 from tracker._ops.registry import DeclaredTask, declared, load, sync
 from tracker.errors import ConfigurationError
@@ -179,7 +179,7 @@ def test_archive_and_reap_commands_report_what_they_did(db_dsn):
     )
     assert archived.returncode == 0, archived.stderr
     assert archived.stdout.splitlines() == [
-        "archived 0 runs, 0 subtasks, in 0 batches",
+        "archived 0 runs, 0 subtasks, 0 samples, in 0 batches",
         "dropped 0 partitions",
     ]
     reaped = pipetrack("reap", "--dsn", db_dsn)

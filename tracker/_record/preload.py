@@ -25,11 +25,11 @@ WRITER_MODULES = (
     "tracker._db.embedded",
     "tracker._db.migrate",
     "tracker._record.git",
-    "tracker._record.resources",
     "tracker._record.spool",
     "tracker._record.spool_files",
     "tracker._record.statements",
     "tracker._record.store",
+    "tracker._sampling",
 )
 
 _lock = threading.Lock()

@@ -29,7 +29,7 @@ from tracker._settings import TrackerSettings
 from tracker._signals import signals_blocked
 
 if TYPE_CHECKING:
-    from tracker._record.resources import ResourceSampler
+    from tracker._sampling import ResourceSampler
 
 logger = logging.getLogger("tracker")
 
@@ -267,10 +267,13 @@ class Writer:
 
     def _sample(self) -> tuple[int | None, int | None, float | None]:
         if self._sampler is None:
-            from tracker._record.resources import ResourceSampler
+            from tracker._sampling import ResourceSampler
 
             self._sampler = ResourceSampler()
-        return self._sampler.sample()
+        sample = self._sampler.sample()
+        if sample is None:
+            return None, None, None
+        return sample.memory_mb, sample.peak_memory_mb, sample.cpu_percent
 
     # -- export -----------------------------------------------------------------------------
     def _batches(self, runs: list[RunCore]) -> Iterator[list[Snapshot]]:

@@ -26,9 +26,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from tracker._sampling import ResourceSample, ResourceSampler
 from tracker._wrap._control import ControlServer
 from tracker._wrap._outcome import CANCEL_SIGNALS, StderrTail, oom_kill_count
-from tracker._wrap._sampler import TreeSample, TreeSampler
 from tracker._wrap._scanner import LineScanner, Scan
 from tracker._wrap.protocol import Command
 
@@ -51,7 +51,7 @@ class Listener(Protocol):
 
     def rejected(self, line: bytes, reason: str) -> None: ...
 
-    def sampled(self, sample: TreeSample) -> None: ...
+    def sampled(self, sample: ResourceSample) -> None: ...
 
 
 @dataclass
@@ -61,7 +61,7 @@ class ChildResult:
     cancel_signal: int | None = None
     stderr_lines: list[str] = field(default_factory=list)
     oom_killed: bool = False
-    last_sample: TreeSample | None = None
+    last_sample: ResourceSample | None = None
 
 
 def block_signals() -> set[int]:
@@ -226,8 +226,8 @@ class _Supervisor:
             _Pump(out_fd, 1, log_fd, LineScanner(echo=echo), None),
             _Pump(err_fd, 2, log_fd, None, self.tail),
         ]
-        self.sampler = TreeSampler(pid)
-        self.last_sample: TreeSample | None = None
+        self.sampler = ResourceSampler(pid)
+        self.last_sample: ResourceSample | None = None
         self.selector = selectors.DefaultSelector()
         self.pidfd: int | None = None
         self.returncode: int | None = None

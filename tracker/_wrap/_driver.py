@@ -13,7 +13,6 @@ from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 from tracker._wrap._outcome import Outcome
-from tracker._wrap._sampler import TreeSample
 from tracker._wrap.protocol import (
     Command,
     Enter,
@@ -29,6 +28,7 @@ from tracker._wrap.protocol import (
 
 if TYPE_CHECKING:
     from tracker._runtime.run import Run
+    from tracker._sampling import ResourceSample
 
 __all__ = ["RunDriver", "TreeResources"]
 
@@ -60,13 +60,13 @@ class TreeResources:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._last: tuple[int | None, int | None, float | None] = (None, None, None)
+        self._last: ResourceSample | None = None
 
-    def update(self, sample: TreeSample) -> None:
+    def update(self, sample: ResourceSample) -> None:
         with self._lock:
-            self._last = (sample.memory_mb, sample.peak_memory_mb, sample.cpu_percent)
+            self._last = sample
 
-    def sample(self) -> tuple[int | None, int | None, float | None]:
+    def sample(self) -> ResourceSample | None:
         with self._lock:
             return self._last
 
@@ -98,7 +98,7 @@ class RunDriver:
         elif self.rejected_count == _REJECTED_WARNINGS + 1:
             logger.warning("pipetrack: more invalid protocol lines; no further warnings")
 
-    def sampled(self, sample: TreeSample) -> None:
+    def sampled(self, sample: ResourceSample) -> None:
         if self.resources is not None:
             self.resources.update(sample)
         run = self.run

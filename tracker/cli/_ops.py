@@ -83,7 +83,10 @@ def _archive(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"--batch-size must be at least 1, not {args.batch_size}")
     with connect(ready_target(args.dsn)) as conn:
         result = archive.archive(conn, older_than, batch_size=args.batch_size)
-        say(f"archived {result.runs} runs, {result.subtasks} subtasks, in {result.batches} batches")
+        say(
+            f"archived {result.runs} runs, {result.subtasks} subtasks, {result.samples} samples,"
+            f" in {result.batches} batches"
+        )
         if drop_after is not None:
             dropped = archive.drop_partitions(conn, drop_after, now=datetime.now(timezone.utc))
             say(
