@@ -237,3 +237,44 @@ def test_the_common_questions_are_served_by_indexes(db, query, index):
     db.execute("SET enable_seqscan = off")
     plan = "\n".join(str(r[0]) for r in db.execute(f"EXPLAIN {query}").fetchall())
     assert index in plan
+
+
+_BASE_TYPES = {  # how the catalog spells each declared kind (format_type without modifiers)
+    "uuid": {"uuid"},
+    "text": {"text", "character varying"},
+    "integer": {"integer"},
+    "bigint": {"bigint"},
+    "numeric": {"numeric", "double precision"},
+    "timestamptz": {"timestamp with time zone"},
+    "jsonb": {"jsonb"},
+}
+
+
+@pytest.mark.parametrize("table", ["pipeline_status", "pipeline_subtask"])
+def test_the_declared_columns_are_the_tables_columns(db, table):
+    from tracker._model.columns import STATUS_COLUMNS, SUBTASK_COLUMNS
+
+    declared = {
+        c.name: c for c in (STATUS_COLUMNS if table == "pipeline_status" else SUBTASK_COLUMNS)
+    }
+    catalog = {
+        name: (kind, width, required)
+        for name, kind, width, required in db.execute(
+            "SELECT a.attname, format_type(a.atttypid, NULL),"
+            " CASE WHEN a.atttypmod > 4 AND a.atttypid = 'varchar'::regtype"
+            "      THEN a.atttypmod - 4 END,"
+            " a.attnotnull AND NOT a.atthasdef AND a.attidentity = ''"
+            " FROM pg_attribute AS a WHERE a.attrelid = %s::regclass"
+            " AND a.attnum > 0 AND NOT a.attisdropped",
+            (table,),
+        ).fetchall()
+    }
+    for name, column in declared.items():
+        assert name in catalog, f"{table}.{name} is declared but not in the table"
+        kind, width, _ = catalog[name]
+        assert kind in _BASE_TYPES[column.kind.value], (name, kind, column.kind)
+        # A text column keeps as many characters as its VARCHAR holds, no more (TEXT: unbounded).
+        assert column.width == width, (name, column.width, width)
+    # Every column a row cannot do without is one the writer writes.
+    required = {name for name, (_, _, needed) in catalog.items() if needed}
+    assert required <= set(declared), required - set(declared)
