@@ -29,10 +29,11 @@ from urllib.parse import urlsplit
 
 from prometheus_client.registry import CollectorRegistry
 
+from exporter._basic_auth import BasicAuth
 from exporter._collector import scrape_timeout
 from exporter._connections import CappedServer, Connection
 from exporter._exposition import choose
-from exporter._webconfig import BasicAuth, WebConfig
+from exporter._webconfig import WebConfig
 from tracker.errors import ConfigurationError
 
 logger = logging.getLogger("exporter")

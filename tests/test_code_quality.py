@@ -25,3 +25,18 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_code_passes(command):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+MODULE_LINES = 450
+
+
+def test_every_module_reads_in_one_sitting():
+    # The house style's "roughly 100-600 lines", held to issue 15's ~400: past this, a module
+    # has grown a second job; split it by concern.
+    long = {
+        str(path.relative_to(ROOT)): lines
+        for package in ("tracker", "exporter", "monitor")
+        for path in (ROOT / package).rglob("*.py")
+        if (lines := len(path.read_text("utf-8").splitlines())) > MODULE_LINES
+    }
+    assert not long, long

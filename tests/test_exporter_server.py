@@ -333,7 +333,8 @@ def test_gzip_is_served_when_the_scraper_accepts_it(fixed_registry):
 
 
 def test_failed_logins_are_answered_429_past_the_limit(registry):
-    from exporter._webconfig import DEFAULT_FAILURE_BURST, WebConfig
+    from exporter._basic_auth import DEFAULT_FAILURE_BURST
+    from exporter._webconfig import WebConfig
 
     config = WebConfig(users={"prometheus": _hash(PASSWORD), "grafana": _hash("other")})
     with running(registry, config) as server:

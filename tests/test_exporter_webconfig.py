@@ -128,7 +128,7 @@ def test_unknown_users_are_checked_at_the_dearest_users_cost(tmp_path, cheap_and
 def test_an_unknown_user_costs_a_bcrypt_check_at_that_cost(monkeypatch, cheap_and_dear):
     import bcrypt
 
-    from exporter._webconfig import BasicAuth
+    from exporter._basic_auth import BasicAuth
 
     costs = []
     real = bcrypt.checkpw
@@ -154,7 +154,7 @@ def test_a_hash_of_a_cost_bcrypt_refuses_is_refused_at_start(tmp_path):
 def test_only_successes_are_cached_so_wrong_passwords_cannot_flush_the_right_one(monkeypatch):
     import bcrypt
 
-    from exporter._webconfig import BasicAuth
+    from exporter._basic_auth import BasicAuth
 
     auth = BasicAuth({"alice": _bcrypt("right", 4)})
     assert auth.check(_header("alice", "right"), "10.0.0.1").allowed
@@ -174,7 +174,7 @@ def test_only_successes_are_cached_so_wrong_passwords_cannot_flush_the_right_one
 def test_failed_checks_are_rate_limited_per_client_without_running_bcrypt(monkeypatch):
     import bcrypt
 
-    from exporter._webconfig import DEFAULT_FAILURE_BURST, BasicAuth
+    from exporter._basic_auth import DEFAULT_FAILURE_BURST, BasicAuth
 
     auth = BasicAuth({"alice": _bcrypt("right", 4), "bob": _bcrypt("bobs", 4)})
     assert auth.check(_header("alice", "right"), "192.0.2.1").allowed  # cached from now on
@@ -197,7 +197,7 @@ def test_failed_checks_are_rate_limited_per_client_without_running_bcrypt(monkey
 
 
 def test_the_failure_limiter_refills_and_groups_ipv6_by_64():
-    from exporter._webconfig import FailureLimiter
+    from exporter._basic_auth import FailureLimiter
 
     now = [0.0]
     limiter = FailureLimiter(burst=2, per_second=0.5, clock=lambda: now[0], max_clients=3)
