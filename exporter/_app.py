@@ -71,7 +71,7 @@ DEFAULT_LISTEN = f":{DEFAULT_PORT}"
 
 
 @dataclass(frozen=True)
-class Settings:
+class ExporterSettings:
     host: str
     port: int
     web_config: WebConfig
@@ -145,7 +145,7 @@ def settings(
     stall_after: float | str | None = None,
     read_timeout: float | str | None = None,
     max_connections: int | str | None = None,
-) -> Settings:
+) -> ExporterSettings:
     """Resolve the exporter's settings from arguments, then environment, then defaults."""
     host, port = parse_listen(str(_given(listen, LISTEN_ENV, DEFAULT_LISTEN)))
     config_path = web_config if web_config is not None else os.environ.get(WEB_CONFIG_ENV)
@@ -165,7 +165,7 @@ def settings(
     connections = _count(
         _given(max_connections, MAX_CONNECTIONS_ENV, DEFAULT_MAX_CONNECTIONS), "max connections"
     )
-    return Settings(
+    return ExporterSettings(
         host,
         port,
         config,

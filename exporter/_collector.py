@@ -22,7 +22,7 @@ from exporter import _metrics as m
 from exporter._database import DatabaseReader, ReadFailed
 from exporter._exposition import WrittenFamily
 from exporter._lines import LineCache, render_lines
-from exporter._queries import Snapshot
+from exporter._queries import ScrapeSnapshot
 from exporter._reaper import DEFAULT_STALE_AFTER, Reaper
 from exporter._render import DEFAULT_STALL_AFTER, Family
 from tracker._db.dsn import DatabaseTarget
@@ -74,7 +74,7 @@ class PipetrackCollector(Collector):
         self._reader = DatabaseReader(target, statement_timeout=statement_timeout)
         self._redacted = target.redacted
         self._lock = threading.Lock()
-        self._snapshot: Snapshot | None = None
+        self._snapshot: ScrapeSnapshot | None = None
         self._error: ReadFailed | None = None
         self._read_at = -math.inf  # time.monotonic() of the last read
         self._read_seconds = 0.0
@@ -119,7 +119,7 @@ class PipetrackCollector(Collector):
         started = time.monotonic()
         if started - self._read_at < self._min_interval:
             return
-        snapshot: Snapshot | None = None
+        snapshot: ScrapeSnapshot | None = None
         failure: ReadFailed | None = None
         budget = scrape_timeout.get()
         try:

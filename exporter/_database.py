@@ -24,7 +24,7 @@ import socket
 import threading
 from typing import TYPE_CHECKING
 
-from exporter._queries import Snapshot, read_snapshot
+from exporter._queries import ScrapeSnapshot, read_snapshot
 from tracker._db.connect import connect
 from tracker._db.dsn import DatabaseTarget
 from tracker.errors import DatabaseUnavailable
@@ -89,7 +89,7 @@ class DatabaseReader:
         self._statement_timeout = statement_timeout
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
 
-    def read(self, statement_timeout: float | None = None) -> Snapshot:
+    def read(self, statement_timeout: float | None = None) -> ScrapeSnapshot:
         """One snapshot. Raises ReadFailed (never anything else from the database)."""
         timeout = self._statement_timeout
         if statement_timeout is not None:
@@ -101,7 +101,7 @@ class DatabaseReader:
             logger.debug("the kept database connection was dead (%s); reconnecting", stale)
             return self._read(timeout, retry_if_stale=False)
 
-    def _read(self, timeout: float, *, retry_if_stale: bool) -> Snapshot:
+    def _read(self, timeout: float, *, retry_if_stale: bool) -> ScrapeSnapshot:
         import psycopg
 
         limit = timeout + min(WATCHDOG_GRACE_SECONDS, timeout / 2)

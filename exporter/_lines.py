@@ -17,7 +17,7 @@ from prometheus_client.samples import Sample
 
 from exporter import _metrics as m
 from exporter._exposition import WrittenFamily, escape_label_value, format_value
-from exporter._queries import Snapshot
+from exporter._queries import ScrapeSnapshot
 from exporter._render import DEFAULT_LOST_AFTER, DEFAULT_STALL_AFTER, TaskKey, emit, render
 
 # Numbers kept formatted: as many as a scrape writes lines (a scrape's distinct values never
@@ -89,7 +89,7 @@ class TextSink:
 
 
 def render_lines(
-    snapshot: Snapshot,
+    snapshot: ScrapeSnapshot,
     cache: LineCache,
     *,
     stall_after: float = DEFAULT_STALL_AFTER,

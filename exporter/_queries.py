@@ -190,7 +190,7 @@ class EndedTotals:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class ScrapeSnapshot:
     """What one read of the database returned; ``at`` is the database's clock then.
 
     ``in_recovery``: the database is a standby; ``replica_lag``: then, how many seconds of
@@ -210,7 +210,7 @@ class Snapshot:
     replica_lag: float | None = None
 
 
-def read_snapshot(conn: psycopg.Connection[tuple[object, ...]], timeout: float) -> Snapshot:
+def read_snapshot(conn: psycopg.Connection[tuple[object, ...]], timeout: float) -> ScrapeSnapshot:
     """Run the scrape's statements in one read-only transaction, each bounded by ``timeout``."""
     with conn.transaction():
         # Rows are untyped tuples; the dataclasses above give them their types. Binary
@@ -236,7 +236,7 @@ def read_snapshot(conn: psycopg.Connection[tuple[object, ...]], timeout: float) 
         resources = tuple(RunResources(*row) for row in cur.execute(RESOURCES_SQL).fetchall())
         totals = tuple(EndedTotals(*row) for row in cur.execute(TOTALS_SQL).fetchall())
         cur.close()
-    return Snapshot(
+    return ScrapeSnapshot(
         float(at),
         latest,
         running,

@@ -22,7 +22,7 @@ from exporter._queries import (
     LatestRun,
     RunningRun,
     RunResources,
-    Snapshot,
+    ScrapeSnapshot,
 )
 from exporter._schedule import Declared, missed_start, started_before_dependency
 from tracker._model.terminal import printable
@@ -177,7 +177,7 @@ class SampleSink:
 
 
 def render(
-    snapshot: Snapshot,
+    snapshot: ScrapeSnapshot,
     *,
     stall_after: float = DEFAULT_STALL_AFTER,
     lost_after: float = DEFAULT_LOST_AFTER,
@@ -189,7 +189,7 @@ def render(
 
 
 def emit(
-    snapshot: Snapshot,
+    snapshot: ScrapeSnapshot,
     sink: Sink,
     key_for: Callable[[str, str], TaskKey],
     *,
@@ -311,7 +311,7 @@ def _render_ended(sink: Sink, key: TaskKey, by_status: dict[str, LastEnded]) -> 
     add(m.LAST_DURATION, key, max(0.0, last.end - last.start))
 
 
-def _render_usage(sink: Sink, keys: dict[str, TaskKey], snapshot: Snapshot) -> None:
+def _render_usage(sink: Sink, keys: dict[str, TaskKey], snapshot: ScrapeSnapshot) -> None:
     """The resource series: running runs' current rates, latest ended runs' totals."""
     by_task: dict[str, list[RunResources]] = {}
     for sampled in snapshot.resources:

@@ -37,7 +37,7 @@ DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 
 
 @dataclass(frozen=True)
-class Settings:
+class MonitorSettings:
     host: str
     port: int
     web_config: WebConfig
@@ -67,7 +67,7 @@ def settings(
     jaeger: str | None = None,
     read_timeout: float | str | None = None,
     max_connections: int | str | None = None,
-) -> Settings:
+) -> MonitorSettings:
     """Resolve the monitor's settings: arguments, then environment, then defaults. The web
     config, read timeout and connection cap are the exporter's, read the exporter's way."""
     from exporter._app import _count, _given, _seconds
@@ -77,7 +77,7 @@ def settings(
     read = _seconds(_given(read_timeout, READ_TIMEOUT_ENV, DEFAULT_READ_TIMEOUT), "read timeout")
     if read == 0:
         raise ConfigurationError("read timeout must be more than 0 seconds")
-    return Settings(
+    return MonitorSettings(
         host=host,
         port=port,
         web_config=load_web_config(config_path) if config_path else WebConfig(),
@@ -103,7 +103,7 @@ def exporter_pages(target: DatabaseTarget) -> Iterator[MonitorRoutes]:
 
 def monitor_server(
     database: MonitorDatabase,
-    chosen: Settings,
+    chosen: MonitorSettings,
 ) -> ExporterServer:
     """An HTTP server (not yet serving) for the monitor's pages alone."""
     return ExporterServer(

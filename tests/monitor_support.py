@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from exporter._webconfig import WebConfig
-from monitor._app import Settings, monitor_server
+from monitor._app import MonitorSettings, monitor_server
 from monitor._database import MonitorDatabase
 from tracker._db.dsn import DatabaseTarget
 
@@ -222,7 +222,7 @@ def seed_pipeline(db) -> None:
 def served_monitor(dsn: str, *, jaeger: str | None = None) -> Iterator[str]:
     """The monitor for ``dsn`` on a free port of 127.0.0.1; yields its base URL (no slash)."""
     database = MonitorDatabase(DatabaseTarget(conninfo=dsn, source="test"))
-    chosen = Settings(
+    chosen = MonitorSettings(
         host="127.0.0.1",
         port=0,
         web_config=WebConfig(),

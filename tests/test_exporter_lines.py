@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from exporter._exposition import WrittenFamily, choose
 from exporter._lines import LineCache, render_lines
-from exporter._queries import LastEnded, LatestRun, RunningRun, Snapshot
+from exporter._queries import LastEnded, LatestRun, RunningRun, ScrapeSnapshot
 from exporter._render import render
 from tests.test_exporter_badinput import NAMES
 from tests.test_exporter_support import insert_run, registered
@@ -254,7 +254,7 @@ ODD_NUMBERS = [
 ]
 
 
-def odd_snapshot(shift: float = 0.0) -> Snapshot:
+def odd_snapshot(shift: float = 0.0) -> ScrapeSnapshot:
     latest = tuple(
         LatestRun(f"task {i}", None if i % 2 else "S", "FAILED", value + shift)
         for i, value in enumerate(ODD_NUMBERS)
@@ -282,7 +282,7 @@ def odd_snapshot(shift: float = 0.0) -> Snapshot:
         for i, value in enumerate(ODD_NUMBERS)
     )
     outcomes = tuple((f"task {i}", "FAILED", i) for i in range(len(ODD_NUMBERS)))
-    return Snapshot(1e9, latest, running, outcomes, ended)
+    return ScrapeSnapshot(1e9, latest, running, outcomes, ended)
 
 
 def test_numbers_of_every_shape_are_written_as_prometheus_client_writes_them():
@@ -299,7 +299,7 @@ def test_the_cache_keeps_the_last_scrapes_tasks_and_a_bounded_set_of_numbers():
     cache = LineCache()
     render_lines(odd_snapshot(), cache)
     assert {task for task, _ in cache.keys} == {f"task {i}" for i in range(len(ODD_NUMBERS))}
-    gone = Snapshot(1e9, (LatestRun("only one", "S", "RUNNING", 5.0),), (), (), ())
+    gone = ScrapeSnapshot(1e9, (LatestRun("only one", "S", "RUNNING", 5.0),), (), (), ())
     render_lines(gone, cache)
     assert set(cache.keys) == {("only one", "S")}
     for shift in range(400):

@@ -120,11 +120,11 @@ def test_an_application_provider_is_used_and_never_replaced():
         metrics.set_meter_provider(meter_provider)
 
         from tracker._telemetry import RunTelemetry, _config
-        from tracker._telemetry._run import Progress
+        from tracker._telemetry._run import ProgressRatios
         assert _config.plan() == _config.Plan("application", "application"), _config.plan()
         with trace.get_tracer("app").start_as_current_span("app work"):
             run = RunTelemetry(run_id=str(uuid.uuid4()), task_name="T", stage="UNKNOWN",
-                               progress=lambda: Progress(0.25, None))
+                               progress=lambda: ProgressRatios(0.25, None))
             run.subtask_started(1, "step")
             run.subtask_ended(1, "COMPLETED")
             run.run_ended("FINISHED")

@@ -14,7 +14,7 @@ from tracker._telemetry._metrics import (
     RUN_PROGRESS,
     SUBTASK_PROGRESS,
 )
-from tracker._telemetry._run import Progress
+from tracker._telemetry._run import ProgressRatios
 
 
 @pytest.fixture(params=PROTOCOLS)
@@ -27,10 +27,10 @@ class Source:
     """A run's progress as the tracker would report it, counting how often it is read."""
 
     def __init__(self) -> None:
-        self.progress = Progress(0.0, None)
+        self.progress = ProgressRatios(0.0, None)
         self.reads = 0
 
-    def __call__(self) -> Progress:
+    def __call__(self) -> ProgressRatios:
         self.reads += 1
         return self.progress
 
@@ -46,7 +46,7 @@ def collect(receiver, metric):
 def test_gauges_report_progress_ratios_and_memory_of_a_live_run(otlp):
     source = Source()
     run = RunTelemetry(run_id=new_run_id(), task_name="DAILY_X", stage="DAILY", progress=source)
-    source.progress = Progress(0.375, 0.75)
+    source.progress = ProgressRatios(0.375, 0.75)
 
     overall = collect(otlp, RUN_PROGRESS)[-1]
     assert overall.kind == "gauge"
@@ -65,7 +65,7 @@ def test_progress_is_read_at_collection_only_and_clamped(otlp):
     source = Source()
     run = RunTelemetry(run_id=new_run_id(), task_name="T", stage="UNKNOWN", progress=source)
     assert source.reads == 0  # starting the run does not read it; only a collection does
-    source.progress = Progress(1.7, float("nan"))
+    source.progress = ProgressRatios(1.7, float("nan"))
     points = collect(otlp, RUN_PROGRESS)
     assert source.reads >= 1
     assert points[-1].value == 1.0
@@ -110,7 +110,7 @@ def test_run_end_records_duration_and_uncounts_the_active_run(otlp):
 def test_an_ended_run_reports_its_final_progress_once_then_disappears(otlp):
     source = Source()
     run = RunTelemetry(run_id=new_run_id(), task_name="T", stage="UNKNOWN", progress=source)
-    source.progress = Progress(1.0, None)
+    source.progress = ProgressRatios(1.0, None)
     run.run_ended("FINISHED")
 
     assert collect(otlp, RUN_PROGRESS)[-1].value == 1.0

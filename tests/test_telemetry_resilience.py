@@ -37,11 +37,11 @@ def report():  # registered first, so it runs last: after pipetrack's exit flush
 atexit.register(report)
 
 from tracker._telemetry import RunTelemetry
-from tracker._telemetry._run import Progress
+from tracker._telemetry._run import ProgressRatios
 
 started = time.monotonic()
 run = RunTelemetry(run_id=str(uuid.uuid4()), task_name="T", stage="UNKNOWN",
-                   progress=lambda: Progress(0.5, None))
+                   progress=lambda: ProgressRatios(0.5, None))
 for i in range(1, 51):
     run.subtask_started(i, f"step {i}")
     run.message(f"working on {i}")

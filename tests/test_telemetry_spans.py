@@ -12,7 +12,7 @@ from tests.telemetry_support import (
     pointed_receiver,
 )
 from tracker._telemetry import RunTelemetry, _config
-from tracker._telemetry._run import Progress
+from tracker._telemetry._run import ProgressRatios
 from tracker._telemetry._spans import MESSAGE_EVENT, RunSpans
 
 SERVER, INTERNAL = 2, 1  # OTLP Span.SpanKind
@@ -30,7 +30,7 @@ def start(task="DAILY_LOAD", stage="DAILY", **kw):
         run_id=new_run_id(),
         task_name=task,
         stage=stage,
-        progress=lambda: Progress(0.5, 0.5),
+        progress=lambda: ProgressRatios(0.5, 0.5),
         task_type="python",
         **kw,
     )

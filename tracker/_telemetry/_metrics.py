@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 # Imported only when telemetry is on (tracker._telemetry._run loads this module lazily).
 from opentelemetry.metrics import Observation
 
-from tracker._telemetry._run import Progress, ProgressSource
+from tracker._telemetry._run import ProgressRatios, ProgressSource
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Meter
@@ -44,7 +44,7 @@ _GAUGES = (RUN_PROGRESS, SUBTASK_PROGRESS, MEMORY_USAGE)
 class _Live:
     attributes: dict[str, str]
     source: ProgressSource
-    final: Progress | None = None
+    final: ProgressRatios | None = None
     #: gauges that have not yet reported the final value of an ended run
     unreported: set[str] = field(default_factory=lambda: set(_GAUGES))
 
@@ -116,7 +116,7 @@ class Instruments:
             final = live.source()
         except Exception:
             logger.debug("telemetry: progress source failed at run end", exc_info=True)
-            final = Progress(None, None)
+            final = ProgressRatios(None, None)
         with self._lock:
             live.final = final
         state = {**live.attributes, "cicd.pipeline.run.state": "executing"}
@@ -134,10 +134,10 @@ class Instruments:
 
     # -- observable gauge callbacks (the SDK's collection thread) -------------------------------
 
-    def _snapshot(self, gauge: str) -> list[tuple[dict[str, str], ProgressSource | Progress]]:
+    def _snapshot(self, gauge: str) -> list[tuple[dict[str, str], ProgressSource | ProgressRatios]]:
         """Each run ``gauge`` reports now: a live run's source, or an ended run's final values
         (reported once per gauge, then the run is forgotten)."""
-        out: list[tuple[dict[str, str], ProgressSource | Progress]] = []
+        out: list[tuple[dict[str, str], ProgressSource | ProgressRatios]] = []
         with self._lock:
             for key, live in list(self._runs.items()):
                 if live.final is None:
@@ -149,10 +149,10 @@ class Instruments:
                         del self._runs[key]
         return out
 
-    def _progress(self, gauge: str) -> Iterator[tuple[dict[str, str], Progress]]:
+    def _progress(self, gauge: str) -> Iterator[tuple[dict[str, str], ProgressRatios]]:
         # Sources are read outside the lock: they belong to the tracker and take its locks.
         for attributes, item in self._snapshot(gauge):
-            progress = item if isinstance(item, Progress) else _read(item)
+            progress = item if isinstance(item, ProgressRatios) else _read(item)
             if progress is not None:
                 yield attributes, progress
 
@@ -170,7 +170,9 @@ class Instruments:
 
     def _observe_memory(self, options: CallbackOptions) -> Iterable[Observation]:
         # Only live runs: an ended run's process memory no longer belongs to it.
-        live = [a for a, item in self._snapshot(MEMORY_USAGE) if not isinstance(item, Progress)]
+        live = [
+            a for a, item in self._snapshot(MEMORY_USAGE) if not isinstance(item, ProgressRatios)
+        ]
         rss = self._rss() if live else None
         if rss is None:
             return
@@ -189,7 +191,7 @@ class Instruments:
             return None
 
 
-def _read(source: ProgressSource) -> Progress | None:
+def _read(source: ProgressSource) -> ProgressRatios | None:
     try:
         return source()
     except Exception:

@@ -12,7 +12,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from tracker._telemetry import _config
-from tracker._telemetry._run import Progress, RunTelemetry
+from tracker._telemetry._run import ProgressRatios, RunTelemetry
 
 if TYPE_CHECKING:
     from tracker._runtime.run import Run
@@ -22,13 +22,13 @@ from tracker._runtime.subtask import Subtask
 _TYPE_PREFIX = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
 
 
-def progress_of(run: Run) -> Progress:
+def progress_of(run: Run) -> ProgressRatios:
     """A run's progress as ratios, read under its lock (called at metric collection only)."""
     with run._lock:
         overall = run.overall_percent()
         shown = run.shown
         subtask = shown.fraction() if shown is not None and shown.ended is None else None
-    return Progress(None if overall is None else overall / 100.0, subtask)
+    return ProgressRatios(None if overall is None else overall / 100.0, subtask)
 
 
 def _innermost_index(run: Run) -> int | None:

@@ -20,14 +20,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tracker")
 
 
-class Progress(NamedTuple):
+class ProgressRatios(NamedTuple):
     """A run's progress as ratios 0 to 1; ``None`` where there is none (no subtask open)."""
 
     overall: float | None
     subtask: float | None
 
 
-ProgressSource = Callable[[], Progress]
+ProgressSource = Callable[[], ProgressRatios]
 """How the gauges read a run's progress: called at metric collection, never on progress calls."""
 
 
