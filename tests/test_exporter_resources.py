@@ -9,7 +9,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from exporter import _metrics as m
-from exporter._queries import EndedTotals, Snapshot
+from exporter._queries import EndedTotals, ScrapeSnapshot
 from exporter._render import render
 from tests.test_exporter_support import T0, finish_run, insert_run, parse, registered
 from tracker._ops.archive import archive
@@ -152,7 +152,7 @@ def test_a_run_without_totals_has_no_total_series(db, db_target):
 def test_the_count_label_is_bounded_and_only_numbers_are_served():
     # The schema refuses more than 32 names; a row written around it is still bounded here.
     counts = {f"name_{i:02d}": i for i in range(40)} | {"text": "12", "flag": True, "nan": 1e400}
-    snapshot = Snapshot(
+    snapshot = ScrapeSnapshot(
         at=0.0,
         latest=(),
         running=(),
@@ -167,7 +167,7 @@ def test_the_count_label_is_bounded_and_only_numbers_are_served():
 
 @pytest.mark.parametrize("counts", [None, [], "rows", 7])
 def test_counts_that_are_not_an_object_give_no_series(counts):
-    snapshot = Snapshot(
+    snapshot = ScrapeSnapshot(
         at=0.0,
         latest=(),
         running=(),

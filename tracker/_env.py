@@ -62,6 +62,10 @@ PIPETRACK_PREPARE = "PIPETRACK_PREPARE"
 """``0``/``off`` stops the writer from using prepared statements, for a proxy that cannot carry
 them (PgBouncer before 1.21 in transaction mode). Default on."""
 
+PIPETRACK_IDLE_CLOSE = "PIPETRACK_IDLE_CLOSE"
+"""Seconds a writer with nothing but heartbeats to write keeps its database connection before
+closing it (it reconnects on the next write). Default 120; 0 keeps it open."""
+
 PIPETRACK_RUN_ID = "PIPETRACK_RUN_ID"
 """The run id of the enclosing run, for child processes: a run started in a process that has it
 records it as ``parent_run_id``."""

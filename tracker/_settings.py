@@ -20,6 +20,9 @@ logger = logging.getLogger("tracker")
 DEFAULT_FLUSH_INTERVAL = 0.5
 DEFAULT_HEARTBEAT_INTERVAL = 15.0
 DEFAULT_EXIT_TIMEOUT = 5.0
+# A writer with nothing but heartbeats to write for this long lets its connection go: a script
+# silent for hours holds no server connection (heartbeats then connect, write and close).
+DEFAULT_IDLE_CLOSE = 120.0
 DEFAULT_SPOOL_MAX_BYTES = 64 * 1024 * 1024
 # Pending rows the writer holds before it drops non-final subtask rows (counted and warned).
 DEFAULT_MAX_PENDING = 10_000
@@ -48,6 +51,7 @@ class TrackerSettings:
         "exit_timeout",
         "flush_interval",
         "heartbeat_interval",
+        "idle_close",
         "log_path",
         "max_pending",
         "prepare",
@@ -71,6 +75,7 @@ class TrackerSettings:
         console: bool | None = None,
         max_pending: int | None = None,
         prepare: bool | None = None,
+        idle_close: float | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
@@ -83,6 +88,10 @@ class TrackerSettings:
         )
         self.heartbeat_interval = _number(
             heartbeat_interval, env, _env.PIPETRACK_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL
+        )
+        # 0: keep the connection open as long as the process runs.
+        self.idle_close = _number(
+            idle_close, env, _env.PIPETRACK_IDLE_CLOSE, DEFAULT_IDLE_CLOSE, allow_zero=True
         )
         self.exit_timeout = _number(
             exit_timeout, env, _env.PIPETRACK_EXIT_TIMEOUT, DEFAULT_EXIT_TIMEOUT, allow_zero=True

@@ -64,9 +64,21 @@ class Delivery:
         return self._spool_pending and time.monotonic() >= self._retry_at
 
     @property
+    def connected(self) -> bool:
+        """Whether a database connection is held now."""
+        return self._store is not None and self._store.connected
+
+    @property
     def dropped(self) -> int:
         """Snapshots the spool could not keep (its size cap)."""
         return self._spool.dropped if self._spool is not None else 0
+
+    def close_connection(self) -> None:
+        """Let the database connection go until the next write (an idle writer)."""
+        with self.lock:
+            if self._store is not None and self._store.connected:
+                logger.debug("closing the writer's idle connection")
+                self._store.close()
 
     def close(self) -> None:
         if self._store is not None:

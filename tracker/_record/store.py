@@ -143,6 +143,8 @@ class Store:
         except TrackerError as exc:
             raise Unavailable(str(exc)) from None
         try:
+            # Only the upserts are prepared (at their first run), and only when asked: these
+            # checks and the settings statement never are (prepare=False).
             conn.prepare_threshold = 0 if self._prepare else None
             if target.embedded:
                 # A newcomer's first script just works: the embedded server is ours to migrate.
@@ -201,8 +203,21 @@ class Store:
             transaction.abandon()
             raise
         error = transaction.finish()
-        if error is not None and kept and self._lost_connection(error):
+        if error is not None and self._prepare and _lost_prepared_statement(error):
+            # A transaction-pooling proxy (PgBouncer before 1.21) hands each transaction any
+            # server connection: a statement prepared on one is missing on the next.
+            logger.warning(
+                "prepared statements do not last between this writer's transactions (a "
+                "transaction-pooling proxy?): writing without them from now on; set "
+                "PIPETRACK_PREPARE=off to say so"
+            )
+            self._prepare = False
+            kept = True  # go again, on a new connection
+        elif error is not None and kept and self._lost_connection(error):
             logger.debug("the writer's connection was found dead (%s); reconnecting", error)
+        else:
+            kept = False
+        if kept:
             self.close()
             self.connect()
             transaction = self._begin()
@@ -215,7 +230,7 @@ class Store:
     def _begin(self) -> _Transaction:
         if self._conn is None:
             raise Unavailable("not connected")
-        return _Transaction(self._conn, prepare=self._prepare)
+        return _Transaction(self._conn)
 
     def _lost_connection(self, error: Exception) -> bool:
         conn = self._conn
@@ -239,12 +254,18 @@ class Store:
         return Rejected(message)
 
     def close(self) -> None:
+        """Let the connection go; the next write opens another."""
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
                 conn.close()
             except Exception:
                 logger.debug("closing the writer's connection failed", exc_info=True)
+
+
+def _lost_prepared_statement(error: Exception) -> bool:
+    """The server has no prepared statement of that name, or one by that name already."""
+    return getattr(error, "sqlstate", None) in ("26000", "42P05")
 
 
 def _is_link(exc: Exception) -> bool:
@@ -261,7 +282,8 @@ def _one_line(text: str) -> str:
 def _schema_present(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
     row = conn.execute(
         f"SELECT to_regclass('{SCHEMA}.pipeline_status') IS NOT NULL"
-        f" AND to_regclass('{SCHEMA}.pipeline_subtask') IS NOT NULL"
+        f" AND to_regclass('{SCHEMA}.pipeline_subtask') IS NOT NULL",
+        prepare=False,
     ).fetchone()
     return bool(row and row[0])
 
@@ -273,10 +295,14 @@ def _migrate_if_behind(
     from tracker._db import migrate
     from tracker._db.connect import connect
 
-    present = conn.execute(f"SELECT to_regclass('{SCHEMA}.schema_migrations') IS NOT NULL")
+    present = conn.execute(
+        f"SELECT to_regclass('{SCHEMA}.schema_migrations') IS NOT NULL", prepare=False
+    )
     applied = 0
     if (present.fetchone() or (False,))[0]:
-        found = conn.execute(f"SELECT coalesce(max(version), 0) FROM {SCHEMA}.schema_migrations")
+        found = conn.execute(
+            f"SELECT coalesce(max(version), 0) FROM {SCHEMA}.schema_migrations", prepare=False
+        )
         applied = int(str((found.fetchone() or (0,))[0]))
     if applied >= max(m.version for m in migrate.shipped_migrations()):
         return
@@ -288,13 +314,12 @@ class _Transaction:
     """One pipelined transaction: statements go out as they come; ``finish`` waits for them
     (psycopg's pipeline sync) and says what failed first, if anything did."""
 
-    def __init__(self, conn: psycopg.Connection[tuple[object, ...]], *, prepare: bool) -> None:
-        self._prepare = prepare
+    def __init__(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         self.error: Exception | None = None
         self._pipeline = conn.pipeline()
         self._pipeline.__enter__()
         self._cursor = conn.cursor()
-        self._execute(_TRANSACTION_SETTINGS, [f"{int(STATEMENT_TIMEOUT * 1000)}ms"])
+        self._execute(_TRANSACTION_SETTINGS, [f"{int(STATEMENT_TIMEOUT * 1000)}ms"], prepare=False)
 
     def send(self, snapshots: Sequence[Snapshot]) -> None:
         if self.error is None:
@@ -304,15 +329,15 @@ class _Transaction:
                 self.error = exc
                 return
             for sql, params in statements:
-                self._execute(sql, params)
+                self._execute(sql, params, prepare=None)
 
-    def _execute(self, sql: str, params: Sequence[Any]) -> None:
+    def _execute(self, sql: str, params: Sequence[Any], *, prepare: bool | None) -> None:
         import psycopg
 
         if self.error is not None:
             return  # the server skips the rest until the sync anyway
         try:
-            self._cursor.execute(sql, params, prepare=self._prepare)
+            self._cursor.execute(sql, params, prepare=prepare)
         except (psycopg.Error, TypeError, ValueError) as exc:
             self.error = exc
 

@@ -56,6 +56,7 @@ class Writer:
         self.delivery = Delivery(settings, self._exported)
         self._next_heartbeat = time.monotonic() + settings.heartbeat_interval
         self._git_cache: dict[str | None, str | None] = {}
+        self._active_at = time.monotonic()  # when a run last changed (more than a heartbeat)
 
     # -- called from the user's threads -----------------------------------------------------
     def register(self, run: RunCore) -> None:
@@ -225,7 +226,10 @@ class Writer:
         for run in runs:
             first = run.seq == 0
             ending = run.final_seq == 0 and run.status in TERMINAL
-            if not (run._moved or run._dirty or heartbeat or ending or first):
+            changed = run._moved or run._dirty or ending or first
+            if changed:
+                self._active_at = now
+            elif not heartbeat:
                 continue
             if first:
                 self._fill_git(run)
@@ -243,7 +247,14 @@ class Writer:
         elif self.delivery.retry_due:
             # Nothing new, but what was spooled should reach the database once it is back.
             self.delivery.deliver(iter(()))
-        # A run is done with once its final snapshot is out (in the database or the spool).
+        idle_close = self._settings.idle_close
+        if idle_close and now - self._active_at >= idle_close:
+            # Nothing but heartbeats for a while: no server connection held meanwhile.
+            self.delivery.close_connection()
+        self._forget_done(runs)
+
+    def _forget_done(self, runs: list[RunCore]) -> None:
+        """A run is done with once its final snapshot is out (in the database or the spool)."""
         with self._runs_lock:
             for run in runs:
                 # final_seq is set by the final snapshot only.

@@ -56,6 +56,7 @@ class Tracker:
         log_path: str | None = None,
         console: bool | None = None,
         prepare: bool | None = None,
+        idle_close: float | None = None,
         lifecycle: bool = True,
     ) -> None:
         self.settings = TrackerSettings(
@@ -70,6 +71,7 @@ class Tracker:
             log_path=log_path,
             console=console,
             prepare=prepare,
+            idle_close=idle_close,
         )
         self.checker = Checker(strict=self.settings.strict)
         self._lifecycle = lifecycle
