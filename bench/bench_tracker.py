@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from bench_support import bench_database  # noqa: E402
 
 import tracker  # noqa: E402
-from tracker import _tracker  # noqa: E402
+from tracker._runtime import trackers  # noqa: E402
 
 
 def median_ns(call: Callable[[], object], calls: int, rounds: int) -> float:
@@ -109,7 +109,7 @@ def hot_path(t: tracker.Tracker, calls: int, rounds: int) -> dict[str, float]:
         "pipetrack progress(iterable) per item": ours_iterate,
     }
     samples: dict[str, list[float]] = {name: [] for name in [*single, *loops]}
-    previous = _tracker.set_default(t)
+    previous = trackers.set_default(t)
     try:
         for _ in range(rounds):
             for name, call in single.items():
@@ -119,7 +119,7 @@ def hot_path(t: tracker.Tracker, calls: int, rounds: int) -> dict[str, float]:
                 loop()
                 samples[name].append((time.perf_counter_ns() - started) / calls)
     finally:
-        _tracker.set_default(previous)
+        trackers.set_default(previous)
         bar.close()
         null.close()
     run.finish()

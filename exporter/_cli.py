@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from tracker._db.dsn import DSN_HELP
+from tracker._db import DSN_HELP
 from tracker._model.terminal import printable
 from tracker.errors import TrackerError
 

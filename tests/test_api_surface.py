@@ -15,9 +15,9 @@ import tracker.errors
 def public_names(module):
     return {
         name
-        for name, value in vars(module).items()
+        for name in dir(module)  # the names it loads on first use too
         if not name.startswith("_")
-        and not isinstance(value, types.ModuleType)
+        and not isinstance(value := getattr(module, name), types.ModuleType)
         and getattr(value, "__module__", module.__name__) != "typing"
         and name not in {"annotations", "T"}
     }

@@ -14,25 +14,10 @@ to local files while the database is unreachable.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+import importlib
+import typing
 
-from tracker._runtime import trackers
-from tracker._runtime.run import Run
-from tracker._runtime.subtask import Subtask
-from tracker._runtime.trackers import Tracker, configure, current_run
-from tracker._telemetry import child_env
 from tracker._version import __version__
-from tracker.compat import (
-    genter,
-    gexit,
-    gmessage,
-    track_error,
-    track_finish,
-    track_init,
-    track_status,
-    track_task_progress,
-)
 from tracker.errors import (
     ConfigurationError,
     DatabaseUnavailable,
@@ -45,52 +30,22 @@ from tracker.errors import (
     TrackerError,
 )
 
-T = TypeVar("T")
-
-
-def run(
-    task_name: str | None = None,
-    total_subtasks: int | None = None,
-    stage: str | None = None,
-    *,
-    task_type: str | None = None,
-    log_path: str | None = None,
-    parent_run_id: str | None = None,
-) -> Run:
-    """Start a run and make it current; use it as a context manager (FINISHED on leaving,
-    FAILED on an exception). ``task_name`` defaults to the script's name; ``stage`` to the
-    name's prefix (DAILY_, STATIC_ …)."""
-    return trackers.default_tracker().run(
-        task_name,
-        total_subtasks,
-        stage,
-        task_type=task_type,
-        log_path=log_path,
-        parent_run_id=parent_run_id,
+if typing.TYPE_CHECKING:
+    from tracker._api import flush, progress, run, shutdown, track
+    from tracker._runtime.run import Run
+    from tracker._runtime.subtask import Subtask
+    from tracker._runtime.trackers import Tracker, configure, current_run
+    from tracker._telemetry import child_env
+    from tracker.compat import (
+        genter,
+        gexit,
+        gmessage,
+        track_error,
+        track_finish,
+        track_init,
+        track_status,
+        track_task_progress,
     )
-
-
-def progress(
-    iterable: Iterable[T], desc: str | None = None, *, total: int | None = None
-) -> Iterator[T]:
-    """Iterate ``iterable`` as a subtask of the current run (started if none), counting items."""
-    return trackers.default_tracker().progress(iterable, desc, total=total)
-
-
-def track(name: Any = None, *, total_subtasks: int | None = None) -> Any:
-    """Decorator: a call is a run when none is going, else a subtask of the current run."""
-    return trackers.default_tracker().track(name, total_subtasks=total_subtasks)
-
-
-def flush(timeout: float | None = None) -> bool:
-    """Wait until everything tracked so far is written or spooled; False if not in time."""
-    return trackers.default_tracker().flush(timeout)
-
-
-def shutdown(timeout: float | None = None) -> bool:
-    """End the runs still going (FINISHED) and write their final state; what exit does."""
-    return trackers.default_tracker().shutdown(timeout)
-
 
 __all__ = [
     "ConfigurationError",
@@ -123,3 +78,46 @@ __all__ = [
     "track_status",
     "track_task_progress",
 ]
+
+# The machinery loads on first use (PEP 562), so that `import tracker` and the `pipetrack`
+# command's light subcommands (progress, message, enter, exit: called in a pipeline's loops)
+# do not pay for the runtime, the writer and telemetry they never use.
+_HOMES = {
+    "Run": "tracker._runtime.run",
+    "Subtask": "tracker._runtime.subtask",
+    "Tracker": "tracker._runtime.trackers",
+    "child_env": "tracker._telemetry",
+    "configure": "tracker._runtime.trackers",
+    "current_run": "tracker._runtime.trackers",
+    **dict.fromkeys(("flush", "progress", "run", "shutdown", "track"), "tracker._api"),
+    **dict.fromkeys(
+        (
+            "genter",
+            "gexit",
+            "gmessage",
+            "track_error",
+            "track_finish",
+            "track_init",
+            "track_status",
+            "track_task_progress",
+        ),
+        "tracker.compat",
+    ),
+}
+
+
+def __getattr__(name: str) -> typing.Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'tracker' has no attribute {name!r}")
+    # Telemetry first: importing it registers its observer and its exit hook, which must run
+    # after the tracker's own (registered when the first run starts), so it is in place before
+    # any run can start.
+    importlib.import_module("tracker._telemetry")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

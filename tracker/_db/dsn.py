@@ -25,11 +25,6 @@ _LIBPQ_PARAMS = {
     "service": "PGSERVICE",
 }
 REDACTED = "****"
-DSN_HELP = (
-    "PostgreSQL connection string or URI (default: $PIPETRACK_DSN, then libpq's PG* variables, "
-    "then the embedded server)"
-)
-"""The ``--dsn`` flag's help, for every command that takes one."""
 
 # What a password looks like inside a DSN, for text we could not parse (a malformed DSN, an error
 # message quoting one): key=value (quoted or bare), and the userinfo or query part of a URI.

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 TEXT_MAX = 65_536
 """Characters kept of a TEXT value (messages, error details): a 1 MB message is a mistake, and
@@ -47,9 +46,9 @@ class Role(enum.Enum):
     STATE = "state"  # what the run is doing: every snapshot writes it as it is now
 
 
-@dataclass(frozen=True)
-class Column:
-    """One column of a table the writer upserts into."""
+class Column(NamedTuple):
+    """One column of a table the writer upserts into. (A NamedTuple: ``dataclasses`` would
+    add ``inspect`` to ``import tracker``.)"""
 
     name: str
     kind: Kind

@@ -12,7 +12,6 @@ but the writer thread, and only for the imports.
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 
@@ -43,7 +42,7 @@ def load_writer_modules() -> None:
         return
     with _lock:
         for name in WRITER_MODULES:
-            importlib.import_module(name)
+            __import__(name)
         _loaded = True
 
 

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tracker._model.snapshot import Snapshot
-from tracker._record.statements import SCHEMA, batch_statements
+from tracker._record.statements import SCHEMA, Known, batch_statements
 
 if TYPE_CHECKING:
     import psycopg
@@ -99,6 +99,7 @@ class Store:
         self._prepare = prepare
         self._target: DatabaseTarget | None = None
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._known = Known()
         self._schema_warned = False
         self.key: str | None = None
 
@@ -226,11 +227,31 @@ class Store:
             error = transaction.finish()
         if error is not None:
             raise self._triaged(error)
+        self._stored(sent, transaction.missed)
+
+    def _stored(self, sent: list[Sequence[Snapshot]], missed: set[str]) -> None:
+        """The transaction of ``sent`` is in. Rows its state updates missed (gone, or changed
+        by someone else: the reaper) are written again whole, now. Raises Unavailable or
+        Rejected."""
+        everything = [s for snapshots in sent for s in snapshots]
+        self._known.stored(everything)
+        if not missed:
+            return
+        logger.debug("%d run(s) not as this writer left them; writing them whole", len(missed))
+        for run_id in missed:
+            self._known.forget(run_id)
+        again = [s for s in everything if s.run_id in missed]
+        transaction = self._begin()
+        transaction.send(again)
+        error = transaction.finish()
+        if error is not None:
+            raise self._triaged(error)
+        self._known.stored(again)
 
     def _begin(self) -> _Transaction:
         if self._conn is None:
             raise Unavailable("not connected")
-        return _Transaction(self._conn)
+        return _Transaction(self._conn, self._known)
 
     def _lost_connection(self, error: Exception) -> bool:
         conn = self._conn
@@ -314,30 +335,46 @@ class _Transaction:
     """One pipelined transaction: statements go out as they come; ``finish`` waits for them
     (psycopg's pipeline sync) and says what failed first, if anything did."""
 
-    def __init__(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    def __init__(self, conn: psycopg.Connection[tuple[object, ...]], known: Known) -> None:
         self.error: Exception | None = None
+        self._conn = conn
+        self._known = known
         self._pipeline = conn.pipeline()
         self._pipeline.__enter__()
         self._cursor = conn.cursor()
+        # Cursors of the state updates, whose rows (read once the pipeline is synced) name the
+        # rows they missed.
+        self._checked: list[psycopg.Cursor[tuple[object, ...]]] = []
+        self.missed: set[str] = set()
         self._execute(_TRANSACTION_SETTINGS, [f"{int(STATEMENT_TIMEOUT * 1000)}ms"], prepare=False)
 
     def send(self, snapshots: Sequence[Snapshot]) -> None:
         if self.error is None:
             try:
-                statements = batch_statements(snapshots)
+                statements = batch_statements(snapshots, self._known)
             except (TypeError, ValueError) as exc:  # rows no writer makes (a foreign spool)
                 self.error = exc
                 return
-            for sql, params in statements:
-                self._execute(sql, params, prepare=None)
+            for sql, params, checked in statements:
+                cursor = self._conn.cursor() if checked else self._cursor
+                if checked:
+                    self._checked.append(cursor)
+                self._execute(sql, params, prepare=None, cursor=cursor)
 
-    def _execute(self, sql: str, params: Sequence[Any], *, prepare: bool | None) -> None:
+    def _execute(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        prepare: bool | None,
+        cursor: psycopg.Cursor[tuple[object, ...]] | None = None,
+    ) -> None:
         import psycopg
 
         if self.error is not None:
             return  # the server skips the rest until the sync anyway
         try:
-            self._cursor.execute(sql, params, prepare=prepare)
+            (cursor or self._cursor).execute(sql, params, prepare=prepare)
         except (psycopg.Error, TypeError, ValueError) as exc:
             self.error = exc
 
@@ -346,6 +383,9 @@ class _Transaction:
 
         try:
             self._pipeline.__exit__(None, None, None)
+            if self.error is None:
+                for cursor in self._checked:
+                    self.missed.update(str(row[0]) for row in cursor.fetchall())
         except psycopg.Error as exc:
             self.error = self.error or exc
         self._close_cursor()
@@ -361,7 +401,8 @@ class _Transaction:
         self._close_cursor()
 
     def _close_cursor(self) -> None:
-        try:
-            self._cursor.close()
-        except Exception:
-            logger.debug("closing the writer's cursor failed", exc_info=True)
+        for cursor in (self._cursor, *self._checked):
+            try:
+                cursor.close()
+            except Exception:
+                logger.debug("closing the writer's cursor failed", exc_info=True)

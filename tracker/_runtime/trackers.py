@@ -21,7 +21,7 @@ from tracker import _env
 from tracker._model.checks import IGNORE, Checker
 from tracker._model.stage import stage_of
 from tracker._record.writer import Writer
-from tracker._runtime import lifecycle, observers
+from tracker._runtime import observers
 from tracker._runtime.run import Run
 from tracker._settings import TrackerSettings
 from tracker.errors import ConfigurationError, InvalidValue
@@ -144,6 +144,10 @@ class Tracker:
                 self._prune_at = max(2 * len(runs), _PRUNE_MIN)
             self._runs = [*runs, run]
         if self._lifecycle:
+            # Loaded with the first run, not with `import tracker`: signal handling costs
+            # a few milliseconds of imports a script that only imports the module never uses.
+            from tracker._runtime import lifecycle
+
             lifecycle.install(self)
         observers.notify("on_run_start", run)
         self.writer.register(run)

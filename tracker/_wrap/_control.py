@@ -10,10 +10,7 @@ The socket lives in a private (0700) temporary folder: only the same user can re
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
-from pathlib import Path
 
 __all__ = ["MAX_DATAGRAM", "ControlServer", "send"]
 
@@ -25,14 +22,16 @@ class ControlServer:
     """The wrapper's end: a non-blocking datagram socket to poll alongside the child's pipes."""
 
     def __init__(self) -> None:
-        self._folder = Path(tempfile.mkdtemp(prefix="pipetrack-"))
-        self.path = str(self._folder / "control.sock")
+        import tempfile  # the wrapper's side only: `pipetrack progress` starts without it
+
+        self._folder = tempfile.mkdtemp(prefix="pipetrack-")
+        self.path = os.path.join(self._folder, "control.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             self.sock.bind(self.path)
         except OSError:
             self.sock.close()
-            shutil.rmtree(self._folder, ignore_errors=True)
+            self._remove_folder()
             raise
         self.sock.setblocking(False)
 
@@ -50,6 +49,11 @@ class ControlServer:
 
     def close(self) -> None:
         self.sock.close()
+        self._remove_folder()
+
+    def _remove_folder(self) -> None:
+        import shutil
+
         shutil.rmtree(self._folder, ignore_errors=True)
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tracker.cli import _db, _demo, _exporter, _ops, _report, _run, _spool, _ui, _views
+from tracker.cli import _report
 from tracker.cli._common import (
     EXIT_NOT_OK,
     complain,
@@ -18,7 +18,9 @@ from tracker.errors import TrackerError
 __all__ = ["build_parser", "main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, reports_only: bool = False) -> argparse.ArgumentParser:
+    """The command's parser; ``reports_only``: just the side-channel subcommands, which run in
+    a pipeline's loops and must start quickly (the others' modules are not even imported)."""
     from tracker._version import __version__
 
     parser = argparse.ArgumentParser(
@@ -30,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="log what pipetrack does (to stderr)"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if reports_only:
+        _report.register(commands)
+        return parser
+    from tracker.cli import _db, _demo, _exporter, _ops, _run, _spool, _ui, _views
+
     # In the order a newcomer meets them: try it, wrap scripts, watch, then operate.
     _demo.register(commands)
     _run.register(commands)
@@ -44,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(reports_only=given[:1] in _report.COMMANDS).parse_args(given)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

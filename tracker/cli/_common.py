@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tracker._db.dsn import DSN_HELP
+from tracker._db import DSN_HELP
 from tracker._model.terminal import printable
 
 # Exit codes, documented in the README.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from tracker._db import embedded, migrate
 from tracker._db.connect import connect, ready_target
 from tracker._db.dsn import DatabaseTarget, resolve_target
 from tracker.cli._common import EXIT_NOT_OK, EXIT_OK, add_dsn_option, say
@@ -59,6 +58,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _upgrade(args: argparse.Namespace) -> int:
+    from tracker._db import migrate
+
     target = ready_target(args.dsn)
     with connect(target) as conn:
         applied = migrate.upgrade(conn)
@@ -72,6 +73,8 @@ def _upgrade(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from tracker._db import migrate
+
     target = ready_target(args.dsn)
     with connect(target) as conn:
         states = migrate.status(conn)
@@ -84,6 +87,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _start(args: argparse.Namespace) -> int:
+    from tracker._db import embedded, migrate
+
     if not resolve_target(None).embedded:
         say("note: a database is configured, so pipetrack itself does not use the embedded one")
     embedded_target = DatabaseTarget(
@@ -96,6 +101,8 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
+    from tracker._db import embedded
+
     if embedded.stop():
         say(f"stopped the embedded PostgreSQL in {embedded.pgdata_dir()}")
     else:

@@ -17,10 +17,12 @@ from tracker._wrap._control import send
 from tracker._wrap.protocol import Command, Enter, Exit, Message, Progress, format_line
 from tracker.cli._common import EXIT_NOT_OK, EXIT_OK, EXIT_USAGE, complain
 
-__all__ = ["PIPETRACK_CONTROL", "PIPETRACK_RUN_ID", "register"]
+__all__ = ["COMMANDS", "PIPETRACK_CONTROL", "PIPETRACK_RUN_ID", "register"]
 
 PIPETRACK_RUN_ID = "PIPETRACK_RUN_ID"
 PIPETRACK_CONTROL = "PIPETRACK_CONTROL"
+COMMANDS = (["enter"], ["exit"], ["progress"], ["message"])
+"""The subcommands this module registers (as the first word of a command line)."""
 _FRACTION = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
 

@@ -3,7 +3,8 @@
 Plain text that fits 80 columns (colour only on a terminal, and never with NO_COLOR set), or
 ``--json`` for scripts. Reads only, through the monitor's query layer (monitor/queries), as the
 web pages do; this module holds the arguments and handlers, tracker/cli/_view_text.py the
-tables, tracker/cli/_view_json.py the JSON.
+tables, tracker/cli/_view_json.py the JSON. Those and the query layer load when a command runs:
+the side-channel commands (``pipetrack progress`` ...) share this parser and must start quickly.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from tracker._db.connect import connect, ready_target
 from tracker.cli._common import EXIT_NOT_OK, EXIT_OK, add_dsn_option, complain, say
-from tracker.cli._view_json import dump
-from tracker.cli._view_text import render_history, render_run, render_status
 
 if TYPE_CHECKING:
     import psycopg
@@ -152,6 +151,9 @@ def _latest(dsn: str | None, wanted: NowFilter | None = None) -> list[dict[str, 
 
 
 def _status(args: argparse.Namespace) -> int:
+    from tracker.cli._view_json import dump
+    from tracker.cli._view_text import render_status
+
     rows = _latest(args.dsn, now_filter(args))
     if args.json:
         dump(rows)
@@ -163,11 +165,16 @@ def _status(args: argparse.Namespace) -> int:
 
 def show_status(dsn: str | None) -> None:
     """Print the status table of the latest run of every task."""
+    from tracker.cli._view_text import render_status
+
     for line in render_status(_latest(dsn)):
         say(line, painted=True)
 
 
 def _top(args: argparse.Namespace) -> int:
+    from tracker.cli._view_json import dump
+    from tracker.cli._view_text import render_status
+
     wanted = now_filter(args)
     shown = 0
     clear = sys.stdout.isatty()
@@ -201,6 +208,8 @@ def _history_filter(args: argparse.Namespace) -> HistoryFilter:
 
 def _history(args: argparse.Namespace) -> int:
     from monitor.queries import task_runs
+    from tracker.cli._view_json import dump
+    from tracker.cli._view_text import render_history
 
     wanted = _history_filter(args)
     with _reading(args.dsn) as conn:
@@ -215,6 +224,8 @@ def _history(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from monitor.queries import run_detail
+    from tracker.cli._view_json import dump
+    from tracker.cli._view_text import render_run
 
     try:
         run_id = uuid.UUID(args.run_id)
