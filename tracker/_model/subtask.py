@@ -1,12 +1,18 @@
 """One subtask's state: its items, percent and message, and the row a snapshot writes of it.
 
-The caller's thread changes it under its run's lock (``advance()`` touches ``_complete`` and
-``_limit`` only); the writer's snapshot reads its row through the attributes the declared
-columns name (``tracker._model.columns``).
+The caller's thread changes it under its run's lock, except for the hot path: one more item
+(``advance()``, ``tracker.progress``) is ``next()`` on the subtask's ``itertools.count``, which the
+interpreter runs as one step, so concurrent threads lose no item without a lock. The count of
+items is ``_base`` plus the ticks counted; setting it (``_complete = n``, under the lock) starts
+a new count from ``_base = n``: a concurrent tick on the old count is one that came before.
+``_room`` is how many ticks fit before the total (or a closed subtask) needs the checked path.
+The writer's snapshot reads the row through the attributes the declared columns name
+(``tracker._model.columns``).
 """
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -26,13 +32,15 @@ class SubtaskCore:
     """One subtask's state. ``_complete``/``_limit`` are what the hot path touches."""
 
     __slots__ = (
-        "_complete",
-        "_limit",
+        "_base",
+        "_limit_value",
         "_lock",
         "_percent",
+        "_room",
         "_row_seq",
         "_run",
         "_started_at",
+        "_ticks",
         "_total",
         "_written",
         "ended",
@@ -67,8 +75,11 @@ class SubtaskCore:
         self.started = started
         self._started_at: datetime | None = None
         self.ended: float | None = None
-        self._complete = 0
+        self._ticks = itertools.count()
+        self._base = 0
+        self._room = 0
         self._total = items_total
+        self._limit_value = 0
         self._limit = UNLIMITED if items_total is None else items_total
         self._percent: float | None = None
         # What the last row written of it held (items, total, message), None before the first:
@@ -79,6 +90,39 @@ class SubtaskCore:
         self.is_unit = True
         self.has_children = False
         self.thread = thread
+
+    # -- the item count: _base plus the ticks (see the module docstring) ---------------------
+    @property
+    def _complete(self) -> int:
+        return self._base + _ticked(self._ticks)
+
+    @_complete.setter
+    def _complete(self, value: int) -> None:  # the caller holds the lock
+        # A fresh count instead of reading the old one: a tick that lands on the old count
+        # meanwhile is one that came before this setting, which it overrides anyway.
+        self._ticks = itertools.count()
+        self._base = value
+        self._room = self._limit_value - value
+
+    @property
+    def _limit(self) -> int:
+        """The count past which an item takes the checked path (the total; CLOSED_LIMIT)."""
+        return self._limit_value
+
+    @_limit.setter
+    def _limit(self, value: int) -> None:  # the caller holds the lock
+        self._limit_value = value
+        self._room = value - self._base
+
+    def _ticked_since_set(self) -> bool:
+        """Whether an item was counted since the count was last set (cheaper than reading it:
+        a fresh count's repr is ``count(0)``)."""
+        return repr(self._ticks) != "count(0)"
+
+    def _untick(self) -> None:
+        """Take back the tick of an item the checked path is to judge (caller holds the lock)."""
+        self._base -= 1
+        self._room = self._limit_value - self._base
 
     @property
     def items_complete(self) -> int:
@@ -152,3 +196,9 @@ class SubtaskCore:
     @property
     def _row_ended(self) -> datetime | None:
         return None if self.ended is None else utc(self._run.wall(self.ended))
+
+
+def _ticked(ticks: itertools.count[int]) -> int:
+    """How many times ``next()`` ran on ``ticks`` (its repr is ``count(n)``; no other public
+    reading leaves it as it is)."""
+    return int(repr(ticks)[6:-1])

@@ -19,6 +19,10 @@ from tracker.errors import InvalidValue, SubtaskOrderError
 if TYPE_CHECKING:
     from tracker._runtime.run import Run
 
+# Any int 1 is this object in CPython (small ints are shared); another 1 takes the checked path,
+# which counts it just the same.
+_ONE = 1
+
 
 class Subtask(SubtaskCore):
     """One step of a run (a ``genter``/``gexit`` block). Use it as a context manager.
@@ -31,7 +35,13 @@ class Subtask(SubtaskCore):
     _run: Run
 
     def advance(self, n: int = 1) -> None:
-        """``n`` more items done (the hot path: no I/O, no clock)."""
+        """``n`` more items done (the hot path: no I/O, no clock; one item takes no lock)."""
+        if n is _ONE:
+            if next(self._ticks) < self._room:
+                self._run._moved = True
+                return
+            self._past_room()
+            return
         if n.__class__ is not int or n < 1:
             self._advance_slow(n)
             return
@@ -42,6 +52,12 @@ class Subtask(SubtaskCore):
                 return
             self._complete = complete
             self._run._moved = True
+
+    def _past_room(self) -> None:
+        """An item counted past the total, or after the end: judged by the checked path."""
+        with self._lock:
+            self._untick()
+        self._advance_slow(1)
 
     def _advance_slow(self, n: object) -> None:
         run = self._run
@@ -96,12 +112,12 @@ class Subtask(SubtaskCore):
             # The common case inside a loop (track_task_progress(i, n, msg)): plain numbers,
             # nothing to report; anything unusual takes the checked path below.
             with self._lock:
-                limit = self._limit if total is None else total
+                limit = self._limit_value if total is None else total
                 if 0 <= complete <= limit and self.ended is None and run.status == "RUNNING":
                     if total is not None and total != self._total:
                         self._set_total(total)
                         run._dirty = True
-                    if complete != self._complete:
+                    if complete != self._base or self._ticked_since_set():
                         self._complete = complete
                         run._moved = True
                     if message is not None:
