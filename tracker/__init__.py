@@ -107,16 +107,16 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> typing.Any:
-    home = _HOMES.get(name)
-    if home is None:
+    if name not in _HOMES:
         raise AttributeError(f"module 'tracker' has no attribute {name!r}")
-    # Telemetry first: importing it registers its observer and its exit hook, which must run
-    # after the tracker's own (registered when the first run starts), so it is in place before
-    # any run can start.
+    # All of it at the first use, before any run can start (and install the signal handlers):
+    # an import later, inside a script's loop, is where a signal could freeze the main thread
+    # holding an import lock that the signal's own work then waits for. Telemetry first:
+    # importing it registers its exit hook, which must run after the tracker's own.
     importlib.import_module("tracker._telemetry")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
+    for attribute, home in _HOMES.items():
+        globals()[attribute] = getattr(importlib.import_module(home), attribute)
+    return globals()[name]
 
 
 def __dir__() -> list[str]:

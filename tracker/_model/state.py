@@ -28,6 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from tracker._model.columns import STATUS_COLUMNS, SUBTASK_COLUMNS, Kind, Role
+from tracker._model.secrets import mask_secrets
 from tracker._model.snapshot import TERMINAL, Snapshot, utc
 from tracker._model.subtask import CLOSED_LIMIT, SUBTASK_FINAL, SubtaskCore
 from tracker._model.text import clean_column
@@ -425,9 +426,6 @@ class RunCore:
         if held is not None and held[0] is value:
             return held[1]
         if column in MASKED_COLUMNS:
-            # Imported here: most runs never fail, and `import tracker` stays quick.
-            from tracker._model.secrets import mask_secrets
-
             value = mask_secrets(value)
         text, problems = clean_column(column, value)
         if problems:

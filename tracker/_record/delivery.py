@@ -73,6 +73,13 @@ class Delivery:
         """Snapshots the spool could not keep (its size cap)."""
         return self._spool.dropped if self._spool is not None else 0
 
+    def prepare(self) -> None:
+        """Load the store and spool and name the spool's database now, on the calling thread:
+        spooling from the signal worker must import nothing (tracker._runtime.lifecycle). Naming
+        a configured DSN's database loads psycopg's connection-string parser."""
+        store, _ = self._stores()
+        store.resolve()
+
     def close_connection(self) -> None:
         """Let the database connection go until the next write (an idle writer)."""
         with self.lock:

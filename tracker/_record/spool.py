@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import socket
 import threading
 import time
 import uuid
@@ -415,6 +416,4 @@ def _describe(path: Path) -> SpoolFile:
 
 
 def _hostname() -> str:
-    import socket
-
     return socket.gethostname()

@@ -14,10 +14,16 @@ import contextlib
 import json
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+# Imported with the module, not when first locking: the signal worker may spool, and must
+# import nothing (tracker._runtime.lifecycle).
+if sys.platform != "win32":
+    import fcntl
 
 QUARANTINE_SUFFIX = ".corrupt"
 DIRECTORY_MODE = 0o700
@@ -169,9 +175,7 @@ def directory_problem(directory: Path) -> str | None:
 
 
 def lock(fd: int, *, block: bool) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks
+    if sys.platform == "win32":  # no advisory locks
         return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))

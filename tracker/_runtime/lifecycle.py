@@ -76,7 +76,12 @@ def install(tracker: Tracker) -> None:
     done)."""
     # Module state on purpose: hooks are process-wide, installed once.
     global _installed, _previous_excepthook, _previous_thread_hook, _worker  # noqa: PLW0603
-    _participants.add(tracker)
+    if tracker not in _participants:
+        # What the signal worker may need, loaded now, on this thread, before any handler can
+        # run: an import on the worker could wait for ever on an import lock held by the
+        # main thread the handler froze (a signal landing inside the script's own import).
+        tracker._ready_for_signals()
+        _participants.add(tracker)
     if _installed and (_worker is not None or not _previous_handlers):
         return
     with _install_lock:

@@ -296,6 +296,10 @@ class Tracker:
         return True if writer is None else writer.shutdown(timeout)
 
     # -- process events (called by tracker._runtime.lifecycle) -----------------------------
+    def _ready_for_signals(self) -> None:
+        """Load what cancelling and spooling from the signal worker needs (see lifecycle)."""
+        self.writer.delivery.prepare()
+
     def _on_exception(self, exc: BaseException, where: str = "") -> None:
         for run in self.runs():
             if not run.terminal:
