@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from bench_support import bench_database  # noqa: E402
 
 import tracker  # noqa: E402
-from tracker import _tracker  # noqa: E402
+from tracker._runtime import trackers as _tracker  # noqa: E402
 
 
 def median_ns(call: Callable[[], object], calls: int, rounds: int) -> float:
