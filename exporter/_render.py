@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from prometheus_client.samples import Sample
-from tracker._model.terminal import printable
 
 from exporter import _metrics as m
 from exporter._exposition import escape_label_value
@@ -26,6 +25,7 @@ from exporter._queries import (
     Snapshot,
 )
 from exporter._schedule import Declared, missed_start, started_before_dependency
+from tracker._model.terminal import printable
 from tracker._ops.eta import ProgressCurve
 from tracker._ops.eta_history import predicted_total
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tracker._model.stage import stage_of
 
 ROOT = Path(__file__).resolve().parents[1]

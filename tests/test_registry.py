@@ -7,8 +7,8 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from tracker._model.stage import stage_of
 
+from tracker._model.stage import stage_of
 from tracker._ops.durations import format_duration, parse_duration
 from tracker._ops.registry import DeclaredTask, declared, load, sync
 from tracker.errors import ConfigurationError
