@@ -28,9 +28,11 @@ from types import MappingProxyType
 from typing import Any
 
 from tracker._model.columns import STATUS_COLUMNS, SUBTASK_COLUMNS, Kind, Role
+from tracker._model.counts import Counts
 from tracker._model.snapshot import TERMINAL, Snapshot, utc
 from tracker._model.subtask import CLOSED_LIMIT, SUBTASK_FINAL, SubtaskCore
 from tracker._model.text import clean_column
+from tracker._model.usage import NO_USAGE, Usage
 
 logger = logging.getLogger("tracker")
 
@@ -95,6 +97,14 @@ class RunCore:
         self.memory_mb: int | None = None
         self.peak_memory_mb: int | None = None
         self.cpu_percent: float | None = None
+        # Measured by the writer (tracker._record.measure): totals since the run started, what
+        # the process (tree) held at the last sample, and the sample rows not yet snapshotted.
+        self.usage: Usage = NO_USAGE
+        self.open_fds: int | None = None
+        self.db_connections: int | None = None
+        self.other_connections: int | None = None
+        self.samples: list[tuple[Any, ...]] = []
+        self.counts = Counts()
         self.seq = 0
         self.last_progress: float | None = None
         self.last_update = self.start_wall
@@ -222,6 +232,11 @@ class RunCore:
         self.mark(urgent=True, moved=status == "FINISHED")
         return True
 
+    def rewrite(self, sub: SubtaskCore) -> None:
+        """Write ``sub``'s row again (the writer measured it after its last row went out)."""
+        self._queue_row(sub)
+        self.mark()
+
     def _queue_row(self, sub: SubtaskCore) -> None:
         self._pending.pop(sub.index, None)
         if len(self._pending) >= self.max_pending:
@@ -306,7 +321,10 @@ class RunCore:
             if final:
                 self.final_seq = seq
             identity = self._identity or self._identity_values()
-            return Snapshot(self.run_id, seq, identity, state, subtasks=rows, final=final)
+            samples, self.samples = self.samples, []
+            return Snapshot(
+                self.run_id, seq, identity, state, subtasks=rows, final=final, samples=samples
+            )
 
     # The status row's state columns (tracker._model.columns names these as their sources).
     @property
@@ -355,6 +373,10 @@ class RunCore:
     @property
     def _row_cpu_percent(self) -> float | None:
         return None if self.cpu_percent is None else float(self.cpu_percent)
+
+    @property
+    def _row_counts(self) -> str | None:
+        return self.counts.json()
 
     @property
     def _row_error_message(self) -> str | None:

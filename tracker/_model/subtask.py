@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from tracker._model.counts import Counts
 from tracker._model.snapshot import utc
+from tracker._model.usage import NO_USAGE, Usage
 
 if TYPE_CHECKING:
     from tracker._model.state import RunCore
@@ -27,6 +29,7 @@ class SubtaskCore:
 
     __slots__ = (
         "_complete",
+        "_counts",
         "_limit",
         "_lock",
         "_percent",
@@ -42,9 +45,11 @@ class SubtaskCore:
         "message",
         "name",
         "parent_index",
+        "peak_rss_bytes",
         "started",
         "status",
         "thread",
+        "usage",
     )
 
     def __init__(
@@ -71,14 +76,18 @@ class SubtaskCore:
         self._total = items_total
         self._limit = UNLIMITED if items_total is None else items_total
         self._percent: float | None = None
-        # What the last row written of it held (items, total, message), None before the first:
-        # an open subtask is written again only when one of them moved.
-        self._written: tuple[int, int | None, str | None] | None = None
+        # What the last row written of it held (items, total, message, counts version), None
+        # before the first: an open subtask is written again only when one of them moved.
+        self._written: tuple[int, int | None, str | None, int] | None = None
         self._row_seq = 0
         self.message: str | None = None
         self.is_unit = True
         self.has_children = False
         self.thread = thread
+        # Set when it ends, by the writer's measure (tracker._record.measure); counts on demand.
+        self.usage: Usage = NO_USAGE
+        self.peak_rss_bytes: int | None = None
+        self._counts: Counts | None = None
 
     @property
     def items_complete(self) -> int:
@@ -119,13 +128,23 @@ class SubtaskCore:
         return round(100.0 * min(self._complete, self._total) / self._total, 2)
 
     # -- the row (read by the snapshot through the columns' sources) --------------------------
+    @property
+    def counts(self) -> Counts:
+        """Its work counts (made on first use: most subtasks count nothing)."""
+        if self._counts is None:
+            self._counts = Counts()
+        return self._counts
+
+    def _counted(self) -> int:
+        return 0 if self._counts is None else self._counts.version
+
     def changed_since_written(self) -> bool:
-        return self._written != (self._complete, self._total, self.message)
+        return self._written != (self._complete, self._total, self.message, self._counted())
 
     def mark_written(self, seq: int) -> None:
         """The next row of this subtask is taken now, under ``seq``."""
         self._row_seq = seq
-        self._written = (self._complete, self._total, self.message)
+        self._written = (self._complete, self._total, self.message, self._counted())
 
     @property
     def was_written(self) -> bool:
@@ -152,3 +171,7 @@ class SubtaskCore:
     @property
     def _row_ended(self) -> datetime | None:
         return None if self.ended is None else utc(self._run.wall(self.ended))
+
+    @property
+    def _row_counts(self) -> str | None:
+        return None if self._counts is None else self._counts.json()

@@ -68,6 +68,17 @@ class Delivery:
         """Snapshots the spool could not keep (its size cap)."""
         return self._spool.dropped if self._spool is not None else 0
 
+    def own_fds(self) -> set[int]:
+        """This writer's socket to the database (the resource sampler leaves it out)."""
+        store = self._store
+        fd = None if store is None else store.socket_fd
+        return set() if fd is None else {fd}
+
+    def conninfo(self) -> str | None:
+        """The database the writer writes to, once resolved."""
+        store = self._store
+        return None if store is None else store.conninfo
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
