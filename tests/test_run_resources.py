@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import os
 import subprocess
 import sys
@@ -232,3 +233,49 @@ def test_a_command_under_pipetrack_run_has_its_whole_trees_writes(db, db_dsn, tm
     assert within_ten_percent(rows[-1]["disk_write_bytes"], 64 * MIB), rows[-1]
     with contextlib.suppress(FileNotFoundError):
         assert (tmp_path / "a").stat().st_size == (tmp_path / "b").stat().st_size == 32 * MIB
+
+
+def test_pipetrack_show_prints_the_totals_the_steps_and_a_sparkline_of_the_samples(
+    tracked, db, db_dsn, tmp_path, http_server
+):
+    run = tracked()
+    run.do(f"write {tmp_path / 'data'} 32")
+    run.do("count rows_written 1500")
+    run.do(f"fetch {http_server}")
+    run.do("release")
+    run.do("count files 3")
+    run.finish()
+    env = {**os.environ, "PIPETRACK_DSN": db_dsn, "PYTHONIOENCODING": "utf-8"}
+    shown = subprocess.run(
+        [*PIPETRACK, "show", run.run_id], env=env, capture_output=True, timeout=60, check=False
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.decode().splitlines()
+    assert all(len(line) <= 80 for line in lines), max(lines, key=len)
+    assert any(line.startswith("disk_write_bytes:") and "MiB" in line for line in lines)
+    assert "counts:                   files=3, rows_written=1500" in lines
+    head = lines.index(
+        f"{'#':>4} {'CPU':>7} {'READ':>10} {'WRITTEN':>10} {'TCP IN':>10} {'PEAK':>10}  COUNTS"
+    )
+    write, count, fetch, _ = lines[head + 1 : head + 5]
+    written, received = slice(24, 34), slice(35, 45)  # the WRITTEN and TCP IN columns
+    assert (write[:4], write[written]) == ("   1", "  32.0 MiB")
+    assert (count[:4], count.split()[-1]) == ("   2", "rows_written=1500")
+    assert (fetch[:4], fetch[received]) == ("   3", "  20.0 MiB")
+    (summary,) = [line for line in lines if line.startswith("resources: ")]
+    assert summary.split()[1] == str(len(samples(db, run.run_id)))
+    sparks = {line.split()[0]: line for line in lines[lines.index(summary) + 1 :]}
+    assert {"memory", "cpu", "disk", "tcp", "open"} <= set(sparks)
+    assert any(block in sparks["memory"] for block in "▁▂▃▄▅▆▇█")
+    as_json = subprocess.run(
+        [*PIPETRACK, "show", run.run_id, "--json"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    data = json.loads(as_json.stdout)
+    assert data["run"]["counts"] == {"rows_written": 1500, "files": 3}
+    assert data["samples"][-1]["disk_write_bytes"] >= 32 * MIB
+    assert data["subtasks"][0]["disk_write_bytes"] >= 32 * MIB
+    assert data["subtasks"][1]["counts"] == {"rows_written": 1500}

@@ -1,5 +1,5 @@
 """A tracked run for the resource-record tests: does what each line on stdin says, each inside a
-subtask named after its command, waits until the writer has recorded the subtask's end, then
+subtask named after its command (release aside), waits until the writer has recorded the subtask's end, then
 prints "ok". ``finish`` (or the end of stdin) ends the run, and the script prints its run id.
 
 write PATH MIB        write MIB MiB to PATH and fsync it
@@ -7,7 +7,7 @@ allocate MIB          hold MIB MiB of memory for a moment, then free it
 idle SECONDS          do nothing for a while
 fetch URL             download URL over a kept-alive HTTP/1.1 connection, and keep it open
 connect N DSN...      open N PostgreSQL connections to DSN (the rest of the line), keep them
-count NAME N          tracker.gcount(NAME, N): the innermost subtask's count (the run's outside)
+count NAME N          tracker.gcount(NAME, N): the subtask's count, and so the run's
 release               close what fetch and connect keep
 """
 
@@ -85,7 +85,7 @@ with tracker.run("DAILY_resources") as run:
             continue
         if words == ["finish"]:
             break
-        if words[0] in ("count", "release"):
+        if words[0] == "release":
             do(words)
         else:
             with run.subtask(words[0]):

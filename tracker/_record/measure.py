@@ -219,7 +219,7 @@ class Measure:
         run.peak_memory_mb = max(run.peak_memory_mb or 0, sample.peak_memory_mb)
         cpu = usage.cpu_seconds or 0.0
         previous = run.cpu_percent if run.cpu_percent is not None else _finite(sample.cpu_percent)
-        run.cpu_percent = _rate(figures, sample.sampled_at, cpu, previous)
+        run.cpu_percent = _rate(figures, sample.sampled_at, cpu, previous, ending=ending)
         run.open_fds = sample.open_fds
         run.db_connections = sample.db_connections
         run.other_connections = sample.other_connections
@@ -245,14 +245,16 @@ def _usage(sample: ResourceSample) -> Usage:
     )
 
 
-def _rate(figures: _RunFigures, at: float, cpu: float, previous: float | None) -> float | None:
+def _rate(
+    figures: _RunFigures, at: float, cpu: float, previous: float | None, *, ending: bool
+) -> float | None:
     """The status row's CPU figure: CPU seconds per second x100 over ``MIN_RATE_SECONDS`` or
-    more (the previous figure stands until that much time has passed)."""
+    more (the previous figure stands until that much time has passed, or the run ends)."""
     if figures.rate_from is None:
         figures.rate_from = (at, cpu)
         return previous
     since, cpu_then = figures.rate_from
-    if at - since < MIN_RATE_SECONDS:
+    if at - since < MIN_RATE_SECONDS and not (ending and at > since):
         return previous
     figures.rate_from = (at, cpu)
     return _per_second(cpu - cpu_then, at - since)
