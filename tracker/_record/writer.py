@@ -82,7 +82,9 @@ class Writer:
     def register(self, run: RunCore) -> None:
         with self._runs_lock:
             new = run.run_id not in self._runs
-        if new:
+        # An ended run needs no baseline: the signal worker registers the run it cancelled,
+        # and must not import or sample where the frozen main thread may hold the locks.
+        if new and not run.terminal:
             # Before the run is seen by the writer's thread, and before its work begins: its
             # resource baseline (a sample on this thread, about 0.1 ms; the first run also
             # makes the sampler).
