@@ -10,15 +10,17 @@ into each run's totals, its subtasks' totals and its rows of ``pipeline_run_samp
    lock), so the work of a step is its own however busy the writer is. A sample of one process
    costs about 0.1 ms (a few ms when it holds sockets); a boundary reuses the previous
    boundary's sample when it is younger than 2 ms or than 5 times what a sample costs, so
-   boundaries in a tight loop spend at most about 20 % of it sampling, and a step shorter than
-   that shows zero, its work going to the next one. A subtask
+   boundaries in a tight loop spend at most about 20 % of it sampling. A step that ends within
+   that time of its start is ended by the writer's next sample (it is woken by the end at once)
+   rather than by its own start's sample, so it is not shown as having done nothing. A subtask
    that ends with its run (or without a boundary sample) is measured by the writer's next
    sample; one whose start was never sampled keeps NULL figures: what it did is in the run's
    totals, not measured apart.
 3. The writer takes one sample in a cycle when a run needs figures: its first snapshot (its
    very first sample is taken as its thread starts, before it loads its database driver), a
-   subtask entered or ended, a heartbeat, its cadence keeping a row now (``SampleSchedule``:
-   every 10 s for an hour, then every 60 s), or its end (kept as the last row). One sample
+   subtask boundary that went unmeasured, a heartbeat, its cadence keeping a row now
+   (``SampleSchedule``: every 10 s for an hour, then every 60 s), or its end (kept as the last
+   row). One sample
    serves every run of the process: the figures are the process's. It is put on each such run
    under its lock, before the cycle's snapshots: totals, memory, CPU, the largest memory each
    open subtask has seen, and a row when the cadence keeps one.
@@ -46,9 +48,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tracker")
 
 ZERO = Usage(0.0, 0, 0, 0, 0)
-# The status row's CPU figure is averaged over at least this long: samples at subtask
-# boundaries may be milliseconds apart, and a 3 ms burst is not "100 % CPU".
-MIN_RATE_SECONDS = 2.0
+# CPU time moves in clock ticks (10 ms), and samples may be microseconds apart (a subtask
+# boundary, then the writer's): a CPU percentage is only taken over a second or more, or it
+# would be noise (or, over 10 µs, 100,000 %, past the status row's NUMERIC(7, 2)).
+MIN_RATE_SECONDS = 1.0
+STATUS_RATE_SECONDS = 2.0  # the status row's figure: over the last 2 s or more
+CPU_PERCENT_MAX = 99_999.99
 # How long a run's start (or a subtask boundary) waits for a sample another thread is taking
 # (the writer's, or one a signal interrupted); past it the writer's next sample stands in.
 BASELINE_WAIT = 0.1
@@ -71,6 +76,7 @@ class _Open:
     start: Usage
     peak: int
     sampler_peak: int  # the sampler's peak at its start: a higher one at its end was its own
+    started_by: ResourceSample  # the sample its start was (its end must be a later one)
 
 
 @dataclass
@@ -156,7 +162,9 @@ class Measure:
         now = _usage(sample)
         if figures.base is None:
             figures.base = now
-        _measure_subtasks(run, figures, now.since(figures.base), sample)
+        usage = now.since(figures.base)
+        _put_on_run(run, usage, sample)
+        _measure_subtasks(run, figures, usage, sample)
 
     # -- the writer's thread ----------------------------------------------------------------
     def wanted(self, run: RunCore, *, heartbeat: bool) -> bool:
@@ -165,10 +173,13 @@ class Measure:
         figures = self._runs.get(run.run_id)
         if figures is None or figures.final_done:
             return False
-        if run.terminal or run.seq == 0 or heartbeat or run._pending:
-            return True  # its last or first sample, a heartbeat's, a subtask entered or ended
-        if any(held.subtask.ended is not None for held in list(figures.open.values())):
-            return True  # ended after the previous sample was taken
+        if run.terminal or run.seq == 0 or heartbeat:
+            return True  # its last or first sample, a heartbeat's
+        held = figures.open
+        if any(sub.index not in held for sub in list(run.open)):
+            return True  # a subtask's start went unmeasured (no boundary sample)
+        if any(measuring.subtask.ended is not None for measuring in list(held.values())):
+            return True  # its end went unmeasured
         return figures.schedule.due()
 
     def pending_final(self, run: RunCore) -> bool:
@@ -213,16 +224,9 @@ class Measure:
         if figures.base is None:
             figures.base = now
         usage = now.since(figures.base)
-        run.usage = usage
-        if sample.rss_bytes > 0:  # 0: only zombies left, whose memory is gone
-            run.memory_mb = sample.memory_mb
-        run.peak_memory_mb = max(run.peak_memory_mb or 0, sample.peak_memory_mb)
+        _put_on_run(run, usage, sample)
         cpu = usage.cpu_seconds or 0.0
-        previous = run.cpu_percent if run.cpu_percent is not None else _finite(sample.cpu_percent)
-        run.cpu_percent = _rate(figures, sample.sampled_at, cpu, previous, ending=ending)
-        run.open_fds = sample.open_fds
-        run.db_connections = sample.db_connections
-        run.other_connections = sample.other_connections
+        run.cpu_percent = _rate(figures, sample.sampled_at, cpu, run.cpu_percent, ending=ending)
         _measure_subtasks(run, figures, usage, sample)
         if figures.schedule.due(final=ending) and (
             figures.last_row is None or sample.sampled_at > figures.last_row[0]
@@ -233,6 +237,17 @@ class Measure:
 
     def forget(self, run_id: str) -> None:
         self._runs.pop(run_id, None)
+
+
+def _put_on_run(run: RunCore, usage: Usage, sample: ResourceSample) -> None:
+    """The run's totals and what its process (tree) holds now."""
+    run.usage = usage
+    if sample.rss_bytes > 0:  # 0: only zombies left, whose memory is gone
+        run.memory_mb = sample.memory_mb
+    run.peak_memory_mb = max(run.peak_memory_mb or 0, sample.peak_memory_mb)
+    run.open_fds = sample.open_fds
+    run.db_connections = sample.db_connections
+    run.other_connections = sample.other_connections
 
 
 def _usage(sample: ResourceSample) -> Usage:
@@ -248,26 +263,25 @@ def _usage(sample: ResourceSample) -> Usage:
 def _rate(
     figures: _RunFigures, at: float, cpu: float, previous: float | None, *, ending: bool
 ) -> float | None:
-    """The status row's CPU figure: CPU seconds per second x100 over ``MIN_RATE_SECONDS`` or
-    more (the previous figure stands until that much time has passed, or the run ends)."""
+    """The status row's CPU figure: CPU seconds per second x100 over the last
+    ``STATUS_RATE_SECONDS`` or more (at the run's end, over what is left if a second or more);
+    until then the previous figure stands (None at first)."""
     if figures.rate_from is None:
         figures.rate_from = (at, cpu)
         return previous
     since, cpu_then = figures.rate_from
-    if at - since < MIN_RATE_SECONDS and not (ending and at > since):
+    if at - since < (MIN_RATE_SECONDS if ending else STATUS_RATE_SECONDS):
         return previous
     figures.rate_from = (at, cpu)
     return _per_second(cpu - cpu_then, at - since)
 
 
-def _per_second(cpu: float, seconds: float) -> float:
-    if seconds <= 0:
-        return 0.0
-    return _finite(round(100.0 * max(cpu, 0.0) / seconds, 2))
-
-
-def _finite(value: float) -> float:
-    return value if math.isfinite(value) and value >= 0 else 0.0
+def _per_second(cpu: float, seconds: float) -> float | None:
+    """CPU seconds per second x100; None over less than ``MIN_RATE_SECONDS``."""
+    if not seconds >= MIN_RATE_SECONDS:  # (NaN too)
+        return None
+    percent = round(100.0 * max(cpu, 0.0) / seconds, 2)
+    return min(percent, CPU_PERCENT_MAX) if math.isfinite(percent) else None
 
 
 def _measure_subtasks(
@@ -280,6 +294,8 @@ def _measure_subtasks(
         if sub.ended is None:
             measuring.peak = max(measuring.peak, rss)
             continue
+        if measuring.started_by is sample:
+            continue  # a boundary reused its start's sample: the writer's next one ends it
         del held[index]
         sub.usage = usage.since(measuring.start)
         peak = max(measuring.peak, rss)
@@ -290,7 +306,7 @@ def _measure_subtasks(
             run.rewrite(sub)  # its row went out before this sample: again, with its figures
     for sub in run.open:
         if sub.index not in held:
-            held[sub.index] = _Open(sub, usage, rss, sample.peak_rss_bytes)
+            held[sub.index] = _Open(sub, usage, rss, sample.peak_rss_bytes, sample)
 
 
 def _row(
@@ -298,9 +314,8 @@ def _row(
 ) -> tuple[Any, ...]:
     """The ``pipeline_run_sample`` row of ``sample`` for ``run``, in SAMPLE_COLUMNS order."""
     cpu = usage.cpu_seconds or 0.0
-    if figures.last_row is None:
-        cpu_percent = _finite(sample.cpu_percent)  # since the sampler's previous sample
-    else:  # since the previous row: rows are thinned, this is what the row stands for
+    cpu_percent = None  # the first row has no interval to stand for
+    if figures.last_row is not None:  # since the previous row: what a thinned row stands for
         before, cpu_before = figures.last_row
         cpu_percent = _per_second(cpu - cpu_before, sample.sampled_at - before)
     figures.last_row = (sample.sampled_at, cpu)

@@ -84,12 +84,13 @@ class RunDriver:
             logger.warning("pipetrack: more invalid protocol lines; no further warnings")
 
     def sampled(self, sample: ResourceSample) -> None:
+        # Memory only: the CPU figure is the writer's, over 2 s or more (this sample may be
+        # milliseconds after the writer's own, and CPU time moves in 10 ms ticks).
         run = self.run
         with run._lock:
             if sample.rss_bytes > 0:  # 0: the command has exited, only its zombie is left
                 run.memory_mb = sample.memory_mb
             run.peak_memory_mb = max(run.peak_memory_mb or 0, sample.peak_memory_mb)
-            run.cpu_percent = sample.cpu_percent
             run._dirty = True
 
     # -- commands ---------------------------------------------------------------------------
