@@ -9,8 +9,8 @@ into each run's totals, its subtasks' totals and its rows of ``pipeline_run_samp
    enters and as it ends the subtask (``Run.subtask``, ``Subtask.close``; outside the run's
    lock), so the work of a step is its own however busy the writer is. A sample of one process
    costs about 0.1 ms (a few ms when it holds sockets); a boundary reuses the previous
-   boundary's sample when it is younger than 2 ms or than 5 times what a sample costs, so
-   boundaries in a tight loop spend at most about 20 % of it sampling. A step that ends within
+   boundary's sample when it is younger than 2 ms or than 10 times what a sample costs, so
+   boundaries in a tight loop spend at most about 10 % of it sampling. A step that ends within
    that time of its start is ended by the writer's next sample (it is woken by the end at once)
    rather than by its own start's sample, so it is not shown as having done nothing. A subtask
    that ends with its run (or without a boundary sample) is measured by the writer's next
@@ -52,17 +52,18 @@ ZERO = Usage(0.0, 0, 0, 0, 0)
 # boundary, then the writer's): a CPU percentage is only taken over a second or more, or it
 # would be noise (or, over 10 µs, 100,000 %, past the status row's NUMERIC(7, 2)).
 MIN_RATE_SECONDS = 1.0
-STATUS_RATE_SECONDS = 2.0  # the status row's figure: over the last 2 s or more
+STATUS_RATE_SECONDS = 2.0  # the status row's figure: over the last 2 s or more,
+FIRST_RATE_SECONDS = 0.05  # and before the first 2 s, over what there is, if 50 ms or more
 CPU_PERCENT_MAX = 99_999.99
 # How long a run's start (or a subtask boundary) waits for a sample another thread is taking
 # (the writer's, or one a signal interrupted); past it the writer's next sample stands in.
 BASELINE_WAIT = 0.1
 # A subtask boundary reuses the previous boundary's sample when it is younger than this, or
-# than 5 times what a sample costs: boundaries in a tight loop spend at most about 20 % of it
+# than 10 times what a sample costs: boundaries in a tight loop spend at most about 10 % of it
 # sampling. (A sample of one process takes about 0.1 ms; 3 ms where the process holds sockets
 # on a host whose socket table the kernel walks whole for each dump.)
 BOUNDARY_GAP = 0.002
-BOUNDARY_SHARE = 0.2
+BOUNDARY_SHARE = 0.1
 # The writer's own samples wait at most this long for another thread's: a thread frozen by a
 # signal handler while sampling must not stop the final states from being written.
 TAKE_WAIT = 1.0
@@ -87,6 +88,20 @@ class _RunFigures:
     last_row: tuple[float, float] | None = None  # (sampled_at, cpu_seconds) of the last row
     rate_from: tuple[float, float] | None = None  # (sampled_at, cpu_seconds)
     open: dict[int, _Open] = field(default_factory=dict)
+    # Ended subtasks whose end waits for a sample other than their start's.
+    deferred: list[_Open] = field(default_factory=list)
+    # The last sample put on the run and the run's totals it gave (boundaries reuse samples).
+    seen: ResourceSample | None = None
+    usage: Usage | None = None
+
+    def totals(self, sample: ResourceSample) -> Usage:
+        """The run's totals at ``sample`` (worked out once per sample)."""
+        if sample is not self.seen or self.usage is None:
+            now = _usage(sample)
+            if self.base is None:
+                self.base = now
+            self.seen, self.usage = sample, now.since(self.base)
+        return self.usage
 
 
 class Measure:
@@ -153,18 +168,27 @@ class Measure:
             return None
         return source.recent(gap=BOUNDARY_GAP, share=BOUNDARY_SHARE, timeout=BASELINE_WAIT)
 
-    def boundary(self, run: RunCore, sample: ResourceSample | None) -> None:
-        """A subtask of ``run`` was entered or ended just after ``sample`` was taken: its start
-        or its figures (the caller holds the run's lock)."""
+    def boundary(
+        self, run: RunCore, sample: ResourceSample | None, ended: list[SubtaskCore]
+    ) -> None:
+        """``run`` entered a subtask, or ended those in ``ended``, just after ``sample`` was
+        taken: their start or their figures (the caller holds the run's lock). Only these and
+        the open ones are looked at: ended steps the writer has still to measure may be many."""
         figures = self._runs.get(run.run_id)
-        if figures is None or sample is None:
-            return  # the writer's next sample stands in
-        now = _usage(sample)
-        if figures.base is None:
-            figures.base = now
-        usage = now.since(figures.base)
-        _put_on_run(run, usage, sample)
-        _measure_subtasks(run, figures, usage, sample)
+        if figures is None:
+            return
+        if sample is None:  # no sample (another thread's held the sampler): the writer's next
+            figures.deferred.extend(m for m in map(figures.open.get, (e.index for e in ended)) if m)
+            return
+        if sample is not figures.seen:
+            _put_on_run(run, figures.totals(sample), sample)
+        usage = figures.totals(sample)
+        held = figures.open
+        for sub in ended:
+            measuring = held.get(sub.index)
+            if measuring is not None and measuring.subtask is sub:
+                _end(run, figures, measuring, usage, sample)
+        _track_open(run, figures, usage, sample)
 
     # -- the writer's thread ----------------------------------------------------------------
     def wanted(self, run: RunCore, *, heartbeat: bool) -> bool:
@@ -173,29 +197,45 @@ class Measure:
         figures = self._runs.get(run.run_id)
         if figures is None or figures.final_done:
             return False
-        if run.terminal or run.seq == 0 or heartbeat:
-            return True  # its last or first sample, a heartbeat's
+        if figures.deferred or self.fresh_wanted(run, heartbeat=heartbeat):
+            return True  # (deferred: an end that reused its start's sample)
         held = figures.open
-        if any(sub.index not in held for sub in list(run.open)):
-            return True  # a subtask's start went unmeasured (no boundary sample)
-        if any(measuring.subtask.ended is not None for measuring in list(held.values())):
-            return True  # its end went unmeasured
-        return figures.schedule.due()
+        return any(sub.index not in held for sub in list(run.open))  # a start unmeasured
+
+    def fresh_wanted(self, run: RunCore, *, heartbeat: bool) -> bool:
+        """Does ``run`` need a sample taken now, not only a recent one? Its first and last, a
+        heartbeat's, one its cadence keeps as a row."""
+        figures = self._runs.get(run.run_id)
+        if figures is None or figures.final_done:
+            return False
+        return run.terminal or run.seq == 0 or heartbeat or figures.schedule.due()
+
+    def retry_at(self) -> float:
+        """When (``time.monotonic()``) the writer should sample again for ends deferred until a
+        sample other than their start's may be taken; infinity when none waits."""
+        source = self._source
+        if source is None or not any(f.deferred for f in list(self._runs.values())):
+            return float("inf")
+        return source.fresh_from(gap=BOUNDARY_GAP, share=BOUNDARY_SHARE)
 
     def pending_final(self, run: RunCore) -> bool:
         """``run`` has ended but its last sample is not applied yet."""
         figures = self._runs.get(run.run_id)
         return figures is not None and run.terminal and not figures.final_done
 
-    def take(self, *, learn: bool = True) -> ResourceSample | None:
-        """One sample for every run that wants one now. ``learn``: may tell the sampler the
-        database's address (which imports psycopg: not before the writer has loaded it)."""
+    def take(self, *, fresh: bool = True, learn: bool = True) -> ResourceSample | None:
+        """One sample for every run that wants one now; a recent one will do unless ``fresh``
+        (boundaries left to the writer in a tight loop cost no more than theirs). ``learn``:
+        may tell the sampler the database's address (which imports psycopg: not before the
+        writer has loaded it)."""
         source = self._source
         if source is None:
             return None
         if learn and self._own and not self._database_known:
             self._learn_database(source)
-        return source.sample(timeout=TAKE_WAIT)
+        if fresh:
+            return source.sample(timeout=TAKE_WAIT)
+        return source.recent(gap=BOUNDARY_GAP, share=BOUNDARY_SHARE, timeout=TAKE_WAIT)
 
     def _learn_database(self, source: SharedSampler) -> None:
         conninfo = self._conninfo()
@@ -220,14 +260,16 @@ class Measure:
             figures.final_done = True
         if sample is None:
             return
-        now = _usage(sample)
-        if figures.base is None:
-            figures.base = now
-        usage = now.since(figures.base)
+        if sample is figures.seen and not ending:
+            # A boundary's sample, reused (a tight loop of subtasks): already on the run, and
+            # no deferred end can be measured with it; only starts not measured yet are.
+            _track_open(run, figures, figures.totals(sample), sample)
+            return
+        usage = figures.totals(sample)
         _put_on_run(run, usage, sample)
         cpu = usage.cpu_seconds or 0.0
         run.cpu_percent = _rate(figures, sample.sampled_at, cpu, run.cpu_percent, ending=ending)
-        _measure_subtasks(run, figures, usage, sample)
+        _measure_subtasks(run, figures, usage, sample, every=ending)
         if figures.schedule.due(final=ending) and (
             figures.last_row is None or sample.sampled_at > figures.last_row[0]
         ):
@@ -271,42 +313,70 @@ def _rate(
         return previous
     since, cpu_then = figures.rate_from
     if at - since < (MIN_RATE_SECONDS if ending else STATUS_RATE_SECONDS):
+        if previous is None:  # a first, rougher figure, until the first whole window
+            return _per_second(cpu - cpu_then, at - since, over=FIRST_RATE_SECONDS)
         return previous
     figures.rate_from = (at, cpu)
     return _per_second(cpu - cpu_then, at - since)
 
 
-def _per_second(cpu: float, seconds: float) -> float | None:
-    """CPU seconds per second x100; None over less than ``MIN_RATE_SECONDS``."""
-    if not seconds >= MIN_RATE_SECONDS:  # (NaN too)
+def _per_second(cpu: float, seconds: float, *, over: float = MIN_RATE_SECONDS) -> float | None:
+    """CPU seconds per second x100; None over less than ``over`` seconds."""
+    if not seconds >= over:  # (NaN too)
         return None
     percent = round(100.0 * max(cpu, 0.0) / seconds, 2)
     return min(percent, CPU_PERCENT_MAX) if math.isfinite(percent) else None
 
 
 def _measure_subtasks(
-    run: RunCore, figures: _RunFigures, usage: Usage, sample: ResourceSample
+    run: RunCore, figures: _RunFigures, usage: Usage, sample: ResourceSample, *, every: bool
 ) -> None:
+    """The subtasks the writer has to measure: the deferred ends (``every``: each ended one,
+    at the run's end), then the open ones."""
+    if every:
+        ended = [m for m in figures.open.values() if m.subtask.ended is not None]
+        figures.deferred = []
+    else:
+        ended, figures.deferred = figures.deferred, []
+    for measuring in ended:
+        if figures.open.get(measuring.subtask.index) is measuring:
+            _end(run, figures, measuring, usage, sample)
+    _track_open(run, figures, usage, sample)
+
+
+def _end(
+    run: RunCore,
+    figures: _RunFigures,
+    measuring: _Open,
+    usage: Usage,
+    sample: ResourceSample,
+) -> None:
+    """An ended subtask's figures: ``sample`` minus its start; left to the writer's next
+    sample when ``sample`` is the one its start was (a boundary reused it)."""
+    if measuring.started_by is sample:
+        figures.deferred.append(measuring)
+        return
+    sub = measuring.subtask
+    del figures.open[sub.index]
+    sub.usage = usage.since(measuring.start)
+    peak = max(measuring.peak, sample.rss_bytes)
+    if sample.peak_rss_bytes > measuring.sampler_peak:
+        peak = max(peak, sample.peak_rss_bytes)  # the kernel's peak, reached meanwhile
+    sub.peak_rss_bytes = peak
+    if sub.index not in run._pending:
+        run.rewrite(sub)  # its row went out before this sample: again, with its figures
+
+
+def _track_open(run: RunCore, figures: _RunFigures, usage: Usage, sample: ResourceSample) -> None:
+    """Open subtasks: a start for the new ones, the memory seen for the others."""
     held = figures.open
     rss = sample.rss_bytes
-    for index, measuring in list(held.items()):
-        sub = measuring.subtask
-        if sub.ended is None:
-            measuring.peak = max(measuring.peak, rss)
-            continue
-        if measuring.started_by is sample:
-            continue  # a boundary reused its start's sample: the writer's next one ends it
-        del held[index]
-        sub.usage = usage.since(measuring.start)
-        peak = max(measuring.peak, rss)
-        if sample.peak_rss_bytes > measuring.sampler_peak:
-            peak = max(peak, sample.peak_rss_bytes)  # the kernel's peak, reached meanwhile
-        sub.peak_rss_bytes = peak
-        if sub.index not in run._pending:
-            run.rewrite(sub)  # its row went out before this sample: again, with its figures
     for sub in run.open:
-        if sub.index not in held:
+        measuring = held.get(sub.index)
+        if measuring is None:
             held[sub.index] = _Open(sub, usage, rss, sample.peak_rss_bytes, sample)
+        elif rss > measuring.peak:
+            measuring.peak = rss
 
 
 def _row(

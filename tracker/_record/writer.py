@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from tracker._model.snapshot import TERMINAL, Snapshot
 from tracker._model.state import RunCore
+from tracker._model.subtask import SubtaskCore
 from tracker._record.delivery import Delivery
 from tracker._record.measure import Measure
 from tracker._record.preload import load_writer_modules
@@ -106,10 +107,13 @@ class Writer:
             logger.debug("cannot sample resources at a subtask boundary", exc_info=True)
             return None
 
-    def at_boundary(self, run: RunCore, sample: ResourceSample | None) -> None:
-        """``run`` entered or ended a subtask just after ``sample`` (the caller holds its lock)."""
+    def at_boundary(
+        self, run: RunCore, sample: ResourceSample | None, ended: list[SubtaskCore] | None = None
+    ) -> None:
+        """``run`` entered a subtask, or ended those in ``ended``, just after ``sample`` (the
+        caller holds its lock)."""
         try:
-            self._measure.boundary(run, sample)
+            self._measure.boundary(run, sample, ended or [])
         except Exception:
             logger.debug("cannot measure a subtask boundary", exc_info=True)
 
@@ -239,15 +243,18 @@ class Writer:
         while True:
             with self._cond:
                 while not self._wake and not self._shutdown:
-                    remaining = next_tick - time.monotonic()
+                    # (Also when a subtask's end waits for a sample the boundary could not
+                    # take without costing the caller more than its share.)
+                    remaining = min(next_tick, self._measure.retry_at()) - time.monotonic()
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
                 self._wake = False
                 stopping = self._shutdown
                 wanted = self._requested
+                flushing = self._done < wanted
             try:
-                self._cycle(final=stopping)
+                self._cycle(final=stopping, flushing=flushing)
             except Exception:
                 logger.exception("pipetrack writer cycle failed; continuing")
             with self._cond:
@@ -271,14 +278,16 @@ class Writer:
                 or (r.terminal and r.final_seq == 0)
             ]
 
-    def _cycle(self, *, final: bool = False) -> None:
+    def _cycle(self, *, final: bool = False, flushing: bool = True) -> None:
+        """One pass; ``flushing``: someone waits for it (a flush, the exit), so a step's end
+        waiting for a new sample gets one now."""
         now = self._clock()
         heartbeat = now >= self._next_heartbeat
         if heartbeat:
             self._next_heartbeat = now + self._settings.heartbeat_interval
         runs = self._live_runs()
         measure = self._measure
-        self._measure_runs(runs, heartbeat=heartbeat)
+        self._measure_runs(runs, heartbeat=heartbeat, fresh=flushing or final)
         due: list[RunCore] = []
         for run in runs:
             first = run.seq == 0
@@ -329,14 +338,17 @@ class Writer:
         with self._runs_lock:
             return list(self._runs.values())
 
-    def _measure_runs(self, runs: list[RunCore], *, heartbeat: bool, learn: bool = True) -> None:
+    def _measure_runs(
+        self, runs: list[RunCore], *, heartbeat: bool, fresh: bool = False, learn: bool = True
+    ) -> None:
         """One resource sample, put on every run that needs figures now (outside any run's
         lock while it is taken: a tree of 50 processes takes milliseconds)."""
         measure = self._measure
         wanting = [run for run in runs if measure.wanted(run, heartbeat=heartbeat)]
         if not wanting:
             return
-        sample = measure.take(learn=learn)
+        fresh = fresh or any(measure.fresh_wanted(run, heartbeat=heartbeat) for run in wanting)
+        sample = measure.take(fresh=fresh, learn=learn)
         for run in wanting:
             with run._lock:
                 measure.apply(run, sample)

@@ -190,7 +190,7 @@ class Subtask(SubtaskCore):
                 )
             ended = [*reversed(children), self]
             run.close(self, str(checked))
-            writer.at_boundary(run, sample)
+            writer.at_boundary(run, sample, list(ended))
         run._wake()
         for sub in ended:
             observers.notify("on_subtask_end", run, sub)

@@ -67,12 +67,17 @@ class SharedSampler:
         often it calls. (Only its own are reused: a sample another thread took in between may
         be from the middle of what the caller measures.)"""
         held = self._recent
-        if held is not None and time.monotonic() - held[0] < max(gap, self._cost / share):
+        if held is not None and time.monotonic() < self.fresh_from(gap=gap, share=share):
             return held[1]
         sample = self.sample(timeout)
         if sample is not None:
             self._recent = (self._taken, sample)
         return sample
+
+    def fresh_from(self, *, gap: float, share: float) -> float:
+        """When (``time.monotonic()``) ``recent`` with these arguments takes a new sample."""
+        held = self._recent
+        return -float("inf") if held is None else held[0] + max(gap, self._cost / share)
 
     @property
     def last(self) -> ResourceSample | None:
