@@ -8,7 +8,7 @@ start:      ms for ``tracker.run()`` in a fresh interpreter (median of --rounds)
 boundaries: µs per subtask (enter and close, nothing inside) in a loop, while the process holds
             no socket and while it holds one TCP connection (then a sample asks the kernel's
             socket table), with the writer writing to the database; and µs per subtask of
-            1 ms of work, where each boundary takes a fresh sample
+            1 ms and of 10 ms of work
 
 Uses only the public API, so the same command measures a version without resource samples
 (run it from that version's tree) for the difference. Without --dsn a temporary embedded
@@ -101,6 +101,8 @@ def main() -> None:
                     each.close()
             busy = boundaries(t, max(args.subtasks // 10, 50), args.rounds, 0.001)
             print(f"boundaries: {busy:.1f} µs per subtask of 1 ms work, no socket held")
+            busy = boundaries(t, max(args.subtasks // 40, 20), args.rounds, 0.01)
+            print(f"boundaries: {busy:.1f} µs per subtask of 10 ms work, no socket held")
         finally:
             t.shutdown(10)
 

@@ -8,14 +8,15 @@ into each run's totals, its subtasks' totals and its rows of ``pipeline_run_samp
 2. A subtask's figures are the difference of two samples taken on the caller's thread as it
    enters and as it ends the subtask (``Run.subtask``, ``Subtask.close``; outside the run's
    lock), so the work of a step is its own however busy the writer is. A sample of one process
-   costs about 0.1 ms (a few ms when it holds sockets); a boundary reuses the previous
-   boundary's sample when it is younger than 2 ms or than 10 times what a sample costs, so
-   boundaries in a tight loop spend at most about 10 % of it sampling. A step that ends within
-   that time of its start is ended by the writer's next sample (it is woken by the end at once)
-   rather than by its own start's sample, so it is not shown as having done nothing. A subtask
-   that ends with its run (or without a boundary sample) is measured by the writer's next
-   sample; one whose start was never sampled keeps NULL figures: what it did is in the run's
-   totals, not measured apart.
+   costs about 0.1 to 0.5 ms (a few ms when it holds sockets); a boundary reuses the previous
+   boundary's sample while it is younger than 5 ms or than 50 times what a sample costs, so
+   boundaries in a tight loop spend at most about 2 % of it sampling, and steps longer than
+   that are measured at both ends. A step that ends while its start's sample is still reused
+   is ended by the next sample taken (by the writer as soon as one may be, or at once when a
+   flush waits), not shown as having done nothing: short steps' figures are approximate. A
+   subtask that ends with its run (or without a boundary sample) is measured by the writer's
+   next sample; one whose start was never sampled keeps NULL figures: what it did is in the
+   run's totals, not measured apart.
 3. The writer takes one sample in a cycle when a run needs figures: its first snapshot (its
    very first sample is taken as its thread starts, before it loads its database driver), a
    subtask boundary that went unmeasured, a heartbeat, its cadence keeping a row now
@@ -59,11 +60,11 @@ CPU_PERCENT_MAX = 99_999.99
 # (the writer's, or one a signal interrupted); past it the writer's next sample stands in.
 BASELINE_WAIT = 0.1
 # A subtask boundary reuses the previous boundary's sample when it is younger than this, or
-# than 10 times what a sample costs: boundaries in a tight loop spend at most about 10 % of it
+# than 50 times what a sample costs: boundaries in a tight loop spend at most about 2 % of it
 # sampling. (A sample of one process takes about 0.1 ms; 3 ms where the process holds sockets
 # on a host whose socket table the kernel walks whole for each dump.)
-BOUNDARY_GAP = 0.002
-BOUNDARY_SHARE = 0.1
+BOUNDARY_GAP = 0.005
+BOUNDARY_SHARE = 0.02
 # The writer's own samples wait at most this long for another thread's: a thread frozen by a
 # signal handler while sampling must not stop the final states from being written.
 TAKE_WAIT = 1.0

@@ -278,7 +278,7 @@ class Writer:
                 or (r.terminal and r.final_seq == 0)
             ]
 
-    def _cycle(self, *, final: bool = False, flushing: bool = True) -> None:
+    def _cycle(self, *, final: bool = False, flushing: bool | None = True) -> None:
         """One pass; ``flushing``: someone waits for it (a flush, the exit), so a step's end
         waiting for a new sample gets one now."""
         now = self._clock()
@@ -287,7 +287,7 @@ class Writer:
             self._next_heartbeat = now + self._settings.heartbeat_interval
         runs = self._live_runs()
         measure = self._measure
-        self._measure_runs(runs, heartbeat=heartbeat, fresh=flushing or final)
+        self._measure_runs(runs, heartbeat=heartbeat, fresh=bool(flushing) or final)
         due: list[RunCore] = []
         for run in runs:
             first = run.seq == 0
@@ -315,9 +315,10 @@ class Writer:
                     self._runs.pop(run.run_id, None)
                     measure.forget(run.run_id)
         if again:
-            if final:
-                self._cycle(final=True)  # the last cycle: its last sample now (applied once)
-            else:
+            if final and flushing is not None:
+                # The last cycle: once more, for its last sample (once: flushing=None).
+                self._cycle(final=True, flushing=None)
+            elif not final:
                 self.wake()
 
     def _fill_git(self, run: RunCore) -> None:
