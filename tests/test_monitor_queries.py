@@ -126,18 +126,16 @@ def test_run_detail_has_subtasks_relations_and_a_redacted_environment(seeded):
     assert [c["run_id"] for c in detail.children] == [CHILD]
     assert detail.parent is None
     assert run_detail(seeded, CHILD).parent["run_id"] == RUNNING
-    assert detail.samples == []  # no samples table yet (issue 17)
+    assert detail.samples == []  # a run without samples
     assert run_detail(seeded, uuid.uuid4()) is None
 
 
-def test_run_samples_returns_every_numeric_series_once_the_table_exists(seeded):
+def test_run_samples_returns_every_numeric_series_a_sample_has(seeded):
+    # sql/0010 made the table: a run without samples has none; a NULL figure is no series.
     assert run_samples(seeded, RUNNING) == []
     seeded.execute(
-        "CREATE TABLE pipeline_run_sample (run_id uuid, sampled_at timestamptz,"
-        " rss_bytes bigint, cpu_percent numeric, note text)"
-    )
-    seeded.execute(
-        "INSERT INTO pipeline_run_sample VALUES (%s, %s, 1000, 12.5, 'x'), (%s, %s, 2000, 50, 'y')",
+        "INSERT INTO pipeline_run_sample (run_id, sampled_at, rss_bytes, cpu_percent)"
+        " VALUES (%s, %s, 1000, 12.5), (%s, %s, 2000, 50)",
         (RUNNING, NOW - timedelta(seconds=30), RUNNING, NOW),
     )
     samples = run_samples(seeded, RUNNING)

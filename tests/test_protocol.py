@@ -10,6 +10,7 @@ from tracker._wrap._scanner import LineScanner
 from tracker._wrap.protocol import (
     MARKER,
     MAX_LINE_BYTES,
+    Count,
     Enter,
     Error,
     Exit,
@@ -48,6 +49,9 @@ from tracker._wrap.protocol import (
         (b"::pipetrack::finish\n", Finish()),
         (b"::pipetrack::finish::Processed 56 states\n", Finish("Processed 56 states")),
         (b"::pipetrack::total subtasks=112\n", Total(subtasks=112)),
+        (b"::pipetrack::count::rows_written\n", Count("rows_written")),
+        (b"::pipetrack::count n=500::rows%3Awritten\n", Count("rows:written", 500)),
+        (b"::pipetrack::count n=9223372036854775807::x\n", Count("x", 2**63 - 1)),
         (
             b"::pipetrack::init subtasks=112,stage=DAILY::DAILY_01.R\n",
             Init(task="DAILY_01.R", subtasks=112, stage="DAILY"),
@@ -90,6 +94,14 @@ def test_valid_lines_parse_into_commands(line, expected):
         b"::pipetrack::message\n",
         b"::pipetrack::error\n",
         b"::pipetrack::total\n",
+        b"::pipetrack::count\n",
+        b"::pipetrack::count n=5::\n",
+        b"::pipetrack::count n=-1::rows\n",
+        b"::pipetrack::count n=2.5::rows\n",
+        b"::pipetrack::count n=9223372036854775808::rows\n",
+        b"::pipetrack::count n=1000000000000000000000000000000::rows\n",
+        # Beyond 4,300 digits int() itself refuses (ValueError): still a refused line.
+        b"::pipetrack::progress done=" + b"9" * 5000 + b"\n",
         b"::pipetrack::message::" + b"x" * MAX_LINE_BYTES + b"\n",
     ],
 )
@@ -129,6 +141,7 @@ commands = st.one_of(
     st.builds(Message, st.text(), st.sampled_from(["overall", "subtask"])),
     st.builds(Error, st.text(min_size=1), st.none() | st.text(min_size=1)),
     st.builds(Finish, st.none() | st.text(min_size=1)),
+    st.builds(Count, st.text(min_size=1), st.integers(0, 2**63 - 1)),
 )
 
 

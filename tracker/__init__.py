@@ -4,9 +4,10 @@ Two faces on one machinery (see the README):
 
 * Pythonic: ``with tracker.run("DAILY_01_BDC_Locations", total_subtasks=112) as run:``,
   ``with run.subtask("Loading Delaware", items_total=8) as st: st.advance()``,
-  ``for s in tracker.progress(states, "Processing states"):``, ``@tracker.track``;
+  ``for s in tracker.progress(states, "Processing states"):``, ``@tracker.track``,
+  ``run.count("rows_written", n)``;
 * the original design's: ``track_init``, ``track_status``, ``track_task_progress``,
-  ``track_finish``, ``track_error``, ``genter``/``gexit``/``gmessage``.
+  ``track_finish``, ``track_error``, ``genter``/``gexit``/``gmessage``, and ``gcount``.
 
 Progress calls do no I/O; a writer thread upserts the canonical record in PostgreSQL and spools
 to local files while the database is unreachable.
@@ -37,6 +38,7 @@ if typing.TYPE_CHECKING:
     from tracker._runtime.trackers import Tracker, configure, current_run
     from tracker._telemetry import child_env
     from tracker.compat import (
+        gcount,
         genter,
         gexit,
         gmessage,
@@ -65,6 +67,7 @@ __all__ = [
     "configure",
     "current_run",
     "flush",
+    "gcount",
     "genter",
     "gexit",
     "gmessage",
@@ -92,6 +95,7 @@ _HOMES = {
     **dict.fromkeys(("flush", "progress", "run", "shutdown", "track"), "tracker._api"),
     **dict.fromkeys(
         (
+            "gcount",
             "genter",
             "gexit",
             "gmessage",

@@ -384,6 +384,17 @@ def gmessage(message: str) -> None:
     _console(tracker, depth, "", text)
 
 
+@_safe
+def gcount(name: str, n: int = 1) -> None:
+    """Add ``n`` to the work count ``name`` of the innermost ``genter`` subtask, and so of the
+    run (of the run alone outside any subtask): ``gcount("rows_written", nrow(df))``."""
+    tracker = default_tracker()
+    run = _run_or_problem(tracker, "gcount")
+    if run is None:
+        return
+    (run.innermost_subtask() or run).count(name, n)
+
+
 def _depth(run: Run | None, sub: Subtask) -> int:
     if run is None:
         return 0

@@ -32,16 +32,20 @@ LEFT JOIN pipeline_active_runs AS a ON a.run_id = r.run_id
 WHERE r.run_id = %s
 """
 
+SUBTASK_TOTALS = """cpu_seconds, peak_rss_bytes, disk_read_bytes, disk_write_bytes,
+    tcp_received_bytes, tcp_sent_bytes, counts"""
+"""What each subtask used and counted (sql/0010)."""
+
 SUBTASKS_SQL = f"""
 SELECT subtask_index, parent_index, subtask_name, subtask_status, started_at, ended_at,
-       items_total, items_complete, message,
+       items_total, items_complete, message, {SUBTASK_TOTALS},
        {elapsed_sql("started_at", "ended_at")} AS elapsed_seconds
 FROM (SELECT subtask_index, parent_index, subtask_name, subtask_status, started_at, ended_at,
-             items_total, items_complete, message
+             items_total, items_complete, message, {SUBTASK_TOTALS}
       FROM pipeline_subtask WHERE run_id = %(run)s
       UNION ALL
       SELECT subtask_index, parent_index, subtask_name, subtask_status, started_at, ended_at,
-             items_total, items_complete, message
+             items_total, items_complete, message, {SUBTASK_TOTALS}
       FROM pipeline_subtask_history WHERE run_id = %(run)s) AS s
 ORDER BY subtask_index
 """

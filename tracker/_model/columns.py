@@ -17,6 +17,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from tracker._model.usage import Usage
+
 TEXT_MAX = 65_536
 """Characters kept of a TEXT value (messages, error details): a 1 MB message is a mistake, and
 every heartbeat would carry it again."""
@@ -32,6 +34,7 @@ class Kind(enum.Enum):
     INTEGER = "integer"
     BIGINT = "bigint"
     NUMERIC = "numeric"
+    DOUBLE = "double precision"
     TIMESTAMP = "timestamptz"
     JSON = "jsonb"
 
@@ -74,6 +77,15 @@ def _text(name: str, role: Role, width: int | None = None, source: str = "") -> 
 
 K, F, I, O, S = Role.KEY, Role.FIXED, Role.IDENTITY, Role.INSERT_ONLY, Role.STATE  # noqa: E741
 
+
+def _usage() -> tuple[Column, ...]:
+    """The totals columns (sql/0010), read from the state's ``usage`` (tracker._model.usage)."""
+    return tuple(
+        Column(name, Kind.DOUBLE if name == "cpu_seconds" else Kind.BIGINT, S, f"usage.{name}")
+        for name in Usage._fields
+    )
+
+
 STATUS_COLUMNS: tuple[Column, ...] = (
     Column("run_id", Kind.UUID, K),
     _text("task_name", F, 255),
@@ -112,8 +124,10 @@ STATUS_COLUMNS: tuple[Column, ...] = (
     Column("last_update", Kind.TIMESTAMP, S, "_row_updated"),
     Column("last_progress", Kind.TIMESTAMP, S, "_row_progressed"),
     Column("seq", Kind.BIGINT, S),
+    *_usage(),  # the run's totals so far
+    Column("counts", Kind.JSON, S, "_row_counts"),
 )
-"""``pipeline_status``: one row per run (sql/0001, 0002)."""
+"""``pipeline_status``: one row per run (sql/0001, 0002, 0010)."""
 
 SUBTASK_COLUMNS: tuple[Column, ...] = (
     Column("run_id", Kind.UUID, K),
@@ -127,11 +141,35 @@ SUBTASK_COLUMNS: tuple[Column, ...] = (
     Column("items_complete", Kind.BIGINT, S),
     _text("message", S, source="_row_message"),
     Column("seq", Kind.BIGINT, S, "_row_seq"),
+    # What the process (tree) did while the subtask was open: set when it ends.
+    *_usage(),
+    Column("peak_rss_bytes", Kind.BIGINT, S),
+    Column("counts", Kind.JSON, S, "_row_counts"),
 )
-"""``pipeline_subtask``: one row per subtask of a run (sql/0002)."""
+"""``pipeline_subtask``: one row per subtask of a run (sql/0002, 0010)."""
+
+SAMPLE_COLUMNS: tuple[Column, ...] = (
+    Column("run_id", Kind.UUID, K),
+    Column("sampled_at", Kind.TIMESTAMP, K),
+    Column("subtask_index", Kind.INTEGER, O),
+    Column("processes", Kind.INTEGER, O),
+    Column("rss_bytes", Kind.BIGINT, O),
+    Column("cpu_percent", Kind.DOUBLE, O),
+    Column("cpu_seconds", Kind.DOUBLE, O),
+    Column("disk_read_bytes", Kind.BIGINT, O),
+    Column("disk_write_bytes", Kind.BIGINT, O),
+    Column("tcp_received_bytes", Kind.BIGINT, O),
+    Column("tcp_sent_bytes", Kind.BIGINT, O),
+    Column("db_connections", Kind.INTEGER, O),
+    Column("other_connections", Kind.INTEGER, O),
+    Column("open_fds", Kind.INTEGER, O),
+)
+"""``pipeline_run_sample``: one row per kept resource sample of a run (sql/0010); rows are
+inserted once and never updated. Built by ``tracker._record.measure`` in this order."""
 
 STATUS_NAMES = tuple(c.name for c in STATUS_COLUMNS)
 SUBTASK_NAMES = tuple(c.name for c in SUBTASK_COLUMNS)
+SAMPLE_NAMES = tuple(c.name for c in SAMPLE_COLUMNS)
 IDENTITY_NAMES = tuple(c.name for c in STATUS_COLUMNS if c.role is not Role.STATE)
 """The columns a run's identity tuple holds (everything but its state), in table order."""
 WIDTHS = {c.name: c.limit for c in (*STATUS_COLUMNS, *SUBTASK_COLUMNS) if c.kind is Kind.TEXT}
@@ -159,6 +197,7 @@ _READERS: dict[Kind, Callable[[Any], Any]] = {
     Kind.INTEGER: int,
     Kind.BIGINT: int,
     Kind.NUMERIC: float,
+    Kind.DOUBLE: float,
     Kind.TIMESTAMP: _timestamp,
     Kind.JSON: _json_text,
 }

@@ -2,9 +2,11 @@
 
 The status row is two tuples in ``STATUS_COLUMNS`` order: ``identity`` (every column but the
 run's state; a run hands out the same tuple while those columns hold) and ``state``. Subtask
-rows are tuples in ``SUBTASK_COLUMNS`` order. In the spool a snapshot is JSON with its rows by
-column name, so a spool outlives a change of column order, and a row written by an older
-version (a column it did not know) reads back with NULL there.
+rows are tuples in ``SUBTASK_COLUMNS`` order, resource sample rows in ``SAMPLE_COLUMNS`` order
+(the samples kept since the run's previous snapshot: each travels in exactly one snapshot). In
+the spool a snapshot is JSON with its rows by column name, so a spool outlives a change of
+column order, and a row written by an older version (a column it did not know, or a snapshot
+without ``samples``) reads back with NULL there (or no samples).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 from tracker._model.columns import (
     IDENTITY_NAMES,
+    SAMPLE_COLUMNS,
+    SAMPLE_NAMES,
     STATUS_COLUMNS,
     STATUS_NAMES,
     SUBTASK_COLUMNS,
@@ -31,9 +35,10 @@ def utc(epoch: float) -> datetime:
 
 
 class Snapshot:
-    """A run's status row and the subtask rows that changed, under one ``seq``."""
+    """A run's status row, the subtask rows that changed and the samples kept, under one
+    ``seq``."""
 
-    __slots__ = ("final", "identity", "run_id", "seq", "state", "subtasks")
+    __slots__ = ("final", "identity", "run_id", "samples", "seq", "state", "subtasks")
 
     def __init__(
         self,
@@ -44,6 +49,7 @@ class Snapshot:
         *,
         subtasks: list[tuple[Any, ...]],
         final: bool,
+        samples: list[tuple[Any, ...]] | None = None,
     ) -> None:
         self.run_id = run_id
         self.seq = seq
@@ -51,6 +57,7 @@ class Snapshot:
         self.state = state
         self.subtasks = subtasks
         self.final = final
+        self.samples: list[tuple[Any, ...]] = samples if samples is not None else []
 
     @property
     def status_row(self) -> dict[str, Any]:
@@ -60,16 +67,32 @@ class Snapshot:
     def subtask_rows(self) -> list[dict[str, Any]]:
         return [dict(zip(SUBTASK_NAMES, row, strict=True)) for row in self.subtasks]
 
+    @property
+    def sample_rows(self) -> list[dict[str, Any]]:
+        return [dict(zip(SAMPLE_NAMES, row, strict=True)) for row in self.samples]
+
     def to_json(self) -> dict[str, Any]:
-        return {"run": self.status_row, "subtasks": self.subtask_rows}
+        data: dict[str, Any] = {"run": self.status_row, "subtasks": self.subtask_rows}
+        if self.samples:  # most snapshots have none; a spool line without the key reads the same
+            data["samples"] = self.sample_rows
+        return data
 
     @classmethod
-    def from_row(cls, row: dict[str, Any], subtask_rows: list[dict[str, Any]]) -> Snapshot:
+    def from_row(
+        cls,
+        row: dict[str, Any],
+        subtask_rows: list[dict[str, Any]],
+        sample_rows: list[dict[str, Any]] | None = None,
+    ) -> Snapshot:
         """A snapshot of rows given by column name (the spool's JSON, a test's dict); each
         value in the type the writer sends for its column."""
         values = tuple(read_value(c, row.get(c.name)) for c in STATUS_COLUMNS)
         subtasks = [
             tuple(read_value(c, sub.get(c.name)) for c in SUBTASK_COLUMNS) for sub in subtask_rows
+        ]
+        samples = [
+            tuple(read_value(c, sample.get(c.name)) for c in SAMPLE_COLUMNS)
+            for sample in sample_rows or ()
         ]
         return cls(
             str(row["run_id"]),
@@ -78,8 +101,11 @@ class Snapshot:
             values[_IDENTITY_COUNT:],
             subtasks=subtasks,
             final=row.get("execution_status") in TERMINAL,
+            samples=samples,
         )
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Snapshot:
-        return cls.from_row(data["run"], list(data.get("subtasks") or []))
+        return cls.from_row(
+            data["run"], list(data.get("subtasks") or []), list(data.get("samples") or [])
+        )

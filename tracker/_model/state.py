@@ -22,16 +22,18 @@ import math
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime
 from operator import attrgetter
 from types import MappingProxyType
 from typing import Any
 
 from tracker._model.columns import STATUS_COLUMNS, SUBTASK_COLUMNS, Kind, Role
+from tracker._model.counts import Counts
 from tracker._model.secrets import mask_secrets
 from tracker._model.snapshot import TERMINAL, Snapshot, utc
+from tracker._model.status_row import StatusRow
 from tracker._model.subtask import CLOSED_LIMIT, SUBTASK_FINAL, SubtaskCore
 from tracker._model.text import clean_column
+from tracker._model.usage import NO_USAGE, Usage
 
 logger = logging.getLogger("tracker")
 
@@ -50,7 +52,7 @@ _CONTEXT_COLUMNS = frozenset(
 )
 
 
-class RunCore:
+class RunCore(StatusRow):
     """A run's state: identity, context, status, subtasks, and the flags the writer polls."""
 
     def __init__(
@@ -96,6 +98,14 @@ class RunCore:
         self.memory_mb: int | None = None
         self.peak_memory_mb: int | None = None
         self.cpu_percent: float | None = None
+        # Measured by the writer (tracker._record.measure): totals since the run started, what
+        # the process (tree) held at the last sample, and the sample rows not yet snapshotted.
+        self.usage: Usage = NO_USAGE
+        self.open_fds: int | None = None
+        self.db_connections: int | None = None
+        self.other_connections: int | None = None
+        self.samples: list[tuple[Any, ...]] = []
+        self.counts = Counts()
         self.seq = 0
         self.last_progress: float | None = None
         self.last_update = self.start_wall
@@ -223,6 +233,11 @@ class RunCore:
         self.mark(urgent=True, moved=status == "FINISHED")
         return True
 
+    def rewrite(self, sub: SubtaskCore) -> None:
+        """Write ``sub``'s row again (the writer measured it after its last row went out)."""
+        self._queue_row(sub)
+        self.mark()
+
     def _queue_row(self, sub: SubtaskCore) -> None:
         self._pending.pop(sub.index, None)
         if len(self._pending) >= self.max_pending:
@@ -307,71 +322,10 @@ class RunCore:
             if final:
                 self.final_seq = seq
             identity = self._identity or self._identity_values()
-            return Snapshot(self.run_id, seq, identity, state, subtasks=rows, final=final)
-
-    # The status row's state columns (tracker._model.columns names these as their sources).
-    @property
-    def _row_ended(self) -> datetime | None:
-        return None if self.end_mono is None else utc(self.wall(self.end_mono))
-
-    @property
-    def _row_current_subtask(self) -> int | None:
-        return self.current_subtask
-
-    @property
-    def _row_shown_name(self) -> str | None:
-        shown = self.shown
-        return None if shown is None else self.cleaned("subtask_name", shown.name or None)
-
-    @property
-    def _row_shown_status(self) -> str | None:
-        return None if self.shown is None else self.shown.status
-
-    @property
-    def _row_overall_percent(self) -> float | None:
-        percent = self.overall_percent()
-        return None if percent is None else float(percent)
-
-    @property
-    def _row_overall_message(self) -> str | None:
-        return self.cleaned("overall_progress_message", self.overall_message)
-
-    @property
-    def _row_shown_percent(self) -> float | None:
-        return None if self.shown is None else self.shown.percent()
-
-    @property
-    def _row_shown_message(self) -> str | None:
-        shown = self.shown
-        return None if shown is None else self.cleaned("subtask_progress_message", shown.message)
-
-    @property
-    def _row_shown_items_total(self) -> int | None:
-        return None if self.shown is None else self.shown._total
-
-    @property
-    def _row_shown_items_complete(self) -> int | None:
-        return None if self.shown is None else self.shown._complete
-
-    @property
-    def _row_cpu_percent(self) -> float | None:
-        return None if self.cpu_percent is None else float(self.cpu_percent)
-
-    @property
-    def _row_error_message(self) -> str | None:
-        return self.cleaned("error_message", self.error_message)
-
-    @property
-    def _row_error_detail(self) -> str | None:
-        return self.cleaned("error_detail", self.error_detail)
-
-    @property
-    def _row_updated(self) -> datetime:
-        return utc(self.last_update)
-
-    @property
-    def _row_progressed(self) -> datetime | None:
-        return None if self.last_progress is None else utc(self.last_progress)
+            samples, self.samples = self.samples, []
+            return Snapshot(
+                self.run_id, seq, identity, state, subtasks=rows, final=final, samples=samples
+            )
 
     def set_identity(self, **changes: Any) -> None:
         """Change identity columns after the start (caller holds the lock): ``task_stage``,

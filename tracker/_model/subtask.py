@@ -16,7 +16,9 @@ import itertools
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from tracker._model.counts import Counts
 from tracker._model.snapshot import utc
+from tracker._model.usage import NO_USAGE, Usage
 
 if TYPE_CHECKING:
     from tracker._model.state import RunCore
@@ -33,6 +35,7 @@ class SubtaskCore:
 
     __slots__ = (
         "_base",
+        "_counts",
         "_limit_value",
         "_lock",
         "_percent",
@@ -50,9 +53,11 @@ class SubtaskCore:
         "message",
         "name",
         "parent_index",
+        "peak_rss_bytes",
         "started",
         "status",
         "thread",
+        "usage",
     )
 
     def __init__(
@@ -82,14 +87,18 @@ class SubtaskCore:
         self._limit_value = 0
         self._limit = UNLIMITED if items_total is None else items_total
         self._percent: float | None = None
-        # What the last row written of it held (items, total, message), None before the first:
-        # an open subtask is written again only when one of them moved.
-        self._written: tuple[int, int | None, str | None] | None = None
+        # What the last row written of it held (items, total, message, counts version), None
+        # before the first: an open subtask is written again only when one of them moved.
+        self._written: tuple[int, int | None, str | None, int] | None = None
         self._row_seq = 0
         self.message: str | None = None
         self.is_unit = True
         self.has_children = False
         self.thread = thread
+        # Set when it ends, by the writer's measure (tracker._record.measure); counts on demand.
+        self.usage: Usage = NO_USAGE
+        self.peak_rss_bytes: int | None = None
+        self._counts: Counts | None = None
 
     # -- the item count: _base plus the ticks (see the module docstring) ---------------------
     @property
@@ -163,13 +172,23 @@ class SubtaskCore:
         return round(100.0 * min(self._complete, self._total) / self._total, 2)
 
     # -- the row (read by the snapshot through the columns' sources) --------------------------
+    @property
+    def counts(self) -> Counts:
+        """Its work counts (made on first use: most subtasks count nothing)."""
+        if self._counts is None:
+            self._counts = Counts()
+        return self._counts
+
+    def _counted(self) -> int:
+        return 0 if self._counts is None else self._counts.version
+
     def changed_since_written(self) -> bool:
-        return self._written != (self._complete, self._total, self.message)
+        return self._written != (self._complete, self._total, self.message, self._counted())
 
     def mark_written(self, seq: int) -> None:
         """The next row of this subtask is taken now, under ``seq``."""
         self._row_seq = seq
-        self._written = (self._complete, self._total, self.message)
+        self._written = (self._complete, self._total, self.message, self._counted())
 
     @property
     def was_written(self) -> bool:
@@ -196,6 +215,10 @@ class SubtaskCore:
     @property
     def _row_ended(self) -> datetime | None:
         return None if self.ended is None else utc(self._run.wall(self.ended))
+
+    @property
+    def _row_counts(self) -> str | None:
+        return None if self._counts is None else self._counts.json()
 
 
 def _ticked(ticks: itertools.count[int]) -> int:

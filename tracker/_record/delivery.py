@@ -87,6 +87,17 @@ class Delivery:
                 logger.debug("closing the writer's idle connection")
                 self._store.close()
 
+    def own_fds(self) -> set[int]:
+        """This writer's socket to the database (the resource sampler leaves it out)."""
+        store = self._store
+        fd = None if store is None else store.socket_fd
+        return set() if fd is None else {fd}
+
+    def conninfo(self) -> str | None:
+        """The database the writer writes to, once resolved."""
+        store = self._store
+        return None if store is None else store.conninfo
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()

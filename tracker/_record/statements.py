@@ -19,6 +19,10 @@ never regresses a row::
 
 Updating first and inserting only the new rows spares existing rows the insert-side trigger
 (the archived-run check); the ON CONFLICT arm covers a row another session inserts meanwhile.
+Resource samples (``pipeline_run_sample``) are inserted, never updated, after the status rows
+of the same transaction: a sample already there (a replay) is skipped, and so is a sample of a
+run that is not in ``pipeline_status`` (archived meanwhile), which would otherwise fail its
+foreign key and the whole batch with it.
 What an update sets follows each column's role (``tracker._model.columns``): state as it is
 now; identity kept where a snapshot has none (it never goes back to NULL); key, fixed and
 insert-only columns never. Tables are named with their schema, so the writer needs no
@@ -32,12 +36,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from tracker._model.columns import STATUS_COLUMNS, SUBTASK_COLUMNS, Column, Kind, Role
+from tracker._model.columns import (
+    SAMPLE_COLUMNS,
+    STATUS_COLUMNS,
+    SUBTASK_COLUMNS,
+    Column,
+    Kind,
+    Role,
+)
 from tracker._model.snapshot import Snapshot
 
 SCHEMA = "pipetrack"
-# A JSON column travels as text and is parsed for a new row alone (the insert): the updates
-# that make up nearly all writes never parse it.
+# A JSON column travels as text: an insert-only one (the environment) is parsed for a new row
+# alone, so the updates that make up nearly all writes never parse it.
 _TRAVELS_AS = {Kind.JSON: "text"}
 
 
@@ -74,11 +85,39 @@ class Upsert:
         )
 
 
+@dataclass(frozen=True)
+class InsertNew:
+    """The insert of rows written once (samples), one array parameter per column: a row whose
+    key exists is skipped, and so is a row whose run is not in ``pipeline_status``."""
+
+    table: str
+    columns: tuple[Column, ...]
+
+    @property
+    def sql(self) -> str:
+        table, columns = f"{SCHEMA}.{self.table}", self.columns
+        names = ", ".join(c.name for c in columns)
+        arrays = ", ".join(f"%s::{c.kind.value}[]" for c in columns)
+        key = ", ".join(c.name for c in columns if c.role is Role.KEY)
+        # FOR KEY SHARE, as the foreign key's own check: a run being archived by another
+        # session is waited for, then found gone, and its samples skipped.
+        return (
+            f"INSERT INTO {table} ({names}) "
+            f"SELECT * FROM unnest({arrays}) AS v({names}) "
+            f"WHERE EXISTS (SELECT FROM {SCHEMA}.pipeline_status AS p "
+            f"WHERE p.run_id = v.run_id FOR KEY SHARE) "
+            f"ON CONFLICT ({key}) DO NOTHING"
+        )
+
+
 def _assignment(column: Column, new: str, old: str) -> str:
     name = column.name
+    # A JSON state column (work counts, a few dozen bytes) is parsed at each update: the
+    # updates that do not set one (no counts yet: NULL) parse nothing.
+    value = f"{new}.{name}::{column.kind.value}" if column.kind in _TRAVELS_AS else f"{new}.{name}"
     if column.role is Role.IDENTITY:
-        return f"{name} = COALESCE({new}.{name}, {old}.{name})"
-    return f"{name} = {new}.{name}"
+        return f"{name} = COALESCE({value}, {old}.{name})"
+    return f"{name} = {value}"
 
 
 @dataclass(frozen=True)
@@ -124,6 +163,7 @@ STATUS = Upsert("pipeline_status", STATUS_COLUMNS)
 SUBTASK = Upsert("pipeline_subtask", SUBTASK_COLUMNS)
 STATUS_STATE = StateUpdate("pipeline_status", STATUS_COLUMNS)
 SUBTASK_STATE = StateUpdate("pipeline_subtask", SUBTASK_COLUMNS)
+SAMPLE = InsertNew("pipeline_run_sample", SAMPLE_COLUMNS)
 
 
 class Known:
@@ -193,6 +233,9 @@ def batch_statements(snapshots: Sequence[Snapshot], known: Known | None = None) 
         statements.append(
             Statement(SUBTASK_STATE.sql, _literals(_SUBTASK_LITERALS, known_rows), True)
         )
+    samples = [row for s in snapshots for row in s.samples]
+    if samples:
+        statements.append(Statement(SAMPLE.sql, _literals(_SAMPLE_LITERALS, samples), False))
     return statements
 
 
@@ -227,10 +270,12 @@ _LITERAL_OF: dict[Kind, Callable[[Sequence[Any]], str]] = {
     Kind.INTEGER: _number_array,
     Kind.BIGINT: _number_array,
     Kind.NUMERIC: _number_array,
+    Kind.DOUBLE: _number_array,
     Kind.TIMESTAMP: _timestamp_array,
 }
 _STATUS_LITERALS = [_LITERAL_OF[c.kind] for c in STATUS_COLUMNS]
 _SUBTASK_LITERALS = [_LITERAL_OF[c.kind] for c in SUBTASK_COLUMNS]
+_SAMPLE_LITERALS = [_LITERAL_OF[c.kind] for c in SAMPLE_COLUMNS]
 # A state update's rows are a snapshot's state tuple followed by the run id: where each column it
 # sends is in such a row (-1: the run id, last).
 _STATE_NAMES = [c.name for c in STATUS_COLUMNS if c.role is Role.STATE]
@@ -250,10 +295,14 @@ def _literals(
 
 
 def newest(snapshots: Sequence[Snapshot]) -> list[Snapshot]:
-    """One snapshot per run, its newest, carrying the newest version of each subtask row."""
+    """One snapshot per run, its newest, carrying the newest version of each subtask row and
+    the samples of all of them (each sample travels in one snapshot only)."""
     by_run: dict[str, Snapshot] = {}
     rows: dict[tuple[str, int], tuple[Any, ...]] = {}
+    samples: dict[str, list[tuple[Any, ...]]] = {}
     for snapshot in snapshots:
+        if snapshot.samples:
+            samples.setdefault(snapshot.run_id, []).extend(snapshot.samples)
         held = by_run.get(snapshot.run_id)
         if held is None or held.seq < snapshot.seq:
             by_run[snapshot.run_id] = snapshot
@@ -274,6 +323,7 @@ def newest(snapshots: Sequence[Snapshot]) -> list[Snapshot]:
             s.state,
             subtasks=grouped.pop(s.run_id, []),
             final=s.final,
+            samples=samples.get(s.run_id, []),
         )
         for s in by_run.values()
     ]

@@ -108,6 +108,22 @@ class Store:
         conn = self._conn
         return conn is not None and not conn.closed and not conn.broken
 
+    @property
+    def socket_fd(self) -> int | None:
+        """The connection's socket, which the resource sampler leaves out of the process's
+        connections (read from other threads too: a closing connection just says None)."""
+        conn = self._conn
+        try:
+            return None if conn is None or conn.closed else int(conn.pgconn.socket)
+        except Exception:
+            return None
+
+    @property
+    def conninfo(self) -> str | None:
+        """The resolved target's connection string (None before ``resolve``, or unusable): the
+        sampler counts the connections to it as database connections."""
+        return None if self._target is None else self._target.conninfo
+
     def resolve(self) -> str:
         """Resolve the target (without starting anything) and return its spool key."""
         if self.key is None:

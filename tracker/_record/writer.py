@@ -9,8 +9,11 @@ signal worker (see ``tracker._runtime.handoff`` and ``signal_locks``).
 
 Each cycle (every flush interval, or at once when a transition wakes it) snapshots every run
 that changed (latest state wins: one snapshot per run per cycle), plus a heartbeat snapshot of
-every live run when the heartbeat is due (resources sampled first), and hands the batches to
-``tracker._record.delivery``, which writes them or spools them.
+every live run when the heartbeat is due, and hands the batches to ``tracker._record.delivery``,
+which writes them or spools them. A cycle in which a run needs resource figures (its start, a
+subtask boundary, a heartbeat, its sample cadence, its end) first takes one sample, which
+``tracker._record.measure`` puts on each such run: the sample rows travel in the snapshots, so
+they cost no extra connection or round trip.
 """
 
 from __future__ import annotations
@@ -18,18 +21,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from tracker._model.snapshot import TERMINAL, Snapshot
 from tracker._model.state import RunCore
+from tracker._model.subtask import SubtaskCore
 from tracker._record.delivery import Delivery
+from tracker._record.measure import Measure
 from tracker._record.preload import load_writer_modules
 from tracker._settings import TrackerSettings
 from tracker._signals import signals_blocked
 
 if TYPE_CHECKING:
-    from tracker._sampling import ResourceSampler
+    from tracker._sampling import ResourceSample, SampleCadence, SharedSampler
 
 logger = logging.getLogger("tracker")
 
@@ -41,8 +46,19 @@ BATCH_SIZE = 250
 class Writer:
     """Writes the runs of one Tracker; see the module docstring."""
 
-    def __init__(self, settings: TrackerSettings) -> None:
+    def __init__(
+        self,
+        settings: TrackerSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        cadence: SampleCadence | None = None,
+    ) -> None:
+        """``clock``/``wall`` drive the heartbeat and the resource samples (tests inject them
+        to live through hours in seconds); ``cadence`` is when samples are kept as rows."""
         self._settings = settings
+        self._clock = clock
+        self._wall = wall
         self._runs: dict[str, RunCore] = {}
         self._runs_lock = threading.RLock()
         self._cond_lock = threading.RLock()
@@ -52,18 +68,60 @@ class Writer:
         self._requested = 0
         self._done = 0
         self._thread: threading.Thread | None = None
-        self._sampler: ResourceSampler | None = None
         self.delivery = Delivery(settings, self._exported)
-        self._next_heartbeat = time.monotonic() + settings.heartbeat_interval
+        self._measure = Measure(
+            skip_fds=self.delivery.own_fds,
+            conninfo=self.delivery.conninfo,
+            clock=clock,
+            wall=wall,
+            cadence=cadence,
+        )
+        self._next_heartbeat = clock() + settings.heartbeat_interval
         self._git_cache: dict[str | None, str | None] = {}
-        self._active_at = time.monotonic()  # when a run last changed (more than a heartbeat)
+        self._active_at = clock()  # when a run last changed (more than a heartbeat)
 
     # -- called from the user's threads -----------------------------------------------------
     def register(self, run: RunCore) -> None:
         with self._runs_lock:
+            new = run.run_id not in self._runs
+        # An ended run needs no baseline: the signal worker registers the run it cancelled,
+        # and must not import or sample where the frozen main thread may hold the locks.
+        if new and not run.terminal:
+            # Before the run is seen by the writer's thread, and before its work begins: its
+            # resource baseline (a sample on this thread, about 0.1 ms; the first run also
+            # makes the sampler).
+            try:
+                self._measure.start(run)
+            except Exception:
+                logger.debug("cannot start measuring run %s", run.run_id, exc_info=True)
+        with self._runs_lock:
             self._runs[run.run_id] = run
         self._ensure_thread()
         self.wake()
+
+    def boundary_sample(self) -> ResourceSample | None:
+        """A resource sample for a subtask boundary, taken on the caller's thread outside the
+        run's lock (see ``tracker._record.measure``); hand it to ``at_boundary``."""
+        try:
+            return self._measure.boundary_sample()
+        except Exception:
+            logger.debug("cannot sample resources at a subtask boundary", exc_info=True)
+            return None
+
+    def at_boundary(
+        self, run: RunCore, sample: ResourceSample | None, ended: list[SubtaskCore] | None = None
+    ) -> None:
+        """``run`` entered a subtask, or ended those in ``ended``, just after ``sample`` (the
+        caller holds its lock)."""
+        try:
+            self._measure.boundary(run, sample, ended or [])
+        except Exception:
+            logger.debug("cannot measure a subtask boundary", exc_info=True)
+
+    def sample_from(self, source: SharedSampler) -> None:
+        """Take resource figures from ``source`` (a wrapped command's process tree) instead of
+        this process; before the first run is registered."""
+        self._measure.use(source)
 
     def wake(self) -> None:
         with self._cond:
@@ -172,6 +230,11 @@ class Writer:
 
     # -- the thread -------------------------------------------------------------------------
     def _loop(self) -> None:
+        # The runs' first subtasks start now: measure them before the slow part (psycopg).
+        try:
+            self._measure_runs(self._live_runs(), heartbeat=False, learn=False)
+        except Exception:
+            logger.exception("pipetrack writer cannot sample resources; continuing")
         try:
             load_writer_modules()
         except Exception:
@@ -181,15 +244,18 @@ class Writer:
         while True:
             with self._cond:
                 while not self._wake and not self._shutdown:
-                    remaining = next_tick - time.monotonic()
+                    # (Also when a subtask's end waits for a sample the boundary could not
+                    # take without costing the caller more than its share.)
+                    remaining = min(next_tick, self._measure.retry_at()) - time.monotonic()
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
                 self._wake = False
                 stopping = self._shutdown
                 wanted = self._requested
+                flushing = self._done < wanted
             try:
-                self._cycle(final=stopping)
+                self._cycle(final=stopping, flushing=flushing)
             except Exception:
                 logger.exception("pipetrack writer cycle failed; continuing")
             with self._cond:
@@ -213,16 +279,16 @@ class Writer:
                 or (r.terminal and r.final_seq == 0)
             ]
 
-    def _cycle(self, *, final: bool = False) -> None:
-        now = time.monotonic()
+    def _cycle(self, *, final: bool = False, flushing: bool | None = True) -> None:
+        """One pass; ``flushing``: someone waits for it (a flush, the exit), so a step's end
+        waiting for a new sample gets one now."""
+        now = self._clock()
         heartbeat = now >= self._next_heartbeat
         if heartbeat:
             self._next_heartbeat = now + self._settings.heartbeat_interval
-        with self._runs_lock:
-            runs = list(self._runs.values())
+        runs = self._live_runs()
+        self._measure_runs(runs, heartbeat=heartbeat, fresh=bool(flushing) or final)
         due: list[RunCore] = []
-        # The figures are the process's, whichever run they go to: one sample per cycle.
-        sample: tuple[int | None, int | None, float | None] | None = None
         for run in runs:
             first = run.seq == 0
             ending = run.final_seq == 0 and run.status in TERMINAL
@@ -233,14 +299,6 @@ class Writer:
                 continue
             if first:
                 self._fill_git(run)
-            if first or ending or (heartbeat and not run.terminal):
-                if sample is None:
-                    sample = self._sample()
-                memory, peak, cpu = sample
-                with run._lock:
-                    if memory is not None:
-                        run.memory_mb, run.peak_memory_mb, run.cpu_percent = memory, peak, cpu
-                    run._dirty = True
             due.append(run)
         if due:
             self.delivery.deliver(self._batches(due))
@@ -251,16 +309,28 @@ class Writer:
         if idle_close and now - self._active_at >= idle_close:
             # Nothing but heartbeats for a while: no server connection held meanwhile.
             self.delivery.close_connection()
-        self._forget_done(runs)
+        self._forget_done(runs, final=final, flushing=flushing)
 
-    def _forget_done(self, runs: list[RunCore]) -> None:
-        """A run is done with once its final snapshot is out (in the database or the spool)."""
+    def _forget_done(self, runs: list[RunCore], *, final: bool, flushing: bool | None) -> None:
+        """A run is done with once its final snapshot is out (in the database or the spool),
+        with its last resource sample on it."""
+        measure = self._measure
+        again = False
         with self._runs_lock:
             for run in runs:
                 # final_seq is set by the final snapshot only.
                 out = run.final_seq and run.exported_seq >= run.final_seq
-                if out and not (run._dirty or run._moved):
+                if out and measure.pending_final(run):
+                    again = True  # it ended after this cycle's sample: once more
+                elif out and not (run._dirty or run._moved):
                     self._runs.pop(run.run_id, None)
+                    measure.forget(run.run_id)
+        if again:
+            if final and flushing is not None:
+                # The last cycle: once more, for its last sample (once: flushing=None).
+                self._cycle(final=True, flushing=None)
+            elif not final:
+                self.wake()
 
     def _fill_git(self, run: RunCore) -> None:
         from tracker._record.git import git_commit
@@ -276,22 +346,31 @@ class Writer:
             if run.context.get("git_commit") is None:
                 run.set_identity(git_commit=self._git_cache[path])
 
-    def _sample(self) -> tuple[int | None, int | None, float | None]:
-        if self._sampler is None:
-            from tracker._sampling import ResourceSampler
+    def _live_runs(self) -> list[RunCore]:
+        with self._runs_lock:
+            return list(self._runs.values())
 
-            self._sampler = ResourceSampler()
-        sample = self._sampler.sample()
-        if sample is None:
-            return None, None, None
-        return sample.memory_mb, sample.peak_memory_mb, sample.cpu_percent
+    def _measure_runs(
+        self, runs: list[RunCore], *, heartbeat: bool, fresh: bool = False, learn: bool = True
+    ) -> None:
+        """One resource sample, put on every run that needs figures now (outside any run's
+        lock while it is taken: a tree of 50 processes takes milliseconds)."""
+        measure = self._measure
+        wanting = [run for run in runs if measure.wanted(run, heartbeat=heartbeat)]
+        if not wanting:
+            return
+        fresh = fresh or any(measure.fresh_wanted(run, heartbeat=heartbeat) for run in wanting)
+        sample = measure.take(fresh=fresh, learn=learn)
+        for run in wanting:
+            with run._lock:
+                measure.apply(run, sample)
 
     # -- export -----------------------------------------------------------------------------
     def _batches(self, runs: list[RunCore]) -> Iterator[list[Snapshot]]:
         """The runs' snapshots, a batch at a time: each is taken just before it is sent, so
         that building one overlaps the database writing the one before."""
         for start in range(0, len(runs), BATCH_SIZE):
-            now = time.time()  # one time for the batch: its snapshots are taken together
+            now = self._wall()  # one time for the batch: its snapshots are taken together
             yield [run.snapshot(now) for run in runs[start : start + BATCH_SIZE]]
 
     def _exported(self, snapshots: list[Snapshot]) -> None:

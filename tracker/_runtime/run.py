@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tracker._model.checks import IGNORE, Checker
 from tracker._model.state import RunCore
 from tracker._runtime import observers
+from tracker._runtime.counting import add_count
 from tracker._runtime.guards import false, guarded, none
 from tracker._runtime.subtask import Subtask, detached
 from tracker.errors import InvalidValue, RunClosed
@@ -98,6 +99,9 @@ class Run(RunCore):
         if text is IGNORE:
             text = ""
         total = checker.count(items_total, "items_total") if items_total is not None else None
+        # Its start's resource figures: taken here, outside the lock, just before it begins.
+        writer = self._tracker.writer
+        sample = None if self.terminal else writer.boundary_sample()
         with self._lock:
             if self.terminal:
                 self._closed("start a subtask")
@@ -118,6 +122,7 @@ class Run(RunCore):
                         "subtasks:over",
                     )
             sub = self.enter(Subtask, str(text), total if isinstance(total, int) else None)
+            writer.at_boundary(self, sample)
         if not isinstance(sub, Subtask):  # enter() builds what it is given
             raise TypeError(sub)
         self._wake()
@@ -129,6 +134,13 @@ class Run(RunCore):
     ) -> Iterator[T]:
         """Iterate ``iterable`` inside a subtask named ``desc``, counting items as they pass."""
         return _progress(self, iterable, desc, total)
+
+    @guarded(false)
+    def count(self, name: str, n: int = 1) -> bool:
+        """Add ``n`` (a whole number >= 0) to the run's work count ``name`` (at most 32 names
+        a run): ``run.count("rows_written", len(batch))``. True if counted; a bad name or
+        amount is refused as a whole (a warning, or an error in strict mode)."""
+        return add_count(self, None, name, n)
 
     @guarded(none)
     def message(self, text: str) -> None:

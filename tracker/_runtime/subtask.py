@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from tracker._model.checks import IGNORE, SUBTASK_STATUSES
 from tracker._model.subtask import SubtaskCore
 from tracker._runtime import observers
-from tracker._runtime.guards import guarded, none
+from tracker._runtime.counting import add_count
+from tracker._runtime.guards import false, guarded, none
 from tracker.errors import InvalidValue, SubtaskOrderError
 
 if TYPE_CHECKING:
@@ -184,6 +185,9 @@ class Subtask(SubtaskCore):
         checked = run._checker.status(status, SUBTASK_STATUSES[2:], "subtask_status")
         if checked is IGNORE:
             checked = "COMPLETED"
+        # Its end's resource figures: taken here, outside the lock, just as it ends.
+        writer = run._tracker.writer
+        sample = None if self.ended is not None or run.terminal else writer.boundary_sample()
         with self._lock:
             if self.ended is not None:
                 return
@@ -202,9 +206,19 @@ class Subtask(SubtaskCore):
                 )
             ended = [*reversed(children), self]
             run.close(self, str(checked))
+            writer.at_boundary(run, sample, list(ended))
         run._wake()
         for sub in ended:
             observers.notify("on_subtask_end", run, sub)
+
+    @guarded(false)
+    def count(self, name: str, n: int = 1) -> bool:
+        """Add ``n`` to this subtask's work count ``name``, and so to the run's (a subtask's
+        counts are what was counted while it was the one counted on; a parent's do not include
+        its children's). True if counted; see ``Run.count``."""
+        if self.index == 0 and self.ended is not None:
+            return False  # a detached handle (see detached): already reported when made
+        return add_count(self._run, self if self.index else None, name, n)
 
     def fail(self) -> None:
         """End this subtask as FAILED."""

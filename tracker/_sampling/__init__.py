@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tracker._sampling._cadence import DEFAULT_TIERS, SampleCadence, SampleSchedule
 from tracker._sampling._sampler import ResourceSample, ResourceSampler
+from tracker._sampling._shared import SharedSampler
 from tracker._sampling._sockets import DATABASE_PORTS, DatabaseEndpoints
 
 __all__ = [
@@ -15,4 +16,5 @@ __all__ = [
     "ResourceSampler",
     "SampleCadence",
     "SampleSchedule",
+    "SharedSampler",
 ]

@@ -134,6 +134,16 @@ class ResourceSampler:
             logger.debug("cannot sample the resources of process %d", self.root, exc_info=True)
             self._broken = True
 
+    @property
+    def database(self) -> DatabaseEndpoints:
+        """The endpoints that make a connection a database connection; settable (the tracker
+        learns its own database's address after its sampler has started)."""
+        return self._database
+
+    @database.setter
+    def database(self, endpoints: DatabaseEndpoints) -> None:
+        self._database = endpoints
+
     def sample(self) -> ResourceSample | None:
         """The tree's figures now; None once every process of it is gone (or on a failure,
         which is logged once: resources are best effort and never stop the caller)."""

@@ -12,7 +12,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from tracker._telemetry import _config
-from tracker._telemetry._run import ProgressRatios, RunTelemetry
+from tracker._telemetry._run import ProgressRatios, Resources, RunTelemetry
 
 if TYPE_CHECKING:
     from tracker._runtime.run import Run
@@ -29,6 +29,23 @@ def progress_of(run: Run) -> ProgressRatios:
         shown = run.shown
         subtask = shown.fraction() if shown is not None and shown.ended is None else None
     return ProgressRatios(None if overall is None else overall / 100.0, subtask)
+
+
+def resources_of(run: Run) -> Resources:
+    """A run's latest resource figures and its work counts (at metric collection only)."""
+    with run._lock:
+        usage = run.usage
+        return Resources(
+            usage.cpu_seconds,
+            usage.disk_read_bytes,
+            usage.disk_write_bytes,
+            usage.tcp_received_bytes,
+            usage.tcp_sent_bytes,
+            run.open_fds,
+            run.db_connections,
+            run.other_connections,
+            tuple(run.counts.values.items()),
+        )
 
 
 def _innermost_index(run: Run) -> int | None:
@@ -87,6 +104,7 @@ class TelemetryObserver:
             parent_run_id=run.parent_run_id,
             progress=lambda: progress_of(run),
             current_index=lambda: _innermost_index(run),
+            resources=lambda: resources_of(run),
         )
         self._runs[run.run_id] = telemetry
         if telemetry.trace_id is not None:

@@ -31,6 +31,24 @@ ProgressSource = Callable[[], ProgressRatios]
 """How the gauges read a run's progress: called at metric collection, never on progress calls."""
 
 
+class Resources(NamedTuple):
+    """What a run's latest resource sample and its work counts say (None: not measured)."""
+
+    cpu_seconds: float | None = None
+    disk_read_bytes: int | None = None
+    disk_write_bytes: int | None = None
+    tcp_received_bytes: int | None = None
+    tcp_sent_bytes: int | None = None
+    open_fds: int | None = None
+    db_connections: int | None = None
+    other_connections: int | None = None
+    counts: tuple[tuple[str, int], ...] = ()  # (name, count) of each work count
+
+
+ResourceSource = Callable[[], Resources]
+"""How the resource instruments read a run's figures, at metric collection only."""
+
+
 class RunTelemetry:
     """Spans, metrics and child context of one run. Never raises into the tracker."""
 
@@ -46,9 +64,11 @@ class RunTelemetry:
         parent_run_id: str | None = None,
         min_event_interval: float | None = None,
         current_index: _context.CurrentIndex | None = None,
+        resources: ResourceSource | None = None,
     ) -> None:
         """``current_index`` tells which subtask the calling thread is in (for child processes
-        and nested runs); ``progress`` is read only when metrics are collected."""
+        and nested runs); ``progress`` and ``resources`` are read only when metrics are
+        collected."""
         self.run_id = run_id
         self.spans: RunSpans | None = None
         self._telemetry: _config.Telemetry | None = None
@@ -67,6 +87,7 @@ class RunTelemetry:
                     total_subtasks=total_subtasks,
                     parent_run_id=parent_run_id,
                     min_event_interval=min_event_interval,
+                    resources=resources,
                 )
         except Exception:
             logger.exception("telemetry: could not start the run's telemetry; going on without")
@@ -83,6 +104,7 @@ class RunTelemetry:
         total_subtasks: int | None,
         parent_run_id: str | None,
         min_event_interval: float | None,
+        resources: ResourceSource | None,
     ) -> None:
         from tracker._telemetry._metrics import instruments_for
         from tracker._telemetry._spans import MIN_EVENT_INTERVAL, RunSpans
@@ -105,7 +127,7 @@ class RunTelemetry:
         self._instruments = instruments_for(telemetry)
         if self._instruments is not None:
             self._metric_key = self._instruments.run_started(
-                task_name=task_name, stage=stage, source=progress
+                task_name=task_name, stage=stage, source=progress, resources=resources
             )
 
     @property

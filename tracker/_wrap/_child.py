@@ -9,8 +9,9 @@
    whole foreground group, so the child already has it.
 4. The main thread multiplexes the two pipes, the control socket and a pidfd: stdout goes through
    the protocol scanner, both go out unchanged to our own stdout/stderr and the log; resources are
-   sampled between reads. After the child exits, output still in the pipes is drained for a
-   bounded time (a grandchild may hold them open).
+   sampled between reads, and once more when the child has exited but is not reaped yet: a
+   zombie's counters are still readable, and hold its last writes. After the child exits,
+   output still in the pipes is drained for a bounded time (a grandchild may hold them open).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tracker._sampling import ResourceSample, ResourceSampler
+from tracker._sampling import ResourceSample, ResourceSampler, SharedSampler
 from tracker._wrap._control import ControlServer
 from tracker._wrap._outcome import CANCEL_SIGNALS, StderrTail, oom_kill_count
 from tracker._wrap._scanner import LineScanner, Scan
@@ -187,8 +188,12 @@ def run_child(
     echo: bool = False,
     sample_interval: float = 1.0,
     drain_timeout: float = 2.0,
+    resources: SharedSampler | None = None,
 ) -> ChildResult:
-    """Carry the child's output and wait for it; the caller has blocked FORWARDED signals."""
+    """Carry the child's output and wait for it; the caller has blocked FORWARDED signals.
+
+    ``resources``: the tree's sampler, made at the spawn and shared with the tracker's writer
+    (default: one of its own)."""
     return _Supervisor(
         pid,
         out_fd,
@@ -199,6 +204,7 @@ def run_child(
         echo=echo,
         sample_interval=sample_interval,
         drain_timeout=drain_timeout,
+        resources=resources,
     ).run()
 
 
@@ -215,6 +221,7 @@ class _Supervisor:
         echo: bool,
         sample_interval: float,
         drain_timeout: float,
+        resources: SharedSampler | None,
     ) -> None:
         self.pid = pid
         self.listener = listener
@@ -226,7 +233,7 @@ class _Supervisor:
             _Pump(out_fd, 1, log_fd, LineScanner(echo=echo), None),
             _Pump(err_fd, 2, log_fd, None, self.tail),
         ]
-        self.sampler = ResourceSampler(pid)
+        self.sampler = resources or SharedSampler(ResourceSampler(pid))
         self.last_sample: ResourceSample | None = None
         self.selector = selectors.DefaultSelector()
         self.pidfd: int | None = None
@@ -302,6 +309,8 @@ class _Supervisor:
                     exit_seen = True
 
     def _check_exit(self, now: float) -> None:
+        if _exited(self.pid):
+            self._sample()  # its last figures, read from its zombie before it is reaped
         self.returncode = _reap(self.pid)
         if self.returncode is not None:
             self.exited_at = now
@@ -313,6 +322,15 @@ class _Supervisor:
         if sample is not None:
             self.last_sample = sample
             self.listener.sampled(sample)
+
+
+def _exited(pid: int) -> bool:
+    """Has ``pid`` exited (and not been reaped)? It stays a zombie: nothing is collected."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except (ChildProcessError, AttributeError, OSError):  # gone, or no waitid (macOS)
+        return False
+    return info is not None
 
 
 def _reap(pid: int) -> int | None:

@@ -2,19 +2,21 @@
 
 The tracker's public ``Run``/``Subtask`` API does the work; the few things it has no method for
 (setting the total or the stage of a running run, resources measured in another process) are
-done here under the run's lock, the same way the tracker's own writer does them.
+done here under the run's lock, the same way the tracker's own writer does them. The tree's
+totals, its subtasks' and its sample rows are the writer's (``tracker._record.measure``), from
+the same tree sampler; the supervisor's every-second samples keep memory and CPU current here.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 from tracker._wrap._outcome import Outcome
 from tracker._wrap.protocol import (
     Command,
+    Count,
     Enter,
     Error,
     Exit,
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from tracker._runtime.run import Run
     from tracker._sampling import ResourceSample
 
-__all__ = ["RunDriver", "TreeResources"]
+__all__ = ["RunDriver"]
 
 logger = logging.getLogger("tracker")
 _REJECTED_WARNINGS = 5
@@ -55,28 +57,11 @@ def _coalesced(commands: list[Command]) -> list[Command]:
     return kept
 
 
-class TreeResources:
-    """Stands in for the writer's own-process sampler: reports the child tree's last sample."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last: ResourceSample | None = None
-
-    def update(self, sample: ResourceSample) -> None:
-        with self._lock:
-            self._last = sample
-
-    def sample(self) -> ResourceSample | None:
-        with self._lock:
-            return self._last
-
-
 class RunDriver:
     """The wrapper's Listener: turns commands into Run calls and remembers what ends the run."""
 
-    def __init__(self, run: Run, resources: TreeResources | None = None) -> None:
+    def __init__(self, run: Run) -> None:
         self.run = run
-        self.resources = resources
         self.reported_error: Error | None = None
         self.finish_message: str | None = None
         self.rejected_count = 0
@@ -99,13 +84,13 @@ class RunDriver:
             logger.warning("pipetrack: more invalid protocol lines; no further warnings")
 
     def sampled(self, sample: ResourceSample) -> None:
-        if self.resources is not None:
-            self.resources.update(sample)
+        # Memory only: the CPU figure is the writer's, over 2 s or more (this sample may be
+        # milliseconds after the writer's own, and CPU time moves in 10 ms ticks).
         run = self.run
         with run._lock:
-            run.memory_mb = sample.memory_mb
+            if sample.rss_bytes > 0:  # 0: the command has exited, only its zombie is left
+                run.memory_mb = sample.memory_mb
             run.peak_memory_mb = max(run.peak_memory_mb or 0, sample.peak_memory_mb)
-            run.cpu_percent = sample.cpu_percent
             run._dirty = True
 
     # -- commands ---------------------------------------------------------------------------
@@ -143,6 +128,10 @@ class RunDriver:
                 sub.update(message=command.text)
             else:
                 run.message(command.text)
+        elif isinstance(command, Count):
+            # The innermost subtask's (and so the run's), as tracker.gcount counts.
+            sub = run.innermost_subtask()
+            (sub or run).count(command.name, command.n)
         elif isinstance(command, Error):
             self.reported_error = command
         elif isinstance(command, Finish):

@@ -7,7 +7,7 @@ lines. It does no I/O. The grammar, also in docs/protocol.md::
 
     line     = "::pipetrack::" command [ " " props ] [ "::" text ] [ "\\r" ] "\\n"
     command  = "init" | "total" | "enter" | "exit" | "progress" | "percent"
-             | "message" | "error" | "finish"
+             | "message" | "count" | "error" | "finish"
     props    = prop *( "," prop )
     prop     = key "=" value            ; key = 1*( "a"-"z" / "_" ), value may be empty
     text     = everything after the first "::" that follows the command and its props
@@ -27,6 +27,7 @@ Commands (``N`` an integer >= 0, ``P`` a finite number; percentages are clamped 
 ``progress done=N[,total=N][::MESSAGE]``                   items done in the current subtask
 ``percent value=P[,scope=overall|subtask][::MESSAGE]``     set a percentage by hand
 ``message [scope=subtask|overall]::TEXT``                  a progress message
+``count [n=N]::NAME``                                      add N (default 1) to a work count
 ``error [detail=TEXT]::MESSAGE``                           the run failed, with this error
 ``finish[::MESSAGE]``                                      the run succeeded, with this message
 =========================================================  =====================================
@@ -46,6 +47,7 @@ __all__ = [
     "MARKER",
     "MAX_LINE_BYTES",
     "Command",
+    "Count",
     "Enter",
     "Error",
     "Exit",
@@ -64,6 +66,10 @@ __all__ = [
 
 MARKER = b"::pipetrack::"
 """Every protocol line starts with these bytes, at the very start of the line."""
+
+COUNT_MAX = 2**63 - 1
+"""The largest ``n`` a count line may add (what the record stores)."""
+_DIGITS_MAX = len(str(COUNT_MAX)) + 1
 
 MAX_LINE_BYTES = 64 * 1024
 """A longer line is ordinary output: it bounds what the wrapper holds back while it waits for
@@ -120,6 +126,13 @@ class Message(NamedTuple):
     scope: Scope = "subtask"
 
 
+class Count(NamedTuple):
+    """Add ``n`` to the work count ``name`` of the innermost subtask (and so of the run)."""
+
+    name: str
+    n: int = 1
+
+
 class Error(NamedTuple):
     message: str
     detail: str | None = None
@@ -129,7 +142,9 @@ class Finish(NamedTuple):
     message: str | None = None
 
 
-Command: TypeAlias = Init | Total | Enter | Exit | Progress | Percent | Message | Error | Finish
+Command: TypeAlias = (
+    Init | Total | Enter | Exit | Progress | Percent | Message | Count | Error | Finish
+)
 
 _KEY = re.compile(rb"[a-z_]+\Z")
 _PLAIN_PROGRESS = re.compile(
@@ -164,6 +179,9 @@ def _count(props: dict[str, str], key: str, *, required: bool = False) -> int | 
     text = raw.strip()
     if not text.isascii() or not text.isdigit():
         raise ProtocolError(f"{key}= must be a whole number >= 0, not {raw!r}")
+    if len(text.lstrip("0")) > _DIGITS_MAX:
+        # Past any count the record keeps (and, beyond 4,300 digits, past what int() reads).
+        raise ProtocolError(f"{key}= has {len(text)} digits: too large")
     return int(text)
 
 
@@ -277,6 +295,15 @@ def _message(props: dict[str, str], text: str | None) -> Command:
     return Message(text=text, scope=_scope(props, "subtask"))
 
 
+def _count_line(props: dict[str, str], text: str | None) -> Command:
+    if not text:
+        raise ProtocolError("count needs a name after ::")
+    n = _count(props, "n")
+    if n is not None and n > COUNT_MAX:
+        raise ProtocolError(f"n= must be at most {COUNT_MAX}, not {n:.3g}")
+    return Count(name=text, n=1 if n is None else n)
+
+
 def _error(props: dict[str, str], text: str | None) -> Command:
     if not text:
         raise ProtocolError("error needs a message after ::")
@@ -295,6 +322,7 @@ _BUILDERS: dict[str, Callable[[dict[str, str], str | None], Command]] = {
     "progress": _progress,
     "percent": _percent,
     "message": _message,
+    "count": _count_line,
     "error": _error,
     "finish": _finish,
 }
@@ -337,6 +365,8 @@ def format_line(command: Command) -> bytes:  # noqa: PLR0911
         return _encode("percent" + _props(pairs) + _tail(command.message))
     if isinstance(command, Message):
         return _encode("message" + _props([("scope", command.scope)]) + _tail(command.text))
+    if isinstance(command, Count):
+        return _encode("count" + _props([("n", command.n)]) + _tail(command.name))
     if isinstance(command, Error):
         return _encode("error" + _props([("detail", command.detail)]) + _tail(command.message))
     return _encode("finish" + _tail(command.message))

@@ -1,4 +1,5 @@
-"""``pipetrack enter | exit | progress | message``: report to the run named by PIPETRACK_RUN_ID.
+"""``pipetrack enter | exit | progress | message | count``: report to the run named by
+PIPETRACK_RUN_ID.
 
 For tools that cannot print protocol lines to the wrapped command's stdout. Each sends one
 protocol line to the ``pipetrack run`` that owns the run (see tracker/_wrap/_control.py). Like
@@ -13,8 +14,9 @@ import os
 import re
 
 from tracker._env import PIPETRACK_STRICT, TRUE_VALUES
+from tracker._model.counts import AMOUNT_MAX, clean_name, name_refusal
 from tracker._wrap._control import send
-from tracker._wrap.protocol import Command, Enter, Exit, Message, Progress, format_line
+from tracker._wrap.protocol import Command, Count, Enter, Exit, Message, Progress, format_line
 from tracker.cli._common import EXIT_NOT_OK, EXIT_OK, EXIT_USAGE, complain
 
 __all__ = ["COMMANDS", "PIPETRACK_CONTROL", "PIPETRACK_RUN_ID", "register"]
@@ -64,11 +66,28 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     message.add_argument("--overall", action="store_true", help="the run's message")
     message.set_defaults(handler=_message)
 
+    count = commands.add_parser(
+        "count",
+        help="add to a work count (rows, files …) of the current subtask and run",
+        description=(
+            "Add N (default 1) to the work count NAME of the innermost subtask of the run named "
+            "by $PIPETRACK_RUN_ID, and so of the run: `pipetrack count rows_written 500`. A run "
+            "keeps at most 32 names of up to 200 characters."
+        ),
+    )
+    count.add_argument("name", metavar="NAME")
+    count.add_argument("n", nargs="?", default="1", metavar="N", help="a whole number >= 0")
+    count.set_defaults(handler=_count)
+
+
+def _strict() -> bool:
+    return os.environ.get(PIPETRACK_STRICT, "").strip().lower() in TRUE_VALUES
+
 
 def _deliver(command: Command) -> int:
     run_id = os.environ.get(PIPETRACK_RUN_ID, "")
     control = os.environ.get(PIPETRACK_CONTROL, "")
-    strict = os.environ.get(PIPETRACK_STRICT, "").strip().lower() in TRUE_VALUES
+    strict = _strict()
     if not control:
         if run_id:
             problem = (
@@ -120,3 +139,27 @@ def _progress(args: argparse.Namespace) -> int:
 
 def _message(args: argparse.Namespace) -> int:
     return _deliver(Message(text=args.text, scope="overall" if args.overall else "subtask"))
+
+
+def _count(args: argparse.Namespace) -> int:
+    """Refuses a bad name or N as the library does: a warning and nothing counted (exit 0),
+    or, in strict mode, exit 2: a count that is wrong is worse than one that is missing."""
+    text = args.n.strip()
+    problem = None
+    if not (text.isascii() and text.isdigit()):
+        problem = f"N must be a whole number >= 0, not {args.n!r}"
+    elif len(text.lstrip("0")) > len(str(AMOUNT_MAX)) or int(text) > AMOUNT_MAX:
+        problem = f"N must be at most {AMOUNT_MAX}, not {text[:40]}"
+    name, cleaned = clean_name(args.name)
+    refusal = name_refusal(name)
+    if refusal is not None:
+        problem = f"the count name {args.name[:60]!r} {refusal}"
+    if problem is not None:
+        complain(f"{problem}; nothing counted")
+        return EXIT_USAGE if _strict() else EXIT_OK
+    if cleaned:
+        if _strict():
+            complain(f"the count name {args.name[:60]!r}: {'; '.join(cleaned)}; nothing counted")
+            return EXIT_USAGE
+        complain(f"the count name {args.name[:60]!r}: {'; '.join(cleaned)}; counted as {name!r}")
+    return _deliver(Count(name=name, n=int(text)))

@@ -160,10 +160,11 @@ def _wrap(  # noqa: PLR0915 - the wrapper's whole life, start to end, reads best
     from tracker._db.connect import ready_target
     from tracker._runtime import observers
     from tracker._runtime.trackers import Tracker
+    from tracker._sampling import DatabaseEndpoints, ResourceSampler, SharedSampler
     from tracker._telemetry import child_env
     from tracker._wrap._child import run_child, spawn
     from tracker._wrap._control import ControlServer
-    from tracker._wrap._driver import RunDriver, TreeResources
+    from tracker._wrap._driver import RunDriver
     from tracker._wrap._outcome import Outcome, decide
     from tracker.cli._report import PIPETRACK_CONTROL, PIPETRACK_RUN_ID
 
@@ -184,9 +185,10 @@ def _wrap(  # noqa: PLR0915 - the wrapper's whole life, start to end, reads best
             complain(f"cannot open the log {log_path}: {exc.strerror}")
             return EXIT_USAGE
     tracker = Tracker(dsn=dsn, lifecycle=False, console=False)
-    resources_seen = TreeResources()
-    # The writer samples resources at heartbeats; it must see the tree's, not this wrapper's.
-    tracker.writer._sampler = resources_seen  # type: ignore[assignment]
+    # The run's resources are the command's tree's, not this wrapper's: sampled from the spawn
+    # on, by the writer (its cadence, subtask boundaries) and the supervisor (every second).
+    tree = SharedSampler()
+    tracker.writer.sample_from(tree)
     context = _ScriptContext(_resolve_path(script), task_type_of(argv, script))
     observers.add_observer(context)
     try:
@@ -198,7 +200,7 @@ def _wrap(  # noqa: PLR0915 - the wrapper's whole life, start to end, reads best
         )
     finally:
         observers.remove_observer(context)
-    driver = RunDriver(run, resources_seen)
+    driver = RunDriver(run)
     control = ControlServer()
     env = child_env()
     env[PIPETRACK_RUN_ID] = run.run_id
@@ -214,6 +216,7 @@ def _wrap(  # noqa: PLR0915 - the wrapper's whole life, start to end, reads best
             complain(reason)
             driver.end(Outcome("FAILED", code, reason))
             return code
+        tree.attach(ResourceSampler(pid, database=DatabaseEndpoints.from_conninfo(dsn)))
         result = run_child(
             pid,
             out_fd,
@@ -222,6 +225,7 @@ def _wrap(  # noqa: PLR0915 - the wrapper's whole life, start to end, reads best
             control=control,
             log_fd=log_fd,
             echo=args.echo_protocol,
+            resources=tree,
         )
         outcome = decide(
             result.returncode,

@@ -14,6 +14,7 @@ from typing import Any
 from monitor.queries._common import ACTIVE, jsonable
 from monitor.queries.now import shown_status
 from tracker._model.terminal import printable
+from tracker.cli._view_samples import sample_lines, subtask_lines, total_lines
 
 Row = dict[str, Any]
 WIDTH = 80
@@ -182,7 +183,9 @@ def render_history(rows: list[Row]) -> list[str]:
     return lines
 
 
-def render_run(run: Row, subtasks: list[Row]) -> list[str]:
+def render_run(run: Row, subtasks: list[Row], samples: list[Row] | None = None) -> list[str]:
+    """The run's fields, its resource totals and counts, its subtasks (and what each used), and
+    a sparkline per figure of its resource samples."""
     lines = []
     for key in SHOWN:
         value = run.get(key)
@@ -194,6 +197,7 @@ def render_run(run: Row, subtasks: list[Row]) -> list[str]:
             continue
         lines.append(cut(f"{key + ':':<26}{jsonable_or_self(value)}", WIDTH))
     lines.append(f"{'duration:':<26}{duration(run['elapsed_seconds'])}")
+    lines.extend(cut(line, WIDTH) for line in total_lines(run))
     if subtasks:
         lines.append("")
         lines.append(f"{'#':>4} {'STATUS':<9} {'TIME':>7} {'ITEMS':>11}  SUBTASK")
@@ -212,6 +216,8 @@ def render_run(run: Row, subtasks: list[Row]) -> list[str]:
                     WIDTH,
                 )
             )
+        lines.extend(cut(line, WIDTH) for line in subtask_lines(subtasks))
+    lines.extend(sample_lines(samples or []))  # drawn by us: nothing to make printable
     return lines
 
 

@@ -240,6 +240,6 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         dump(asdict(detail))
     else:
-        for line in render_run(detail.run, detail.subtasks):
+        for line in render_run(detail.run, detail.subtasks, detail.samples):
             say(line, painted=True)
     return EXIT_OK

@@ -17,7 +17,8 @@
 # The original design's signatures are kept: track_init(script_name, total_tasks = NULL,
 # category = NULL), track_status(...), track_task_progress(items_complete, items_total = NULL,
 # message = NULL), track_finish(message = NULL), track_error(error_msg, error_detail = NULL),
-# genter(message), gexit(), gmessage(message).
+# genter(message), gexit(), gmessage(message); and track_count(name, n = 1), which adds n to a
+# work count ("rows_written") of the current subtask and run.
 
 .pipetrack <- new.env(parent = emptyenv())
 
@@ -69,6 +70,16 @@
   x <- suppressWarnings(as.numeric(x))
   if (is.na(x) || !is.finite(x) || x < 0) return(NULL)
   format(floor(x), scientific = FALSE, trim = TRUE)
+}
+
+# A work count to add: one whole number from 0 to 2^63-1, else NULL (never rounded: a count
+# that is wrong is worse than one that is missing).
+.pipetrack$amount <- function(x) {
+  if (is.null(x) || length(x) != 1L || !is.numeric(x) || is.na(x) || !is.finite(x)) {
+    return(NULL)
+  }
+  if (x < 0 || x != floor(x) || x >= 2^63) return(NULL)
+  format(x, scientific = FALSE, trim = TRUE)
 }
 
 .pipetrack$number <- function(x) {
@@ -140,6 +151,25 @@ track_task_progress <- function(items_complete, items_total = NULL, message = NU
       .pipetrack$emit("progress",
                       list(done = done, total = .pipetrack$count(items_total)),
                       .pipetrack$interpolate(message, envir))
+    }
+  })
+}
+
+track_count <- function(name, n = 1) {
+  if (!.pipetrack$active()) return(invisible(NULL))
+  .pipetrack$safely({
+    amount <- .pipetrack$amount(n)
+    shown <- paste(deparse(n), collapse = " ")
+    if (!is.character(name) || length(name) != 1L || is.na(name) || !nzchar(name)) {
+      warning("pipetrack: track_count needs one name (a string); nothing counted", call. = FALSE)
+    } else if (nchar(name) > 200L) {
+      warning("pipetrack: track_count: the name has ", nchar(name),
+              " characters, at most 200 are allowed; nothing counted", call. = FALSE)
+    } else if (is.null(amount)) {
+      warning("pipetrack: track_count(\"", name, "\"): n must be one whole number from 0 to ",
+              "2^63-1, not ", substr(shown, 1L, 60L), "; nothing counted", call. = FALSE)
+    } else {
+      .pipetrack$emit("count", list(n = amount), name)
     }
   })
 }

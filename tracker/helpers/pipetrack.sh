@@ -24,6 +24,7 @@
 #     genter MESSAGE [ITEMS_TOTAL]
 #     gexit [FAILED]
 #     gmessage MESSAGE
+#     track_count NAME [N]        add N (default 1) to a work count of the current subtask/run
 
 _pipetrack_active() {
     [ -n "${PIPETRACK_CONTROL:-}" ] && [ -n "${PIPETRACK_RUN_ID:-}" ]
@@ -113,6 +114,27 @@ track_task_progress() {
     else
         _pipetrack_emit progress "$(_pipetrack_props done "$1" total "${2:-}")"
     fi
+    return 0
+}
+
+track_count() {
+    _pipetrack_active || return 0
+    _pt_n=${2:-1}
+    if [ -z "${1:-}" ]; then
+        echo "pipetrack: track_count needs a name; nothing counted" >&2
+        return 0
+    fi
+    case $_pt_n in
+        *[!0-9]*)
+            echo "pipetrack: track_count $1: N must be a whole number >= 0, not '$_pt_n'; nothing counted" >&2
+            return 0
+            ;;
+    esac
+    if [ "${#_pt_n}" -gt 19 ]; then
+        echo "pipetrack: track_count $1: N has ${#_pt_n} digits, more than a count holds; nothing counted" >&2
+        return 0
+    fi
+    _pipetrack_emit count "$(_pipetrack_props n "$_pt_n")" "$1"
     return 0
 }
 

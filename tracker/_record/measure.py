@@ -1,0 +1,409 @@
+"""The writer's resource figures: samples of the process (or of a wrapped command's tree) turned
+into each run's totals, its subtasks' totals and its rows of ``pipeline_run_sample``.
+
+1. When a run starts (on the caller's thread, before its first line of work) it gets a
+   baseline: the sampler's figures then. The first run of a process makes the sampler, whose
+   creation is the baseline; a wrapped command's run counts from its tree sampler's creation at
+   the spawn. Its totals are the sampler's figures minus the baseline.
+2. A subtask's figures are the difference of two samples taken on the caller's thread as it
+   enters and as it ends the subtask (``Run.subtask``, ``Subtask.close``; outside the run's
+   lock), so the work of a step is its own however busy the writer is. A sample of one process
+   costs about 0.1 to 0.5 ms (a few ms when it holds sockets); a boundary reuses the previous
+   boundary's sample while it is younger than 5 ms or than 50 times what a sample costs, so
+   boundaries in a tight loop spend at most about 2 % of it sampling, and steps longer than
+   that are measured at both ends. A step that ends while its start's sample is still reused
+   is ended by the next sample taken (by the writer as soon as one may be, or at once when a
+   flush waits), not shown as having done nothing: short steps' figures are approximate. A
+   subtask that ends with its run (or without a boundary sample) is measured by the writer's
+   next sample; one whose start was never sampled keeps NULL figures: what it did is in the
+   run's totals, not measured apart.
+3. The writer takes one sample in a cycle when a run needs figures: its first snapshot (its
+   very first sample is taken as its thread starts, before it loads its database driver), a
+   subtask boundary that went unmeasured, a heartbeat, its cadence keeping a row now
+   (``SampleSchedule``: every 10 s for an hour, then every 60 s), or its end (kept as the last
+   row). One sample
+   serves every run of the process: the figures are the process's. It is put on each such run
+   under its lock, before the cycle's snapshots: totals, memory, CPU, the largest memory each
+   open subtask has seen, and a row when the cadence keeps one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tracker._model.columns import SAMPLE_NAMES
+from tracker._model.snapshot import utc
+from tracker._model.state import RunCore
+from tracker._model.subtask import SubtaskCore
+from tracker._model.usage import Usage
+
+if TYPE_CHECKING:
+    from tracker._sampling import ResourceSample, SampleCadence, SampleSchedule, SharedSampler
+
+logger = logging.getLogger("tracker")
+
+ZERO = Usage(0.0, 0, 0, 0, 0)
+# CPU time moves in clock ticks (10 ms), and samples may be microseconds apart (a subtask
+# boundary, then the writer's): a CPU percentage is only taken over a second or more, or it
+# would be noise (or, over 10 µs, 100,000 %, past the status row's NUMERIC(7, 2)).
+MIN_RATE_SECONDS = 1.0
+STATUS_RATE_SECONDS = 2.0  # the status row's figure: over the last 2 s or more,
+FIRST_RATE_SECONDS = 0.05  # and before the first 2 s, over what there is, if 50 ms or more
+CPU_PERCENT_MAX = 99_999.99
+# How long a run's start (or a subtask boundary) waits for a sample another thread is taking
+# (the writer's, or one a signal interrupted); past it the writer's next sample stands in.
+BASELINE_WAIT = 0.1
+# A subtask boundary reuses the previous boundary's sample when it is younger than this, or
+# than 50 times what a sample costs: boundaries in a tight loop spend at most about 2 % of it
+# sampling. (A sample of one process takes about 0.1 ms; 3 ms where the process holds sockets
+# on a host whose socket table the kernel walks whole for each dump.)
+BOUNDARY_GAP = 0.005
+BOUNDARY_SHARE = 0.02
+# The writer's own samples wait at most this long for another thread's: a thread frozen by a
+# signal handler while sampling must not stop the final states from being written.
+TAKE_WAIT = 1.0
+
+
+@dataclass
+class _Open:
+    """A subtask being measured: the run's totals at its start, the memory seen since."""
+
+    subtask: SubtaskCore
+    start: Usage
+    peak: int
+    sampler_peak: int  # the sampler's peak at its start: a higher one at its end was its own
+    started_by: ResourceSample  # the sample its start was (its end must be a later one)
+
+
+@dataclass
+class _RunFigures:
+    schedule: SampleSchedule
+    base: Usage | None  # None: taken from the run's first sample
+    final_done: bool = False
+    last_row: tuple[float, float] | None = None  # (sampled_at, cpu_seconds) of the last row
+    rate_from: tuple[float, float] | None = None  # (sampled_at, cpu_seconds)
+    open: dict[int, _Open] = field(default_factory=dict)
+    # Ended subtasks whose end waits for a sample other than their start's.
+    deferred: list[_Open] = field(default_factory=list)
+    # The last sample put on the run and the run's totals it gave (boundaries reuse samples).
+    seen: ResourceSample | None = None
+    usage: Usage | None = None
+
+    def totals(self, sample: ResourceSample) -> Usage:
+        """The run's totals at ``sample`` (worked out once per sample)."""
+        if sample is not self.seen or self.usage is None:
+            now = _usage(sample)
+            if self.base is None:
+                self.base = now
+            self.seen, self.usage = sample, now.since(self.base)
+        return self.usage
+
+
+class Measure:
+    """The resource figures of one writer's runs; see the module docstring.
+
+    ``skip_fds`` names this process's descriptors that are not the runs' (the writer's own
+    database connection); ``conninfo`` the configured database, once known, whose connections
+    count as database connections. ``clock``/``wall`` drive the cadence and the sampler (tests
+    inject them).
+    """
+
+    def __init__(
+        self,
+        *,
+        skip_fds: Callable[[], Collection[int]],
+        conninfo: Callable[[], str | None],
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        cadence: SampleCadence | None = None,
+    ) -> None:
+        self._skip_fds = skip_fds
+        self._conninfo = conninfo
+        self._clock = clock
+        self._wall = wall
+        self._cadence = cadence
+        self._source: SharedSampler | None = None
+        self._own = True  # the source samples this process: made here, told the database
+        self._database_known = False
+        self._runs: dict[str, _RunFigures] = {}
+        self._lock = threading.Lock()
+
+    # -- the caller's thread ----------------------------------------------------------------
+    def use(self, source: SharedSampler) -> None:
+        """Sample ``source`` (a wrapped command's tree) instead of this process."""
+        self._source = source
+        self._own = False
+
+    def start(self, run: RunCore) -> None:
+        """Give ``run`` its cadence and baseline (before its work begins)."""
+        from tracker._sampling import ResourceSampler, SampleSchedule, SharedSampler
+
+        base: Usage | None = ZERO
+        with self._lock:  # two runs starting at once make one sampler
+            source = self._source
+            if source is None:  # a new sampler counts from now
+                sampler = ResourceSampler(
+                    skip_fds=self._skip_fds, clock=self._clock, wall=self._wall
+                )
+                self._source = source = SharedSampler(sampler)
+                made = True
+            else:
+                made = False
+        if not made and source.attached:  # (a tree sampler still to come counts from its start)
+            sample = source.recent(gap=BOUNDARY_GAP, share=BOUNDARY_SHARE, timeout=BASELINE_WAIT)
+            base = None if sample is None else _usage(sample)
+        schedule = SampleSchedule(self._cadence, clock=self._clock)
+        self._runs[run.run_id] = _RunFigures(schedule=schedule, base=base)
+
+    def boundary_sample(self) -> ResourceSample | None:
+        """A sample for a subtask entered or ended now, on the caller's thread, before it takes
+        the run's lock (about 0.1 ms for one process; see BOUNDARY_GAP)."""
+        source = self._source
+        if source is None:
+            return None
+        return source.recent(gap=BOUNDARY_GAP, share=BOUNDARY_SHARE, timeout=BASELINE_WAIT)
+
+    def boundary(
+        self, run: RunCore, sample: ResourceSample | None, ended: list[SubtaskCore]
+    ) -> None:
+        """``run`` entered a subtask, or ended those in ``ended``, just after ``sample`` was
+        taken: their start or their figures (the caller holds the run's lock). Only these and
+        the open ones are looked at: ended steps the writer has still to measure may be many."""
+        figures = self._runs.get(run.run_id)
+        if figures is None:
+            return
+        if sample is None:  # no sample (another thread's held the sampler): the writer's next
+            figures.deferred.extend(m for m in map(figures.open.get, (e.index for e in ended)) if m)
+            return
+        if sample is not figures.seen:
+            _put_on_run(run, figures.totals(sample), sample)
+        usage = figures.totals(sample)
+        held = figures.open
+        for sub in ended:
+            measuring = held.get(sub.index)
+            if measuring is not None and measuring.subtask is sub:
+                _end(run, figures, measuring, usage, sample)
+        _track_open(run, figures, usage, sample)
+
+    # -- the writer's thread ----------------------------------------------------------------
+    def wanted(self, run: RunCore, *, heartbeat: bool) -> bool:
+        """Does ``run`` need a sample now? (Read without its lock: a boundary missed here wakes
+        the writer again.)"""
+        figures = self._runs.get(run.run_id)
+        if figures is None or figures.final_done:
+            return False
+        if figures.deferred or self.fresh_wanted(run, heartbeat=heartbeat):
+            return True  # (deferred: an end that reused its start's sample)
+        held = figures.open
+        return any(sub.index not in held for sub in list(run.open))  # a start unmeasured
+
+    def fresh_wanted(self, run: RunCore, *, heartbeat: bool) -> bool:
+        """Does ``run`` need a sample taken now, not only a recent one? Its first and last, a
+        heartbeat's, one its cadence keeps as a row."""
+        figures = self._runs.get(run.run_id)
+        if figures is None or figures.final_done:
+            return False
+        return run.terminal or run.seq == 0 or heartbeat or figures.schedule.due()
+
+    def retry_at(self) -> float:
+        """When (``time.monotonic()``) the writer should sample again for ends deferred until a
+        sample other than their start's may be taken; infinity when none waits."""
+        source = self._source
+        if source is None or not any(f.deferred for f in list(self._runs.values())):
+            return float("inf")
+        return source.fresh_from(gap=BOUNDARY_GAP, share=BOUNDARY_SHARE)
+
+    def pending_final(self, run: RunCore) -> bool:
+        """``run`` has ended but its last sample is not applied yet."""
+        figures = self._runs.get(run.run_id)
+        return figures is not None and run.terminal and not figures.final_done
+
+    def take(self, *, fresh: bool = True, learn: bool = True) -> ResourceSample | None:
+        """One sample for every run that wants one now; a recent one will do unless ``fresh``
+        (boundaries left to the writer in a tight loop cost no more than theirs). ``learn``:
+        may tell the sampler the database's address (which imports psycopg: not before the
+        writer has loaded it)."""
+        source = self._source
+        if source is None:
+            return None
+        if learn and self._own and not self._database_known:
+            self._learn_database(source)
+        if fresh:
+            return source.sample(timeout=TAKE_WAIT)
+        return source.recent(gap=BOUNDARY_GAP, share=BOUNDARY_SHARE, timeout=TAKE_WAIT)
+
+    def _learn_database(self, source: SharedSampler) -> None:
+        conninfo = self._conninfo()
+        if conninfo is None:
+            return  # not resolved yet: the next cycle
+        from tracker._sampling import DatabaseEndpoints
+
+        self._database_known = True
+        try:
+            source.set_database(DatabaseEndpoints.from_conninfo(conninfo))
+        except Exception:  # the well-known ports still find it
+            logger.debug("cannot tell the sampler the database's address", exc_info=True)
+
+    def apply(self, run: RunCore, sample: ResourceSample | None) -> None:
+        """Put ``sample`` on ``run`` and its subtasks (the caller holds the run's lock); None:
+        no figures this time."""
+        figures = self._runs.get(run.run_id)
+        if figures is None:
+            return
+        ending = run.terminal
+        if ending:
+            figures.final_done = True
+        if sample is None:
+            return
+        if sample is figures.seen and not ending:
+            # A boundary's sample, reused (a tight loop of subtasks): already on the run, and
+            # no deferred end can be measured with it; only starts not measured yet are.
+            _track_open(run, figures, figures.totals(sample), sample)
+            return
+        usage = figures.totals(sample)
+        _put_on_run(run, usage, sample)
+        cpu = usage.cpu_seconds or 0.0
+        run.cpu_percent = _rate(figures, sample.sampled_at, cpu, run.cpu_percent, ending=ending)
+        _measure_subtasks(run, figures, usage, sample, every=ending)
+        if figures.schedule.due(final=ending) and (
+            figures.last_row is None or sample.sampled_at > figures.last_row[0]
+        ):
+            run.samples.append(_row(run, figures, usage, sample))
+            figures.schedule.kept()
+        run.mark()
+
+    def forget(self, run_id: str) -> None:
+        self._runs.pop(run_id, None)
+
+
+def _put_on_run(run: RunCore, usage: Usage, sample: ResourceSample) -> None:
+    """The run's totals and what its process (tree) holds now."""
+    run.usage = usage
+    if sample.rss_bytes > 0:  # 0: only zombies left, whose memory is gone
+        run.memory_mb = sample.memory_mb
+    run.peak_memory_mb = max(run.peak_memory_mb or 0, sample.peak_memory_mb)
+    run.open_fds = sample.open_fds
+    run.db_connections = sample.db_connections
+    run.other_connections = sample.other_connections
+
+
+def _usage(sample: ResourceSample) -> Usage:
+    return Usage(
+        sample.cpu_seconds,
+        sample.disk_read_bytes,
+        sample.disk_write_bytes,
+        sample.tcp_received_bytes,
+        sample.tcp_sent_bytes,
+    )
+
+
+def _rate(
+    figures: _RunFigures, at: float, cpu: float, previous: float | None, *, ending: bool
+) -> float | None:
+    """The status row's CPU figure: CPU seconds per second x100 over the last
+    ``STATUS_RATE_SECONDS`` or more (at the run's end, over what is left if a second or more);
+    until then the previous figure stands (None at first)."""
+    if figures.rate_from is None:
+        figures.rate_from = (at, cpu)
+        return previous
+    since, cpu_then = figures.rate_from
+    if at - since < (MIN_RATE_SECONDS if ending else STATUS_RATE_SECONDS):
+        if previous is None:  # a first, rougher figure, until the first whole window
+            return _per_second(cpu - cpu_then, at - since, over=FIRST_RATE_SECONDS)
+        return previous
+    figures.rate_from = (at, cpu)
+    return _per_second(cpu - cpu_then, at - since)
+
+
+def _per_second(cpu: float, seconds: float, *, over: float = MIN_RATE_SECONDS) -> float | None:
+    """CPU seconds per second x100; None over less than ``over`` seconds."""
+    if not seconds >= over:  # (NaN too)
+        return None
+    percent = round(100.0 * max(cpu, 0.0) / seconds, 2)
+    return min(percent, CPU_PERCENT_MAX) if math.isfinite(percent) else None
+
+
+def _measure_subtasks(
+    run: RunCore, figures: _RunFigures, usage: Usage, sample: ResourceSample, *, every: bool
+) -> None:
+    """The subtasks the writer has to measure: the deferred ends (``every``: each ended one,
+    at the run's end), then the open ones."""
+    if every:
+        ended = [m for m in figures.open.values() if m.subtask.ended is not None]
+        figures.deferred = []
+    else:
+        ended, figures.deferred = figures.deferred, []
+    for measuring in ended:
+        if figures.open.get(measuring.subtask.index) is measuring:
+            _end(run, figures, measuring, usage, sample)
+    _track_open(run, figures, usage, sample)
+
+
+def _end(
+    run: RunCore,
+    figures: _RunFigures,
+    measuring: _Open,
+    usage: Usage,
+    sample: ResourceSample,
+) -> None:
+    """An ended subtask's figures: ``sample`` minus its start; left to the writer's next
+    sample when ``sample`` is the one its start was (a boundary reused it)."""
+    if measuring.started_by is sample:
+        figures.deferred.append(measuring)
+        return
+    sub = measuring.subtask
+    del figures.open[sub.index]
+    sub.usage = usage.since(measuring.start)
+    peak = max(measuring.peak, sample.rss_bytes)
+    if sample.peak_rss_bytes > measuring.sampler_peak:
+        peak = max(peak, sample.peak_rss_bytes)  # the kernel's peak, reached meanwhile
+    sub.peak_rss_bytes = peak
+    if sub.index not in run._pending:
+        run.rewrite(sub)  # its row went out before this sample: again, with its figures
+
+
+def _track_open(run: RunCore, figures: _RunFigures, usage: Usage, sample: ResourceSample) -> None:
+    """Open subtasks: a start for the new ones, the memory seen for the others."""
+    held = figures.open
+    rss = sample.rss_bytes
+    for sub in run.open:
+        measuring = held.get(sub.index)
+        if measuring is None:
+            held[sub.index] = _Open(sub, usage, rss, sample.peak_rss_bytes, sample)
+        elif rss > measuring.peak:
+            measuring.peak = rss
+
+
+def _row(
+    run: RunCore, figures: _RunFigures, usage: Usage, sample: ResourceSample
+) -> tuple[Any, ...]:
+    """The ``pipeline_run_sample`` row of ``sample`` for ``run``, in SAMPLE_COLUMNS order."""
+    cpu = usage.cpu_seconds or 0.0
+    cpu_percent = None  # the first row has no interval to stand for
+    if figures.last_row is not None:  # since the previous row: what a thinned row stands for
+        before, cpu_before = figures.last_row
+        cpu_percent = _per_second(cpu - cpu_before, sample.sampled_at - before)
+    figures.last_row = (sample.sampled_at, cpu)
+    values = {
+        "run_id": run.run_id,
+        "sampled_at": utc(sample.sampled_at),
+        "subtask_index": run.open[-1].index if run.open else None,
+        "processes": sample.processes,
+        "rss_bytes": sample.rss_bytes,
+        "cpu_percent": cpu_percent,
+        "cpu_seconds": usage.cpu_seconds,
+        "disk_read_bytes": usage.disk_read_bytes,
+        "disk_write_bytes": usage.disk_write_bytes,
+        "tcp_received_bytes": usage.tcp_received_bytes,
+        "tcp_sent_bytes": usage.tcp_sent_bytes,
+        "db_connections": sample.db_connections,
+        "other_connections": sample.other_connections,
+        "open_fds": sample.open_fds,
+    }
+    return tuple(values[name] for name in SAMPLE_NAMES)
