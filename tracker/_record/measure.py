@@ -225,8 +225,9 @@ class Measure:
         return figures is not None and run.terminal and not figures.final_done
 
     def take(self, *, fresh: bool = True, learn: bool = True) -> ResourceSample | None:
-        """One sample for every run that wants one now; a recent one will do unless ``fresh``
-        (boundaries left to the writer in a tight loop cost no more than theirs). ``learn``:
+        """One sample for every run that wants one now; unless ``fresh``, only when the
+        boundaries' share of sampling allows one (a tight loop's ends left to the writer cost
+        no more than the boundaries' own sampling), else None. ``learn``:
         may tell the sampler the database's address (which imports psycopg: not before the
         writer has loaded it)."""
         source = self._source
@@ -234,9 +235,13 @@ class Measure:
             return None
         if learn and self._own and not self._database_known:
             self._learn_database(source)
-        if fresh:
-            return source.sample(timeout=TAKE_WAIT)
-        return source.recent(gap=BOUNDARY_GAP, share=BOUNDARY_SHARE, timeout=TAKE_WAIT)
+        if not fresh and time.monotonic() < source.fresh_from(
+            gap=BOUNDARY_GAP, share=BOUNDARY_SHARE
+        ):
+            return None  # not yet (retry_at wakes the writer when it may)
+        # Taken, not kept as a boundary's: one from the middle of a step must never be reused
+        # as the end of it.
+        return source.sample(timeout=TAKE_WAIT)
 
     def _learn_database(self, source: SharedSampler) -> None:
         conninfo = self._conninfo()
