@@ -22,8 +22,6 @@ import pytest
 
 from tests.tracker_support import SCRIPTS, child_env, make_tracker, spool_files, wait_for
 
-pytestmark = pytest.mark.db
-
 STEADY = SCRIPTS / "ops_steady_run.py"
 
 
