@@ -35,9 +35,9 @@ PIPETRACK = [sys.executable, "-m", "tracker"]
 class Tracked:
     """tests/scripts/tracked_resources.py: a tracked run doing what it is told; always reaped."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], launcher: tuple[str, ...] = ()) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(SCRIPTS / "tracked_resources.py")],
+            [*launcher, sys.executable, str(SCRIPTS / "tracked_resources.py")],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -77,8 +77,8 @@ class Tracked:
 def tracked(db_dsn: str, tmp_path: Path) -> Iterator[Any]:
     made: list[Tracked] = []
 
-    def start(dsn: str | None = None) -> Tracked:
-        made.append(Tracked(child_env(dsn or db_dsn, tmp_path / "data")))
+    def start(dsn: str | None = None, launcher: tuple[str, ...] = ()) -> Tracked:
+        made.append(Tracked(child_env(dsn or db_dsn, tmp_path / "data"), launcher))
         return made[-1]
 
     try:
@@ -136,6 +136,29 @@ def test_the_memory_a_step_peaks_at_is_its_own(tracked, db):
     # on a later step that did not reach it again.
     assert after["peak_rss_bytes"] < 200 * MIB, after
     assert fetch_run(db, run.run_id)["peak_memory_mb"] >= 256
+
+
+# Holds 300 MiB (every page touched), then becomes the command it is given: Linux carries
+# ru_maxrss across exec, so the tracked script's "kernel peak" would be this one's.
+BIG_LAUNCHER = (
+    sys.executable,
+    "-c",
+    "import os, sys\n"
+    "held = bytearray(300 << 20)\n"
+    "held[:: 1 << 12] = b'\\x01' * len(held[:: 1 << 12])\n"
+    "os.execv(sys.argv[1], sys.argv[1:])",
+)
+
+
+def test_a_script_started_by_a_big_process_reports_its_own_peak_not_its_parents(tracked, db):
+    run = tracked(launcher=BIG_LAUNCHER)
+    run.do("idle 0.1")
+    run.do("allocate 64")
+    run.finish()
+    idle, allocate = fetch_subtasks(db, run.run_id)
+    assert idle["peak_rss_bytes"] < 200 * MIB, idle
+    assert 64 * MIB <= allocate["peak_rss_bytes"] < 200 * MIB, allocate
+    assert 64 <= fetch_run(db, run.run_id)["peak_memory_mb"] < 200
 
 
 class _Payload(http.server.BaseHTTPRequestHandler):

@@ -260,12 +260,32 @@ class ResourceSampler:
         return grown
 
 
+_LINUX = sys.platform.startswith("linux")  # (a name: each platform's branch stays checked)
+
+
 def _own_peak() -> int:
-    """This process's peak RSS as the kernel kept it: it catches spikes between samples."""
+    """This process's peak RSS as the kernel kept it: it catches spikes between samples.
+
+    On Linux the peak of this program's image (VmHWM), not ``ru_maxrss``: the kernel carries
+    ``ru_maxrss`` across exec from the process that forked it, so a script started by a big
+    parent (a test runner, an orchestrator) would report the parent's peak as its own."""
+    if _LINUX:
+        return _image_peak()
     try:
         import resource
     except ImportError:  # Windows
         return 0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports kibibytes, macOS bytes.
-    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # bytes on macOS
+
+
+def _image_peak() -> int:
+    """VmHWM of /proc/self/status in bytes; 0 when unreadable (the samples' RSS stands)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
