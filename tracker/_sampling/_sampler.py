@@ -31,6 +31,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from tracker._sampling._readers import Reading, TreeReader, make_reader
+from tracker._sampling._socket_table import SocketTable
 from tracker._sampling._sockets import DatabaseEndpoints, TreeSockets, tree_sockets
 
 __all__ = ["ResourceSample", "ResourceSampler"]
@@ -120,6 +121,7 @@ class ResourceSampler:
         self._wall = wall
         self._known: dict[int, _Last] = {}
         self._sockets: dict[tuple[int, int, int], tuple[int, int]] = {}
+        self._socket_table = SocketTable()  # what the kernel said of the tree's sockets
         self._cpu = 0.0
         self._disk = [0, 0]
         self._tcp = [0, 0]
@@ -166,7 +168,11 @@ class ResourceSampler:
         also = [(pid, last.ident) for pid, last in self._known.items()]
         readings = self._reader.read(self.root, also, skip)
         held = [r.sockets for r in readings if r.sockets is not None]
-        sockets = tree_sockets(frozenset().union(*held), self._database) if held else None
+        sockets = (
+            tree_sockets(frozenset().union(*held), self._database, self._socket_table)
+            if held
+            else None
+        )
         if baseline:
             self._known = {r.pid: _Last(r.ident, r.ppid, r.cpu, r.disk) for r in readings}
             self._sockets = dict(sockets.tcp_bytes) if sockets is not None else {}
