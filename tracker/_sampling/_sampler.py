@@ -100,7 +100,9 @@ class ResourceSampler:
 
     ``database`` names the configured database's endpoints (see ``DatabaseEndpoints``);
     ``skip_fds`` returns this process's descriptors whose sockets are not to be counted (the
-    tracker's own database connection). ``reader`` forces "proc" or "psutil" (tests).
+    tracker's own database connection). ``reader`` forces "proc" or "psutil" (tests);
+    ``socket_table`` is the memory of the tree's sockets this sampler keeps (one of its own: a
+    test passes one to count its dumps).
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class ResourceSampler:
         database: DatabaseEndpoints | None = None,
         skip_fds: Callable[[], Collection[int]] | None = None,
         reader: str | None = None,
+        socket_table: SocketTable | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -121,7 +124,7 @@ class ResourceSampler:
         self._wall = wall
         self._known: dict[int, _Last] = {}
         self._sockets: dict[tuple[int, int, int], tuple[int, int]] = {}
-        self._socket_table = SocketTable()  # what the kernel said of the tree's sockets
+        self._socket_table = SocketTable() if socket_table is None else socket_table
         self._cpu = 0.0
         self._disk = [0, 0]
         self._tcp = [0, 0]
