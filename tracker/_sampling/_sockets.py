@@ -3,7 +3,10 @@ and how many bytes each TCP connection has carried.
 
 A connection belongs to the tree when one of the tree's file descriptors is its socket (the
 ``socket:[inode]`` links in ``/proc/PID/fd``); the kernel's socket table (``_netlink``) then says
-where it goes. A connection counts as a database connection when:
+where it goes, read through the sampler's ``SocketTable``, which dumps that table only for
+sockets it has not seen and reads known connections again by exact request (``_socket_table``:
+a socket connected after it was first seen is found at the first sample 30 s or more after the
+last dump). A connection counts as a database connection when:
 
 - it is TCP and its remote port is a well-known database port (``DATABASE_PORTS``), or its
   remote host and port are those of the configured DSN; or
