@@ -52,8 +52,9 @@ _NOT_LISTENING = 0xFFFFFFFF & ~(1 << TCP_LISTEN)
 _TCP_INFO_BYTES = struct.Struct("=QQ")  # tcpi_bytes_acked, tcpi_bytes_received
 _TCP_INFO_BYTES_AT = 120
 # Exact requests sent in one sendmsg: the kernel answers each into our receive buffer before
-# sendmsg returns, and drops answers that overflow it (about 200 KiB unless raised, which takes
-# privileges); an answer with its tcp_info takes about 1 KiB of it, so batches of 64 always fit.
+# sendmsg returns, and drops answers that overflow it (208 KiB by default; more takes privileges).
+# An answer with its tcp_info takes 1 to 1.5 KiB of it (150 fitted, 200 did not), so a tree's
+# connections go 64 to a sendmsg; a lost answer (ENOBUFS) makes the caller dump instead.
 _EXACT_BATCH = 64
 
 # unix_diag_req: family, protocol, pad, states, inode, show, cookie.
