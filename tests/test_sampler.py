@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 
 from tests.tracker_support import proxy_for, read_line
 from tracker._sampling import DATABASE_PORTS, DatabaseEndpoints, ResourceSample, ResourceSampler
-from tracker._sampling._readers import Reading
+from tracker._sampling._readers import ProcReader, Reading
 
 SCRIPT = Path(__file__).parent / "scripts" / "resource_child.py"
 MIB = 1 << 20
@@ -338,3 +339,30 @@ def test_a_reused_pid_or_a_counter_going_backwards_never_gives_a_negative_rate()
     assert second.disk_write_bytes == 100
     assert second.disk_write_rate == 0
     assert second.cpu_percent == 0
+
+
+def test_a_child_started_by_another_thread_is_in_the_tree():
+    # /proc lists a child under the thread that forked it: a process of several threads has
+    # each thread's list read (one of a single thread, only its own).
+    started: list[subprocess.Popen[bytes]] = []
+    done = threading.Event()
+
+    def spawn() -> None:
+        started.append(subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE))
+        done.wait(60)  # the thread lives while the test samples: the child stays its own
+
+    thread = threading.Thread(target=spawn)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not started:
+            assert time.monotonic() < deadline, "the thread never started its child"
+            time.sleep(0.01)
+        pids = {r.pid for r in ProcReader().read(os.getpid(), [], ())}
+        assert started[0].pid in pids
+        assert os.getpid() in pids
+    finally:
+        done.set()
+        thread.join(60)
+        for process in started:
+            process.communicate(b"\n", timeout=30)

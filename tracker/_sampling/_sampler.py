@@ -31,6 +31,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from tracker._sampling._readers import Reading, TreeReader, make_reader
+from tracker._sampling._socket_table import SocketTable
 from tracker._sampling._sockets import DatabaseEndpoints, TreeSockets, tree_sockets
 
 __all__ = ["ResourceSample", "ResourceSampler"]
@@ -99,7 +100,9 @@ class ResourceSampler:
 
     ``database`` names the configured database's endpoints (see ``DatabaseEndpoints``);
     ``skip_fds`` returns this process's descriptors whose sockets are not to be counted (the
-    tracker's own database connection). ``reader`` forces "proc" or "psutil" (tests).
+    tracker's own database connection). ``reader`` forces "proc" or "psutil" (tests);
+    ``socket_table`` is the memory of the tree's sockets this sampler keeps (one of its own: a
+    test passes one to count its dumps).
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class ResourceSampler:
         database: DatabaseEndpoints | None = None,
         skip_fds: Callable[[], Collection[int]] | None = None,
         reader: str | None = None,
+        socket_table: SocketTable | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -120,6 +124,7 @@ class ResourceSampler:
         self._wall = wall
         self._known: dict[int, _Last] = {}
         self._sockets: dict[tuple[int, int, int], tuple[int, int]] = {}
+        self._socket_table = SocketTable() if socket_table is None else socket_table
         self._cpu = 0.0
         self._disk = [0, 0]
         self._tcp = [0, 0]
@@ -166,7 +171,11 @@ class ResourceSampler:
         also = [(pid, last.ident) for pid, last in self._known.items()]
         readings = self._reader.read(self.root, also, skip)
         held = [r.sockets for r in readings if r.sockets is not None]
-        sockets = tree_sockets(frozenset().union(*held), self._database) if held else None
+        sockets = (
+            tree_sockets(frozenset().union(*held), self._database, self._socket_table)
+            if held
+            else None
+        )
         if baseline:
             self._known = {r.pid: _Last(r.ident, r.ppid, r.cpu, r.disk) for r in readings}
             self._sockets = dict(sockets.tcp_bytes) if sockets is not None else {}

@@ -3,7 +3,10 @@ and how many bytes each TCP connection has carried.
 
 A connection belongs to the tree when one of the tree's file descriptors is its socket (the
 ``socket:[inode]`` links in ``/proc/PID/fd``); the kernel's socket table (``_netlink``) then says
-where it goes. A connection counts as a database connection when:
+where it goes, read through the sampler's ``SocketTable``, which dumps that table only for
+sockets it has not seen and reads known connections again by exact request (``_socket_table``:
+a socket connected after it was first seen is found at the first sample 30 s or more after the
+last dump). A connection counts as a database connection when:
 
 - it is TCP and its remote port is a well-known database port (``DATABASE_PORTS``), or its
   remote host and port are those of the configured DSN; or
@@ -29,7 +32,7 @@ import socket
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from tracker._sampling._netlink import tcp_sockets, unix_sockets
+from tracker._sampling._socket_table import SocketTable
 
 __all__ = ["DATABASE_PORTS", "DatabaseEndpoints", "TreeSockets", "socket_inodes", "tree_sockets"]
 
@@ -147,15 +150,16 @@ def socket_inodes(pid: int, skip_fds: Collection[int] = ()) -> tuple[int, set[in
     return len(names), inodes
 
 
-def tree_sockets(inodes: Iterable[int], endpoints: DatabaseEndpoints) -> TreeSockets:
+def tree_sockets(
+    inodes: Iterable[int], endpoints: DatabaseEndpoints, table: SocketTable | None = None
+) -> TreeSockets:
     """What the sockets ``inodes`` are: database and other connections, and the bytes each
-    TCP one has carried so far."""
-    wanted = set(inodes)
-    if not wanted:
-        return TreeSockets(0, 0, {})
+    TCP one has carried so far. ``table`` is the sampler's memory of them (see
+    ``SocketTable``); without one, the kernel's tables are dumped afresh."""
+    seen = (table if table is not None else SocketTable()).read(frozenset(inodes))
     database = other = 0
     carried: dict[tuple[int, int, int], tuple[int, int]] = {}
-    for tcp in tcp_sockets(frozenset(wanted), byte_counts=True):
+    for tcp in seen.tcp:
         remote = (_normal(tcp.remote_host), tcp.remote_port)
         if tcp.remote_port in DATABASE_PORTS or remote in endpoints.tcp:
             database += 1
@@ -164,15 +168,7 @@ def tree_sockets(inodes: Iterable[int], endpoints: DatabaseEndpoints) -> TreeSoc
         if tcp.bytes_received is not None and tcp.bytes_acked is not None:
             key = (tcp.inode, tcp.local_port, tcp.remote_port)
             carried[key] = (tcp.bytes_received, tcp.bytes_acked)
-        wanted.discard(tcp.inode)
-    if wanted:
-        unix = unix_sockets()
-        names = {u.inode: u.name for u in unix if u.name}
-        for u in unix:
-            if u.inode in wanted and u.peer is not None:
-                peer_name = names.get(u.peer)
-                if peer_name and (
-                    peer_name in endpoints.unix or _DATABASE_SOCKET.search(peer_name)
-                ):
-                    database += 1
+    for peer_name in seen.unix_peers:
+        if peer_name and (peer_name in endpoints.unix or _DATABASE_SOCKET.search(peer_name)):
+            database += 1
     return TreeSockets(database, other, carried)
