@@ -54,6 +54,8 @@ from tracker._db.connect import connect
 from tracker._db.dsn import DatabaseTarget
 from tracker._model.columns import STATUS_NAMES as STATUS_COLUMNS
 from tracker._model.columns import SUBTASK_NAMES as SUBTASK_COLUMNS
+from tracker._record.writer import Writer
+from tracker._sampling import SampleCadence
 
 _STATUS_KEY = ("run_id",)
 _SUBTASK_KEY = ("run_id", "subtask_index")
@@ -166,6 +168,12 @@ class Fleet:
         # for the rows (and the CPU) the ceiling measures.
         self.tracker = tracker.Tracker(
             dsn=dsn, lifecycle=False, console=False, spool_dir=spool, heartbeat_interval=3600
+        )
+        # Nor a sample row every 10 s (the default cadence), for the same reason: every run
+        # kept one at once, and rewrote its status row with it, while the ceiling held its rows
+        # (a deadlock between the two). The runs' first and last samples are still taken.
+        self.tracker._writer = Writer(
+            self.tracker.settings, cadence=SampleCadence(((0.0, 24 * 3600.0),))
         )
         # Plain lists, not an ExitStack: its closures would add a third to the objects the
         # garbage collector walks, which are the runs' own.
