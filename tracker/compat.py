@@ -294,8 +294,7 @@ def _track_task_progress(items_complete: int, items_total: int | None, message: 
         return
     run.implicit.update(items_complete, total=items_total, message=text)
     with run._lock:
-        run.implicit_active = run.implicit.status == "RUNNING"
-        run.shown = run.implicit
+        run.show_implicit()
 
 
 @_safe

@@ -60,6 +60,10 @@ class Column(NamedTuple):
     source: str = ""
     #: the VARCHAR width of a text column; TEXT columns keep TEXT_MAX characters
     width: int | None = None
+    #: a state column a progress update writes: those that move with every item counted, and
+    #: the run's status (which the database's keep-final trigger judges); a row whose other
+    #: columns are as stored is written with these alone (``tracker._record.statements``)
+    progress: bool = False
 
     @property
     def attribute(self) -> str:
@@ -73,6 +77,11 @@ class Column(NamedTuple):
 
 def _text(name: str, role: Role, width: int | None = None, source: str = "") -> Column:
     return Column(name, Kind.TEXT, role, source, width)
+
+
+def _progress(name: str, kind: Kind, source: str = "", width: int | None = None) -> Column:
+    """A state column a progress update writes (see ``Column.progress``)."""
+    return Column(name, kind, Role.STATE, source, width, progress=True)
 
 
 K, F, I, O, S = Role.KEY, Role.FIXED, Role.IDENTITY, Role.INSERT_ONLY, Role.STATE  # noqa: E741
@@ -103,27 +112,27 @@ STATUS_COLUMNS: tuple[Column, ...] = (
     _text("trace_id", I, 32),
     Column("parent_run_id", Kind.UUID, I),
     Column("environment", Kind.JSON, O),
-    _text("execution_status", S, 20, "status"),
+    _progress("execution_status", Kind.TEXT, "status", 20),
     Column("execution_end", Kind.TIMESTAMP, S, "_row_ended"),
     Column("total_subtasks", Kind.INTEGER, S),
     Column("current_subtask", Kind.INTEGER, S, "_row_current_subtask"),
     _text("subtask_name", S, 500, "_row_shown_name"),
     _text("subtask_status", S, 20, "_row_shown_status"),
-    Column("overall_percent_complete", Kind.NUMERIC, S, "_row_overall_percent"),
+    _progress("overall_percent_complete", Kind.NUMERIC, "_row_overall_percent"),
     _text("overall_progress_message", S, source="_row_overall_message"),
-    Column("subtask_percent_complete", Kind.NUMERIC, S, "_row_shown_percent"),
+    _progress("subtask_percent_complete", Kind.NUMERIC, "_row_shown_percent"),
     _text("subtask_progress_message", S, source="_row_shown_message"),
     Column("subtask_items_total", Kind.BIGINT, S, "_row_shown_items_total"),
-    Column("subtask_items_complete", Kind.BIGINT, S, "_row_shown_items_complete"),
+    _progress("subtask_items_complete", Kind.BIGINT, "_row_shown_items_complete"),
     Column("memory_mb", Kind.INTEGER, S),
     Column("peak_memory_mb", Kind.INTEGER, S),
     Column("cpu_percent", Kind.NUMERIC, S, "_row_cpu_percent"),
     _text("error_message", S, source="_row_error_message"),
     _text("error_detail", S, source="_row_error_detail"),
     Column("exit_code", Kind.INTEGER, S),
-    Column("last_update", Kind.TIMESTAMP, S, "_row_updated"),
-    Column("last_progress", Kind.TIMESTAMP, S, "_row_progressed"),
-    Column("seq", Kind.BIGINT, S),
+    _progress("last_update", Kind.TIMESTAMP, "_row_updated"),
+    _progress("last_progress", Kind.TIMESTAMP, "_row_progressed"),
+    _progress("seq", Kind.BIGINT),
     *_usage(),  # the run's totals so far
     Column("counts", Kind.JSON, S, "_row_counts"),
 )
@@ -138,9 +147,9 @@ SUBTASK_COLUMNS: tuple[Column, ...] = (
     Column("started_at", Kind.TIMESTAMP, S, "_row_started"),
     Column("ended_at", Kind.TIMESTAMP, S, "_row_ended"),
     Column("items_total", Kind.BIGINT, S),
-    Column("items_complete", Kind.BIGINT, S),
+    _progress("items_complete", Kind.BIGINT),
     _text("message", S, source="_row_message"),
-    Column("seq", Kind.BIGINT, S, "_row_seq"),
+    _progress("seq", Kind.BIGINT, "_row_seq"),
     # What the process (tree) did while the subtask was open: set when it ends.
     *_usage(),
     Column("peak_rss_bytes", Kind.BIGINT, S),

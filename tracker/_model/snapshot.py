@@ -31,7 +31,17 @@ _IDENTITY_COUNT = len(IDENTITY_NAMES)
 
 def utc(epoch: float) -> datetime:
     """``epoch`` as an aware UTC datetime (what the writer sends for a timestamp column)."""
-    return datetime.fromtimestamp(epoch, timezone.utc)
+    # The writer takes a batch's snapshots at one time, read by two columns of each: the last
+    # conversion is kept (one tuple, swapped whole: safe from any thread).
+    last = _LAST_UTC[0]
+    if last[0] == epoch:
+        return last[1]
+    value = datetime.fromtimestamp(epoch, timezone.utc)
+    _LAST_UTC[0] = (epoch, value)
+    return value
+
+
+_LAST_UTC: list[tuple[float, datetime]] = [(float("nan"), datetime.fromtimestamp(0, timezone.utc))]
 
 
 class Snapshot:

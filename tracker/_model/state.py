@@ -26,7 +26,7 @@ from operator import attrgetter
 from types import MappingProxyType
 from typing import Any
 
-from tracker._model.columns import STATUS_COLUMNS, SUBTASK_COLUMNS, Kind, Role
+from tracker._model.columns import STATUS_COLUMNS, Kind, Role
 from tracker._model.counts import Counts
 from tracker._model.secrets import mask_secrets
 from tracker._model.snapshot import TERMINAL, Snapshot, utc
@@ -42,8 +42,12 @@ MASKED_COLUMNS = frozenset({"error_message", "error_detail"})
 (``tracker._model.secrets``)."""
 
 _IDENTITY = tuple(c for c in STATUS_COLUMNS if c.role is not Role.STATE)
-_STATE_VALUES = attrgetter(*(c.attribute for c in STATUS_COLUMNS if c.role is Role.STATE))
-_SUBTASK_VALUES = attrgetter(*(c.attribute for c in SUBTASK_COLUMNS))
+_STATE = tuple(c for c in STATUS_COLUMNS if c.role is Role.STATE)
+_STATE_VALUES = attrgetter(*(c.attribute for c in _STATE))
+# The state columns a progress update writes (tracker._model.columns): where each is in the
+# state, and their values.
+_PROGRESS_AT = tuple(i for i, c in enumerate(_STATE) if c.progress)
+_PROGRESS_VALUES = attrgetter(*(c.attribute for c in _STATE if c.progress))
 # The identity columns a run's context dict holds (the rest are attributes of the run).
 _CONTEXT_COLUMNS = frozenset(
     c.name
@@ -117,6 +121,7 @@ class RunCore(StatusRow):
         self._pending: dict[int, SubtaskCore] = {}
         self._cleaned: dict[str, tuple[str, str | None]] = {}  # column -> (value as given, cleaned)
         self._identity: tuple[Any, ...] | None = None  # built by the next snapshot
+        self._state: tuple[Any, ...] | None = None  # the last snapshot's state
         self.max_pending = max_pending
         self.dropped_rows = 0
         self.exported_seq = 0
@@ -147,6 +152,14 @@ class RunCore(StatusRow):
             self.mark(urgent=True)
             return True
         return False
+
+    def show_implicit(self) -> None:
+        """Show the run's own items (progress reported with no subtask open)."""
+        active = self.implicit.status == "RUNNING"
+        if self.shown is not self.implicit or self.implicit_active != active:
+            self.shown = self.implicit
+            self.implicit_active = active
+            self.mark()
 
     def innermost(self, thread: int) -> SubtaskCore | None:
         stack = self.stacks.get(thread)
@@ -301,30 +314,47 @@ class RunCore(StatusRow):
         """The rows to write now, under a fresh seq; clears the dirty flags."""
         with self._lock:
             now_wall = time.time() if now_wall is None else now_wall
+            # Flags first: an item counted from here on (lock-free) is the next snapshot's.
+            moved, dirty = self._moved, self._dirty
+            self._dirty = self._moved = self._urgent = False
             # Never before the run's start, whatever the wall clock did meanwhile.
             self.last_update = max(now_wall, self.start_wall)
-            if self._moved:
+            if moved:
                 self.last_progress = self.last_update
             self.seq += 1
             seq = self.seq
-            rows = []
-            for sub in self._pending.values():  # entered or closed since the last snapshot
-                sub.mark_written(seq)
-                rows.append(_SUBTASK_VALUES(sub))
-            self._pending.clear()
-            for sub in self.open:  # open, and its items, total or message moved
-                if sub.changed_since_written():
-                    sub.mark_written(seq)
-                    rows.append(_SUBTASK_VALUES(sub))
-            state = _STATE_VALUES(self)
-            self._dirty = self._moved = self._urgent = False
+            # Nothing but counts moved since the last snapshot (no mark(): no boundary, message,
+            # sample or status): its state is the last one's with the progress columns read
+            # again. tests/test_snapshot_progress.py holds this against a full reading.
+            counts_only = not dirty and not self._pending and self._state is not None
+            open_subtasks = self.open
+            for sub in open_subtasks:
+                sub.freeze()
+            try:
+                rows = []
+                for sub in self._pending.values():  # entered or closed since the last snapshot
+                    rows.append(sub.next_row(seq, whole=True))
+                self._pending.clear()
+                for sub in open_subtasks:  # open, and its items, total or message moved
+                    if sub.changed_since_written():
+                        rows.append(sub.next_row(seq, whole=False))
+                if counts_only and self._state is not None:
+                    state = list(self._state)
+                    for at, value in zip(_PROGRESS_AT, _PROGRESS_VALUES(self), strict=True):
+                        state[at] = value
+                    self._state = tuple(state)
+                else:
+                    self._state = _STATE_VALUES(self)
+            finally:
+                for sub in open_subtasks:
+                    sub.thaw()
             final = self.status in TERMINAL
             if final:
                 self.final_seq = seq
             identity = self._identity or self._identity_values()
             samples, self.samples = self.samples, []
             return Snapshot(
-                self.run_id, seq, identity, state, subtasks=rows, final=final, samples=samples
+                self.run_id, seq, identity, self._state, subtasks=rows, final=final, samples=samples
             )
 
     def set_identity(self, **changes: Any) -> None:

@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import itertools
 from datetime import datetime
-from typing import TYPE_CHECKING
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any
 
+from tracker._model.columns import SUBTASK_COLUMNS
 from tracker._model.counts import Counts
 from tracker._model.snapshot import utc
 from tracker._model.usage import NO_USAGE, Usage
 
 if TYPE_CHECKING:
     from tracker._model.state import RunCore
+
+_ROW_VALUES = attrgetter(*(c.attribute for c in SUBTASK_COLUMNS))
+_NAMES = [c.name for c in SUBTASK_COLUMNS]
+_ITEMS_AT, _SEQ_AT = _NAMES.index("items_complete"), _NAMES.index("seq")
 
 UNLIMITED = 2**63 - 1
 CLOSED_LIMIT = -1
@@ -36,10 +42,12 @@ class SubtaskCore:
     __slots__ = (
         "_base",
         "_counts",
+        "_frozen",
         "_limit_value",
         "_lock",
         "_percent",
         "_room",
+        "_row",
         "_row_seq",
         "_run",
         "_started_at",
@@ -91,6 +99,8 @@ class SubtaskCore:
         # before the first: an open subtask is written again only when one of them moved.
         self._written: tuple[int, int | None, str | None, int] | None = None
         self._row_seq = 0
+        self._row: tuple[Any, ...] | None = None  # the last row taken (see next_row)
+        self._frozen: int | None = None  # the count as a snapshot read it once (see freeze)
         self.message: str | None = None
         self.is_unit = True
         self.has_children = False
@@ -103,10 +113,14 @@ class SubtaskCore:
     # -- the item count: _base plus the ticks (see the module docstring) ---------------------
     @property
     def _complete(self) -> int:
+        frozen = self._frozen
+        if frozen is not None:
+            return frozen
         return self._base + _ticked(self._ticks)
 
     @_complete.setter
     def _complete(self, value: int) -> None:  # the caller holds the lock
+        self._frozen = None
         # A fresh count instead of reading the old one: a tick that lands on the old count
         # meanwhile is one that came before this setting, which it overrides anyway.
         self._ticks = itertools.count()
@@ -123,6 +137,16 @@ class SubtaskCore:
         self._limit_value = value
         self._room = value - self._base
 
+    def freeze(self) -> None:
+        """Read the count once for a whole snapshot (the caller holds the lock): each figure of
+        the snapshot then shows the same count, and it is read once, not at every figure. An
+        item counted meanwhile is the next snapshot's (the run's flags were cleared first)."""
+        self._frozen = None
+        self._frozen = self._complete
+
+    def thaw(self) -> None:
+        self._frozen = None
+
     def _ticked_since_set(self) -> bool:
         """Whether an item was counted since the count was last set (cheaper than reading it:
         a fresh count's repr is ``count(0)``)."""
@@ -130,6 +154,7 @@ class SubtaskCore:
 
     def _untick(self) -> None:
         """Take back the tick of an item the checked path is to judge (caller holds the lock)."""
+        self._frozen = None
         self._base -= 1
         self._room = self._limit_value - self._base
 
@@ -185,10 +210,27 @@ class SubtaskCore:
     def changed_since_written(self) -> bool:
         return self._written != (self._complete, self._total, self.message, self._counted())
 
-    def mark_written(self, seq: int) -> None:
-        """The next row of this subtask is taken now, under ``seq``."""
+    def mark_written(self, seq: int) -> tuple[int, int | None, str | None, int]:
+        """The next row of this subtask is taken now, under ``seq``; what it holds."""
         self._row_seq = seq
-        self._written = (self._complete, self._total, self.message, self._counted())
+        self._written = written = (self._complete, self._total, self.message, self._counted())
+        return written
+
+    def next_row(self, seq: int, *, whole: bool) -> tuple[Any, ...]:
+        """Its row as of now, under ``seq`` (the caller holds the lock). Unless ``whole``, a row
+        whose only change since the last is its count is the last with the count and ``seq``
+        put in (what a loop of ``advance()`` changes, snapshot after snapshot); ``whole``: a
+        boundary or the end (status, times and totals move), every column read."""
+        written, last = self._written, self._row
+        now = self.mark_written(seq)
+        if not whole and last is not None and written is not None and written[1:] == now[1:]:
+            changed = list(last)
+            changed[_ITEMS_AT], changed[_SEQ_AT] = now[0], seq
+            row = tuple(changed)
+        else:
+            row = _ROW_VALUES(self)
+        self._row = row
+        return row
 
     @property
     def was_written(self) -> bool:

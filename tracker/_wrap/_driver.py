@@ -118,8 +118,7 @@ class RunDriver:
             # No subtask open: the run's own items, as tracker.track_task_progress does.
             run.implicit.update(command.done, total=command.total, message=command.message)
             with run._lock:
-                run.implicit_active = run.implicit.status == "RUNNING"
-                run.shown = run.implicit
+                run.show_implicit()
         elif isinstance(command, Percent):
             self._percent(command)
         elif isinstance(command, Message):
