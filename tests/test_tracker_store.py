@@ -330,3 +330,88 @@ def test_prepare_off_is_read_from_the_environment(monkeypatch):
     assert TrackerSettings().prepare is True
     monkeypatch.setenv("PIPETRACK_PREPARE", "sometimes")
     assert TrackerSettings().prepare is True  # a typo is logged and the default kept
+
+
+def _idle_run(tmp_path: Any, name: str) -> tuple[Any, Any]:
+    """A run whose snapshots only the test takes (its tracker's writer is shut down at once)."""
+    t = make_tracker("postgresql://pipetrack@127.0.0.1:9/none", tmp_path / "spool")
+    assert t.writer.shutdown(5)
+    run = t.run(name, total_subtasks=1)
+    return run, run.subtask("load", items_total=100)
+
+
+def _statement_kinds(store: Store, snap: Snapshot) -> list[str]:
+    """How the store would write ``snap`` now: upsert, state or progress, one per statement."""
+    from tracker._record.statements import batch_statements
+
+    return [
+        "progress" if "stored_seq" in s.sql else "upsert" if "INSERT" in s.sql else "state"
+        for s in batch_statements([snap], store._known)
+    ]
+
+
+def test_a_progress_update_carries_what_a_spooled_snapshot_changed(db_dsn, db, tmp_path):
+    # Snapshot B (a new message) never reached the database (spooled); C only counted an item
+    # since B. C is held against what the database holds (A), not against B: its message goes.
+    run, sub = _idle_run(tmp_path, "DAILY_progress_after_spool")
+    store = Store(db_dsn)
+    try:
+        store.write(run.snapshot())  # A
+        store.write(run.snapshot())  # A': the run's row is now known to the store
+        sub.update(message="merging")
+        run.snapshot()  # B: spooled, say
+        sub.advance()
+        c = run.snapshot()
+        assert _statement_kinds(store, c) == ["state", "state"]  # not a progress update
+        store.write(c)
+    finally:
+        store.close()
+        run.finish()
+    row = fetch_run(db, run.run_id)
+    assert (row["subtask_progress_message"], row["subtask_items_complete"], row["seq"]) == (
+        "merging",
+        1,
+        c.seq,
+    )
+    assert fetch_subtasks(db, run.run_id)[0]["message"] == "merging"
+
+
+def test_a_row_someone_else_wrote_misses_the_progress_update_and_is_written_whole(
+    db_dsn, db, tmp_path
+):
+    run, sub = _idle_run(tmp_path, "DAILY_progress_missed")
+    store = Store(db_dsn)
+    try:
+        store.write(run.snapshot())
+        store.write(run.snapshot())
+        # Another writer (a replay, by hand) changed both rows under a newer seq than stored.
+        db.execute(
+            "UPDATE pipeline_status SET subtask_progress_message = 'theirs', seq = seq + 1"
+            " WHERE run_id = %s",
+            (run.run_id,),
+        )
+        db.execute(
+            "UPDATE pipeline_subtask SET message = 'theirs', seq = seq + 1 WHERE run_id = %s",
+            (run.run_id,),
+        )
+        run.snapshot()
+        for _ in range(3):
+            sub.advance()
+        newest = run.snapshot()
+        assert _statement_kinds(store, newest) == ["progress", "progress"]  # missed, then whole
+        store.write(newest)
+    finally:
+        store.close()
+        run.finish()
+    row = fetch_run(db, run.run_id)
+    assert (row["subtask_progress_message"], row["subtask_items_complete"], row["seq"]) == (
+        None,
+        3,
+        newest.seq,
+    )
+    (subtask,) = fetch_subtasks(db, run.run_id)
+    assert (subtask["message"], subtask["items_complete"], subtask["seq"]) == (
+        None,
+        3,
+        newest.seq,
+    )
