@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_support import bench_database  # noqa: E402
+from bench_support import bench_database, compiled_like_an_install  # noqa: E402
 
 import tracker  # noqa: E402
 
@@ -81,6 +81,7 @@ def main() -> None:
     parser.add_argument("--subtasks", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    compiled_like_an_install()
     with bench_database(args.dsn) as dsn, tempfile.TemporaryDirectory() as spool:
         first, second = start(dsn, args.rounds, spool)
         print(f"start: first run {first:.2f} ms, second run {second:.2f} ms (median)")

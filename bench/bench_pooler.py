@@ -37,6 +37,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_support import compiled_like_an_install  # noqa: E402
 from bench_writes import Fleet  # noqa: E402
 
 from tests import debian_pg  # noqa: E402
@@ -243,6 +244,7 @@ def main() -> None:
     parser.add_argument("--fleet-runs", type=int, default=50)
     parser.add_argument("--fleet-seconds", type=float, default=30.0)
     args = parser.parse_args()
+    compiled_like_an_install()
     only = set(args.only.split(","))
     print(
         f"pipetrack pooler benchmark, python {sys.version.split()[0]}, {os.cpu_count()} CPUs; "

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_support import bench_database  # noqa: E402
+from bench_support import bench_database, compiled_like_an_install  # noqa: E402
 
 import tracker  # noqa: E402
 from tracker._runtime import trackers  # noqa: E402
@@ -406,6 +406,7 @@ def main() -> None:
         "--only", default="1,2,3,4,5,6,7", help="comma-separated sections to run (default: all)"
     )
     args = parser.parse_args()
+    compiled_like_an_install()
     quick = args.quick
     processes = args.processes or (20 if quick else 200)
     updates = args.updates or (1_000 if quick else 10_000)

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_support import compiled_like_an_install
+
 CHILD = """
 import sys
 lines, every = int(sys.argv[1]), int(sys.argv[2])
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dsn", default=None)
     args = parser.parse_args()
+    compiled_like_an_install()
     env = dict(os.environ)
     if args.dsn:
         env["PIPETRACK_DSN"] = args.dsn
