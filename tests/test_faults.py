@@ -24,6 +24,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.tracker_support import replay_spool, spool_files
 from tracker._db import embedded, migrate
 from tracker._db.connect import connect
 from tracker._db.dsn import DatabaseTarget
@@ -110,27 +111,6 @@ def finish(process: subprocess.Popen[str], timeout: float) -> tuple[int, str]:
     return process.returncode, stderr
 
 
-def spool_files(data_dir: Path) -> list[Path]:
-    spool = data_dir / "spool"
-    return sorted(spool.glob("*.jsonl")) if spool.exists() else []
-
-
-def replay_spool(data_dir: Path, env: dict[str, str]) -> int:
-    """Replay what the processes spooled (the next pipetrack process would); the count replayed."""
-    spooled = len(spool_files(data_dir))
-    if spooled:
-        replay = subprocess.run(
-            [sys.executable, "-m", "tracker", "spool", "replay"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert replay.returncode == 0, replay.stderr
-        assert spool_files(data_dir) == []
-    return spooled
-
-
 def test_a_60_second_database_outage_in_the_middle_of_20_runs_loses_nothing(stoppable_db, tmp_path):
     runs, subtasks, step = 20, 8, 1.0  # about 80 s of work each
     env = child_env(stoppable_db.dsn, tmp_path)
@@ -144,8 +124,8 @@ def test_a_60_second_database_outage_in_the_middle_of_20_runs_loses_nothing(stop
     time.sleep(60)
     stoppable_db.start()
     recovered = time.monotonic()
-    spooled_during_outage = len(spool_files(tmp_path))
-    wait_for(lambda: not spool_files(tmp_path), timeout=30, what="the spool to drain")
+    spooled_during_outage = len(spool_files(tmp_path / "spool"))
+    wait_for(lambda: not spool_files(tmp_path / "spool"), timeout=30, what="the spool to drain")
     drained_after = time.monotonic() - recovered
     outcomes = [finish(child, timeout=120) for child in children]
     wall = time.monotonic() - started
@@ -160,7 +140,7 @@ def test_a_60_second_database_outage_in_the_middle_of_20_runs_loses_nothing(stop
         ).fetchall()
     assert len(rows) == runs
     assert all(row == ("FINISHED", 100, subtasks, subtasks) for row in rows), rows
-    assert not spool_files(tmp_path)
+    assert not spool_files(tmp_path / "spool")
     print(
         f"\noutage {recovered - outage_began:.0f} s; {spooled_during_outage} spool files at "
         f"recovery; drained {drained_after:.1f} s after recovery; {runs}/{runs} runs exact; "

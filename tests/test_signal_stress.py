@@ -1,7 +1,8 @@
 """Signals at random moments to tight tracking loops, telemetry on and off (issue 14).
 
 Every child ends within the exit bound with the status it would have had untracked, and every
-run it started is CANCELLED with execution_end. The count per signal is
+run it started is CANCELLED with execution_end (in the database, or in the spool when the
+database did not take it within the exit bound on a busy machine: replayed before counting). The count per signal is
 ``PIPETRACK_SIGNAL_STRESS`` (default 200; the issue's full run is 1,000). Run with ``-s`` for
 the figures.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.otlp_receiver import running_receiver
-from tests.tracker_support import SCRIPTS, child_env
+from tests.tracker_support import SCRIPTS, child_env, replay_spool
 
 pytestmark = pytest.mark.fault
 
@@ -156,6 +157,9 @@ def test_signals_at_random_moments_end_every_child_as_untracked_with_its_run_can
         ]
     wall = time.monotonic() - started
 
+    # A final state the database did not take within the exit bound (a busy machine) is in
+    # the spool: replayed, as the next pipetrack process would, it must make the rows exact.
+    spooled = replay_spool(tmp_path / "data", base)
     wrong = [
         (o.child, o.returncode, o.stderr[-6000:])
         for o in outcomes
@@ -174,7 +178,6 @@ def test_signals_at_random_moments_end_every_child_as_untracked_with_its_run_can
         " s.current_subtask FROM pipeline_subtask t JOIN pipeline_status s USING (run_id)"
         " WHERE t.subtask_status IN ('STARTED', 'RUNNING')"
     ).fetchall()
-    spooled = sorted((tmp_path / "data" / "spool").glob("*.jsonl"))
     took = sorted(o.took for o in outcomes)
     print(
         f"\n{PER_SIGNAL} SIGTERM + {PER_SIGNAL} SIGINT (seed {seed}): "
@@ -184,7 +187,7 @@ def test_signals_at_random_moments_end_every_child_as_untracked_with_its_run_can
         f"({len(run_spans)} run spans received), {sum(o.child.handler for o in outcomes)} "
         f"with their own handler; {len(rows)} rows, "
         f"{sum(r[0] == 'CANCELLED' and r[1] for r in rows.values())} CANCELLED with "
-        f"execution_end; {len(spooled)} spool files; wall {wall:.0f} s"
+        f"execution_end; {spooled} spool file(s) replayed first; wall {wall:.0f} s"
     )
     assert wrong == [], "\n\n".join(f"{c} exited {code}:\n{err}" for c, code, err in wrong)
     assert slowest < BOUND
@@ -192,4 +195,3 @@ def test_signals_at_random_moments_end_every_child_as_untracked_with_its_run_can
     expected = {o.run_id: ("CANCELLED", True, 128 + o.child.signum) for o in outcomes}
     assert rows == expected
     assert running_subtasks == []
-    assert spooled == []

@@ -244,6 +244,24 @@ def spool_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.jsonl")) if directory.exists() else []
 
 
+def replay_spool(data_dir: Path, env: dict[str, str]) -> int:
+    """Replay what processes with ``data_dir`` spooled (as the next pipetrack process would):
+    a final state the database did not take within a process's exit bound (a busy machine)
+    waits there. Returns how many spool files there were."""
+    spooled = len(spool_files(data_dir / "spool"))
+    if spooled:
+        replay = subprocess.run(
+            [sys.executable, "-m", "tracker", "spool", "replay"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert replay.returncode == 0, replay.stderr
+        assert spool_files(data_dir / "spool") == []
+    return spooled
+
+
 def snapshot(run_id: str, seq: int, status: str = "RUNNING", percent: float | None = None) -> Any:
     """A snapshot of a bare run (task DAILY_seq), as the writer would take it at ``seq``."""
     core = RunCore(
