@@ -198,10 +198,13 @@ class Measure:
         figures = self._runs.get(run.run_id)
         if figures is None or figures.final_done:
             return False
-        if figures.deferred or self.fresh_wanted(run, heartbeat=heartbeat):
+        if figures.deferred or run.terminal or run.seq == 0 or heartbeat:
             return True  # (deferred: an end that reused its start's sample)
         held = figures.open
-        return any(sub.index not in held for sub in list(run.open))  # a start unmeasured
+        for sub in list(run.open):
+            if sub.index not in held:
+                return True  # a start unmeasured
+        return figures.schedule.due()  # (fresh_wanted's, in the cheapest order)
 
     def fresh_wanted(self, run: RunCore, *, heartbeat: bool) -> bool:
         """Does ``run`` need a sample taken now, not only a recent one? Its first and last, a

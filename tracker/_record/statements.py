@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -60,7 +61,7 @@ class Upsert:
     table: str
     columns: tuple[Column, ...]
 
-    @property
+    @cached_property
     def sql(self) -> str:
         table, columns = f"{SCHEMA}.{self.table}", self.columns
         names = ", ".join(c.name for c in columns)
@@ -94,7 +95,7 @@ class InsertNew:
     table: str
     columns: tuple[Column, ...]
 
-    @property
+    @cached_property
     def sql(self) -> str:
         table, columns = f"{SCHEMA}.{self.table}", self.columns
         names = ", ".join(c.name for c in columns)
@@ -141,7 +142,7 @@ class StateUpdate:
         """The columns it sends, in order: the key, then the state."""
         return (*self.key, *(c for c in self.columns if c.role is Role.STATE))
 
-    @property
+    @cached_property
     def sql(self) -> str:
         table, sent = f"{SCHEMA}.{self.table}", self.sent
         names = ", ".join(c.name for c in sent)
@@ -191,7 +192,7 @@ class ProgressUpdate:
         then the key."""
         return (*self.moving, *self.key)
 
-    @property
+    @cached_property
     def sql(self) -> str:
         table, key, moving = f"{SCHEMA}.{self.table}", self.key, self.moving
         names = ", ".join(c.name for c in self.sent)

@@ -41,6 +41,25 @@ logger = logging.getLogger("tracker")
 # Snapshots per statement: one statement per table whatever the count, yet a batch the
 # database refuses is retried one by one, so keep that retry (rare) affordable.
 BATCH_SIZE = 250
+# The last batches of a cycle shrink down to this: the cycle ends waiting for the database to
+# apply its last batch alone, and a small one is applied soon (1,000 runs: 250, 250, 250, 125,
+# 62, 32, 31 rather than four of 250).
+LAST_BATCH = 32
+
+
+def batch_bounds(count: int) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of each batch of a cycle of ``count`` snapshots."""
+    start = 0
+    while start < count:
+        remaining = count - start
+        if remaining > 2 * BATCH_SIZE:
+            size = BATCH_SIZE
+        elif remaining > LAST_BATCH:
+            size = max(LAST_BATCH, remaining // 2)
+        else:
+            size = remaining
+        yield start, start + size
+        start += size
 
 
 class Writer:
@@ -369,9 +388,9 @@ class Writer:
     def _batches(self, runs: list[RunCore]) -> Iterator[list[Snapshot]]:
         """The runs' snapshots, a batch at a time: each is taken just before it is sent, so
         that building one overlaps the database writing the one before."""
-        for start in range(0, len(runs), BATCH_SIZE):
+        for start, end in batch_bounds(len(runs)):
             now = self._wall()  # one time for the batch: its snapshots are taken together
-            yield [run.snapshot(now) for run in runs[start : start + BATCH_SIZE]]
+            yield [run.snapshot(now) for run in runs[start:end]]
 
     def _exported(self, snapshots: list[Snapshot]) -> None:
         runs = self._runs
