@@ -19,6 +19,9 @@ never regresses a row::
 
 Updating first and inserting only the new rows spares existing rows the insert-side trigger
 (the archived-run check); the ON CONFLICT arm covers a row another session inserts meanwhile.
+Rows the writer has stored before (``Known``) go by lighter statements: a state update (the
+state columns) or, when only the progress columns differ from the stored row, a progress update
+(``ProgressUpdate``: a run in a loop of ``advance()`` writes eight columns, not 43).
 Resource samples (``pipeline_run_sample``) are inserted, never updated, after the status rows
 of the same transaction: a sample already there (a replay) is skipped, and so is a sample of a
 run that is not in ``pipeline_status`` (archived meanwhile), which would otherwise fail its
