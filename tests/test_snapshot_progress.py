@@ -1,5 +1,5 @@
 """A snapshot after nothing but counts moved reuses the last one's state and rows, with the
-progress columns read again (``RunCore.snapshot``, ``SubtaskCore.next_row``). That shortcut is
+progress columns read again (``RunCore.snapshot``, ``SubtaskCore.moved_row``). That shortcut is
 right only if every other change marks the run: these tests hold each snapshot, after any mix of
 public calls, against a full reading of every column."""
 

@@ -48,7 +48,7 @@ class Snapshot:
     """A run's status row, the subtask rows that changed and the samples kept, under one
     ``seq``."""
 
-    __slots__ = ("final", "identity", "run_id", "samples", "seq", "state", "subtasks")
+    __slots__ = ("based_on", "final", "identity", "run_id", "samples", "seq", "state", "subtasks")
 
     def __init__(
         self,
@@ -60,6 +60,7 @@ class Snapshot:
         subtasks: list[tuple[Any, ...]],
         final: bool,
         samples: list[tuple[Any, ...]] | None = None,
+        based_on: int = 0,
     ) -> None:
         self.run_id = run_id
         self.seq = seq
@@ -68,6 +69,9 @@ class Snapshot:
         self.subtasks = subtasks
         self.final = final
         self.samples: list[tuple[Any, ...]] = samples if samples is not None else []
+        # The seq of the run's snapshot whose state this one's is with the progress columns
+        # read again (the one before; 0: read whole): the writer need not compare them.
+        self.based_on = based_on
 
     @property
     def status_row(self) -> dict[str, Any]:

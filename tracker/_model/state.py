@@ -22,7 +22,7 @@ import math
 import threading
 import time
 from collections.abc import Mapping
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from types import MappingProxyType
 from typing import Any
 
@@ -46,8 +46,12 @@ _STATE = tuple(c for c in STATUS_COLUMNS if c.role is Role.STATE)
 _STATE_VALUES = attrgetter(*(c.attribute for c in _STATE))
 # The state columns a progress update writes (tracker._model.columns): where each is in the
 # state, and their values.
-_PROGRESS_AT = tuple(i for i, c in enumerate(_STATE) if c.progress)
 _PROGRESS_VALUES = attrgetter(*(c.attribute for c in _STATE if c.progress))
+# The last state with the progress values put in, in one step: positions into ``last + values``.
+_PROGRESS_AT = [i for i, c in enumerate(_STATE) if c.progress]
+_STATE_MOVED = itemgetter(
+    *(len(_STATE) + _PROGRESS_AT.index(i) if c.progress else i for i, c in enumerate(_STATE))
+)
 # The identity columns a run's context dict holds (the rest are attributes of the run).
 _CONTEXT_COLUMNS = frozenset(
     c.name
@@ -331,20 +335,20 @@ class RunCore(StatusRow):
             for sub in open_subtasks:
                 sub.freeze()
             try:
-                rows = []
-                for sub in self._pending.values():  # entered or closed since the last snapshot
-                    rows.append(sub.next_row(seq, whole=True))
+                # Entered or closed since the last snapshot, then open ones that moved.
+                rows = [sub.next_row(seq) for sub in self._pending.values()]
                 self._pending.clear()
-                for sub in open_subtasks:  # open, and its items, total or message moved
-                    if sub.changed_since_written():
-                        rows.append(sub.next_row(seq, whole=False))
-                if counts_only and self._state is not None:
-                    state = list(self._state)
-                    for at, value in zip(_PROGRESS_AT, _PROGRESS_VALUES(self), strict=True):
-                        state[at] = value
-                    self._state = tuple(state)
+                for sub in open_subtasks:
+                    row = sub.moved_row(seq)
+                    if row is not None:
+                        rows.append(row)
+                last = self._state
+                if counts_only and last is not None:
+                    self._state = _STATE_MOVED(last + _PROGRESS_VALUES(self))
+                    based_on = seq - 1
                 else:
                     self._state = _STATE_VALUES(self)
+                    based_on = 0
             finally:
                 for sub in open_subtasks:
                     sub.thaw()
@@ -354,7 +358,14 @@ class RunCore(StatusRow):
             identity = self._identity or self._identity_values()
             samples, self.samples = self.samples, []
             return Snapshot(
-                self.run_id, seq, identity, self._state, subtasks=rows, final=final, samples=samples
+                self.run_id,
+                seq,
+                identity,
+                self._state,
+                subtasks=rows,
+                final=final,
+                samples=samples,
+                based_on=based_on,
             )
 
     def set_identity(self, **changes: Any) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import datetime
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
 from tracker._model.columns import SUBTASK_COLUMNS
@@ -27,7 +27,14 @@ if TYPE_CHECKING:
 
 _ROW_VALUES = attrgetter(*(c.attribute for c in SUBTASK_COLUMNS))
 _NAMES = [c.name for c in SUBTASK_COLUMNS]
-_ITEMS_AT, _SEQ_AT = _NAMES.index("items_complete"), _NAMES.index("seq")
+# The last row with a new count and seq put in, in one step: positions into ``last + (count,
+# seq)``.
+_ROW_MOVED = itemgetter(
+    *(
+        len(_NAMES) if name == "items_complete" else len(_NAMES) + 1 if name == "seq" else at
+        for at, name in enumerate(_NAMES)
+    )
+)
 
 UNLIMITED = 2**63 - 1
 CLOSED_LIMIT = -1
@@ -99,7 +106,7 @@ class SubtaskCore:
         # before the first: an open subtask is written again only when one of them moved.
         self._written: tuple[int, int | None, str | None, int] | None = None
         self._row_seq = 0
-        self._row: tuple[Any, ...] | None = None  # the last row taken (see next_row)
+        self._row: tuple[Any, ...] | None = None  # the last row taken (see moved_row)
         self._frozen: int | None = None  # the count as a snapshot read it once (see freeze)
         self.message: str | None = None
         self.is_unit = True
@@ -207,26 +214,31 @@ class SubtaskCore:
     def _counted(self) -> int:
         return 0 if self._counts is None else self._counts.version
 
-    def changed_since_written(self) -> bool:
-        return self._written != (self._complete, self._total, self.message, self._counted())
-
     def mark_written(self, seq: int) -> tuple[int, int | None, str | None, int]:
         """The next row of this subtask is taken now, under ``seq``; what it holds."""
         self._row_seq = seq
         self._written = written = (self._complete, self._total, self.message, self._counted())
         return written
 
-    def next_row(self, seq: int, *, whole: bool) -> tuple[Any, ...]:
-        """Its row as of now, under ``seq`` (the caller holds the lock). Unless ``whole``, a row
-        whose only change since the last is its count is the last with the count and ``seq``
-        put in (what a loop of ``advance()`` changes, snapshot after snapshot); ``whole``: a
-        boundary or the end (status, times and totals move), every column read."""
+    def next_row(self, seq: int) -> tuple[Any, ...]:
+        """Its row as of now, every column read, under ``seq`` (the caller holds the lock): a
+        boundary or the end (status, times and totals move)."""
+        self.mark_written(seq)
+        self._row = row = _ROW_VALUES(self)
+        return row
+
+    def moved_row(self, seq: int) -> tuple[Any, ...] | None:
+        """Its row under ``seq`` if it changed since the last (None if not), for an open
+        subtask (the caller holds the lock). A row whose only change is its count is the last
+        with the count and ``seq`` put in: what a loop of ``advance()`` changes, snapshot after
+        snapshot."""
         written, last = self._written, self._row
-        now = self.mark_written(seq)
-        if not whole and last is not None and written is not None and written[1:] == now[1:]:
-            changed = list(last)
-            changed[_ITEMS_AT], changed[_SEQ_AT] = now[0], seq
-            row = tuple(changed)
+        now = (self._complete, self._total, self.message, self._counted())
+        if now == written:
+            return None
+        self._row_seq, self._written = seq, now
+        if last is not None and written is not None and written[1:] == now[1:]:
+            row: tuple[Any, ...] = _ROW_MOVED((*last, now[0], seq))
         else:
             row = _ROW_VALUES(self)
         self._row = row

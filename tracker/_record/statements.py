@@ -304,7 +304,7 @@ class _Sorted:
         stored = self.known.runs.get(s.run_id)
         if stored is None or not (stored.identity is s.identity or stored.identity == s.identity):
             self.whole.append(s.identity + s.state)
-        elif _STATE_STILL(stored.state) == _STATE_STILL(s.state):
+        elif s.based_on == stored.seq or _STATE_STILL(stored.state) == _STATE_STILL(s.state):
             self.progress.append((*_STATE_MOVING(s.state), s.run_id, stored.seq))
         else:
             self.state.append((*s.state, s.run_id))
