@@ -15,7 +15,8 @@ Debian's PostgreSQL 15 (``max_connections = 40``) and PgBouncer 1.18 in transact
 3. a fleet: ``--fleet-processes`` processes each tracking ``--fleet-runs`` runs at once
    (10,000 runs in all by default) through the pooler; every process moves one item of each of
    its runs every second and notes when; the bench polls the rows and reports how long each
-   change took to show (p50, p99).
+   change took to show (p50, p99), in the steady state (once every run's row has shown: 200
+   interpreters starting at once on two cores is no fleet's state) and over the whole run.
 """
 
 from __future__ import annotations
@@ -198,6 +199,7 @@ def fleet(
     # Per run, when each new item count first showed: a change is visible once the row shows it
     # or a later one (the writer keeps the latest state only).
     seen: dict[str, list[tuple[int, float]]] = {}
+    started = time.time()
     with contextlib.ExitStack() as stack:
         children = stack.enter_context(_children(processes, env, argv))
         with psycopg.connect(superuser, autocommit=True) as conn:
@@ -211,7 +213,12 @@ def fleet(
                     if not shown or shown[-1][0] < int(step or 0):
                         shown.append((int(step or 0), now))
                 time.sleep(0.05)
-    latencies = []
+    # Steady state: from when every run's row had shown (all processes up, each writer
+    # connected). Before it, 200 interpreters start at once on this machine's two cores (each
+    # importing psycopg and connecting), which no fleet spread over hosts does.
+    firsts = [shown[0][1] for shown in seen.values() if shown]
+    steady_from = max(firsts) if len(firsts) == processes * runs else float("inf")
+    latencies, steady = [], []
     for log in logs:
         if not log.exists():
             continue
@@ -222,15 +229,28 @@ def fleet(
             first = next((when for value, when in seen.get(run_id, []) if value >= int(step)), None)
             if first is not None:
                 latencies.append(first - float(at))
-    latencies.sort()
+                if float(at) >= steady_from:
+                    steady.append(first - float(at))
     if not latencies:
         print("   no change was seen")
         return
+    print(
+        f"   steady state (every run's row shown, {steady_from - started:.1f} s after the "
+        f"start): {_percentiles(steady)} (target p99 <= 2 s)"
+    )
+    print(f"   every change, the start-up included: {_percentiles(latencies)}")
+    print("   (rows polled every 50 ms)")
+
+
+def _percentiles(latencies: list[float]) -> str:
+    if not latencies:
+        return "no change"
+    latencies = sorted(latencies)
     p50 = latencies[len(latencies) // 2]
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    print(
-        f"   {len(latencies):,} changes: call -> row visible p50 {p50 * 1000:.0f} ms, "
-        f"p99 {p99 * 1000:.0f} ms (target p99 <= 2 s; polled every 50 ms)"
+    return (
+        f"{len(latencies):,} changes, call -> row visible p50 {p50 * 1000:.0f} ms, "
+        f"p99 {p99 * 1000:.0f} ms"
     )
 
 
@@ -242,7 +262,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--fleet-processes", type=int, default=200)
     parser.add_argument("--fleet-runs", type=int, default=50)
-    parser.add_argument("--fleet-seconds", type=float, default=30.0)
+    parser.add_argument("--fleet-seconds", type=float, default=60.0)
     args = parser.parse_args()
     compiled_like_an_install()
     only = set(args.only.split(","))
