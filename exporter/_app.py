@@ -214,7 +214,7 @@ def serve(
     """
     from prometheus_client import CollectorRegistry
 
-    from tracker._db.connect import ready_target
+    from tracker._db.ready import ready_target
 
     chosen = settings(
         listen=listen,

@@ -128,7 +128,8 @@ def open_server(
     statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
 ) -> tuple[ExporterServer, MonitorDatabase]:
     """The monitor's server, bound (not yet serving), and its database; close both after."""
-    from tracker._db.connect import ready_target, require_valid_settings
+    from tracker._db.connect import require_valid_settings
+    from tracker._db.ready import ready_target
 
     chosen = settings(
         listen=listen,

@@ -212,3 +212,15 @@ def test_a_first_script_that_ends_before_the_server_is_up_writes_its_row(data_di
             (done.stdout.strip(),),
         ).fetchone()
     assert row == ("FINISHED",)
+
+
+def test_a_newcomers_first_command_may_be_status_before_any_script(data_dir):
+    # The embedded database is pipetrack's own: reading it brings its schema up first (this
+    # was a traceback: relation "pipeline_latest_run" does not exist).
+    shown = pipetrack("status", data_dir=data_dir)
+    assert shown.returncode == 0, shown.stderr
+    assert "Traceback" not in shown.stderr
+    assert "No runs recorded yet" in shown.stdout + shown.stderr
+    listed = pipetrack("db", "status", data_dir=data_dir)
+    assert listed.returncode == 0, listed.stdout
+    assert "pending" not in listed.stdout

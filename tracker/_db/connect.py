@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import TYPE_CHECKING, Any
 
-from tracker._db import embedded
-from tracker._db.dsn import DatabaseTarget, connect_params, resolve_target
+from tracker._db.dsn import DatabaseTarget, connect_params
 from tracker.errors import ConfigurationError, DatabaseUnavailable
 
 if TYPE_CHECKING:
@@ -16,14 +14,6 @@ if TYPE_CHECKING:
 SCHEMA = "pipetrack"
 # A socket directory that cannot exist: libpq checks every setting, then fails to connect here.
 _PROBE_SOCKET_DIR = "/nonexistent/pipetrack-settings-probe"
-
-
-def ready_target(dsn: str | None = None, *, start_embedded: bool = True) -> DatabaseTarget:
-    """The configured target; for the embedded default, started and with its URI filled in."""
-    target = resolve_target(dsn)
-    if target.embedded and start_embedded:
-        target = dataclasses.replace(target, conninfo=embedded.ensure_running())
-    return target
 
 
 def session_options(

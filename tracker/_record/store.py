@@ -151,7 +151,8 @@ class Store:
             raise Unavailable("the configured database cannot be used")
         import psycopg
 
-        from tracker._db.connect import connect, ready_target
+        from tracker._db.connect import connect
+        from tracker._db.ready import ready_target, upgrade_if_behind
         from tracker.errors import TrackerError
 
         try:
@@ -159,13 +160,16 @@ class Store:
             conn = connect(target, search_path=False, tcp_user_timeout=STATEMENT_TIMEOUT)
         except TrackerError as exc:
             raise Unavailable(str(exc)) from None
+        except psycopg.Error as exc:  # (bringing the embedded schema up to date)
+            raise Unavailable(f"{type(exc).__name__}: {_one_line(str(exc))}") from None
         try:
             # Only the upserts are prepared (at their first run), and only when asked: these
             # checks and the settings statement never are (prepare=False).
             conn.prepare_threshold = 0 if self._prepare else None
             if target.embedded:
-                # A newcomer's first script just works: the embedded server is ours to migrate.
-                _migrate_if_behind(conn, target)
+                # A newcomer's first script just works: the embedded server is ours to migrate
+                # (checked at every connection: it may have been made anew meanwhile).
+                upgrade_if_behind(target, conn)
             elif not _schema_present(conn):
                 if not self._schema_warned:
                     self._schema_warned = True
@@ -323,28 +327,6 @@ def _schema_present(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
         prepare=False,
     ).fetchone()
     return bool(row and row[0])
-
-
-def _migrate_if_behind(
-    conn: psycopg.Connection[tuple[object, ...]], target: DatabaseTarget
-) -> None:
-    """Bring the embedded database's schema up to this version's, if behind."""
-    from tracker._db import migrate
-    from tracker._db.connect import connect
-
-    present = conn.execute(
-        f"SELECT to_regclass('{SCHEMA}.schema_migrations') IS NOT NULL", prepare=False
-    )
-    applied = 0
-    if (present.fetchone() or (False,))[0]:
-        found = conn.execute(
-            f"SELECT coalesce(max(version), 0) FROM {SCHEMA}.schema_migrations", prepare=False
-        )
-        applied = int(str((found.fetchone() or (0,))[0]))
-    if applied >= max(m.version for m in migrate.shipped_migrations()):
-        return
-    with connect(target) as admin:
-        migrate.upgrade(admin)
 
 
 class _Transaction:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from tracker._db.connect import connect, ready_target
+from tracker._db.connect import connect
 from tracker._db.dsn import DatabaseTarget, resolve_target
+from tracker._db.ready import ready_target
 from tracker.cli._common import EXIT_NOT_OK, EXIT_OK, add_dsn_option, say
 
 

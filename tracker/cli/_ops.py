@@ -6,7 +6,8 @@ import argparse
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tracker._db.connect import connect, ready_target
+from tracker._db.connect import connect
+from tracker._db.ready import ready_target
 from tracker._ops import archive, reaper, registry
 from tracker._ops.durations import format_duration, parse_duration
 from tracker.cli._common import EXIT_OK, add_dsn_option, say

@@ -157,7 +157,7 @@ def _run(args: argparse.Namespace) -> int:
 def _wrap(  # noqa: PLR0915 - the wrapper's whole life, start to end, reads best in one place
     args: argparse.Namespace, argv: list[str], original_mask: set[int]
 ) -> int:
-    from tracker._db.connect import ready_target
+    from tracker._db.ready import ready_target
     from tracker._runtime import observers
     from tracker._runtime.trackers import Tracker
     from tracker._sampling import DatabaseEndpoints, ResourceSampler, SharedSampler

@@ -19,7 +19,8 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from tracker._db.connect import connect, ready_target
+from tracker._db.connect import connect
+from tracker._db.ready import ready_target
 from tracker.cli._common import EXIT_NOT_OK, EXIT_OK, add_dsn_option, complain, say
 
 if TYPE_CHECKING:
