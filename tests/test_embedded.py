@@ -220,7 +220,7 @@ def test_a_newcomers_first_command_may_be_status_before_any_script(data_dir):
     shown = pipetrack("status", data_dir=data_dir)
     assert shown.returncode == 0, shown.stderr
     assert "Traceback" not in shown.stderr
-    assert "No runs recorded yet" in shown.stdout + shown.stderr
+    assert shown.stdout.strip() == "no runs recorded yet"
     listed = pipetrack("db", "status", data_dir=data_dir)
     assert listed.returncode == 0, listed.stdout
     assert "pending" not in listed.stdout
