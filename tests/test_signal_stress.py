@@ -23,6 +23,7 @@ import pytest
 
 from tests.otlp_receiver import running_receiver
 from tests.tracker_support import SCRIPTS, child_env, replay_spool
+from tracker._runtime.lifecycle import SPOOL_MARGIN
 
 pytestmark = pytest.mark.fault
 
@@ -30,9 +31,9 @@ PER_SIGNAL = int(os.environ.get("PIPETRACK_SIGNAL_STRESS", "200"))
 PARALLEL = 4  # children at once: a 2-core machine shared with others
 EXIT_TIMEOUT = 2.0
 TELEMETRY_EXIT_TIMEOUT = 2.0
-# The exit bound: the exit timeout, a second for spooling, the observers' wait; plus slack for
-# a busy machine tearing an interpreter down.
-BOUND = EXIT_TIMEOUT + 1.0 + TELEMETRY_EXIT_TIMEOUT + 10.0
+# The exit bound: the exit timeout, the margin for spooling, the observers' wait; plus slack
+# for a busy machine tearing an interpreter down.
+BOUND = EXIT_TIMEOUT + SPOOL_MARGIN + TELEMETRY_EXIT_TIMEOUT + 10.0
 MAX_DELAY = 0.3  # the signal lands up to this long after the run is going
 
 

@@ -59,8 +59,12 @@ _previous_excepthook: Any = None
 _previous_thread_hook: Any = None
 _previous_handlers: dict[int, Any] = {}
 HANDLED_SIGNALS = ("SIGTERM", "SIGINT")
-# Time allowed, after the exit timeout, for spooling the final states the database did not take.
-SPOOL_MARGIN = 1.0
+# Time allowed, after the exit timeout, for spooling the final states the database did not take:
+# milliseconds on a machine with CPU to spare, seconds on a starved one. With one second, the
+# stress test under a load of 70 on two cores lost 4 final states of 2,000 (the handler gave up
+# on a worker still spooling, and the process died of its signal). Only a worker that cannot
+# record at all (stuck on a lock not lent) makes an exit this much longer.
+SPOOL_MARGIN = 5.0
 # The least the handler waits for the observers (a bound, not a delay: they are told at once).
 OBSERVERS_MIN_WAIT = 0.5
 _worker: handoff.SignalWorker | None = None
