@@ -80,6 +80,11 @@ class Writer:
         self._wall = wall
         self._runs: dict[str, RunCore] = {}
         self._runs_lock = threading.RLock()
+        # Taken as ``with self._cond_lock:``, never ``with self._cond:``: Condition.__enter__ is
+        # Python code, so a signal handler that raises (KeyboardInterrupt, the script's
+        # sys.exit) can run after it acquired the lock and before the block begins, leaving the
+        # lock held for ever and the writer stopped (the exit then waits out its timeout and
+        # spools). The RLock's own __enter__ leaves no such gap.
         self._cond_lock = threading.RLock()
         self._cond = threading.Condition(self._cond_lock)
         self._wake = False
@@ -143,12 +148,12 @@ class Writer:
         self._measure.use(source)
 
     def wake(self) -> None:
-        with self._cond:
+        with self._cond_lock:
             self._wake = True
             self._cond.notify_all()
 
     def _ensure_thread(self) -> None:
-        with self._cond:
+        with self._cond_lock:
             if self._thread is not None or self._shutdown:
                 return
             self._thread = threading.Thread(target=self._loop, name="pipetrack-writer", daemon=True)
@@ -158,7 +163,7 @@ class Writer:
     def force_flush(self, timeout: float | None = None) -> bool:
         """Write (or spool) every change made before this call; False if not done in time."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
+        with self._cond_lock:
             if self._thread is None or not self._thread.is_alive():
                 return not self._pending_runs()
             self._requested += 1
@@ -181,7 +186,7 @@ class Writer:
         """
         timeout = self._settings.exit_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        with self._cond:
+        with self._cond_lock:
             self._shutdown = True
             self._wake = True
             self._cond.notify_all()
@@ -261,7 +266,7 @@ class Writer:
         interval = self._settings.flush_interval
         next_tick = time.monotonic() + interval
         while True:
-            with self._cond:
+            with self._cond_lock:
                 while not self._wake and not self._shutdown:
                     # (Also when a subtask's end waits for a sample the boundary could not
                     # take without costing the caller more than its share.)
@@ -277,7 +282,7 @@ class Writer:
                 self._cycle(final=stopping, flushing=flushing)
             except Exception:
                 logger.exception("pipetrack writer cycle failed; continuing")
-            with self._cond:
+            with self._cond_lock:
                 self._done = max(self._done, wanted)
                 self._cond.notify_all()
             if stopping:

@@ -1,0 +1,84 @@
+"""A signal handler that raises (Python's own KeyboardInterrupt for SIGINT, a script's
+``sys.exit``) runs wherever CPython checks for signals: at a function's start, after a call
+returns, at a loop's jump back. Raised at each such point of a tracking call in turn, it leaves
+none of the tracker's locks held, so the pipeline's unwinding, its exit hooks and the writer
+thread still get them (issue 14). One left held stopped the writer: the exit then waited out
+its whole timeout and spooled a final state the database already had.
+"""
+
+from __future__ import annotations
+
+import dis
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import tracker
+from tests.tracker_support import default_tracker_on
+
+# Where CPython 3.11-3.13 runs pending signal handlers: after these instructions (a call
+# returned, a loop jumped back) and at a function's start (RESUME).
+CHECKED_AFTER = frozenset({"CALL", "CALL_FUNCTION_EX", "CALL_KW", "JUMP_BACKWARD"})
+CHECKED_AT = frozenset({"RESUME"})
+
+
+class Interrupted(BaseException):
+    """What the handler raises (as KeyboardInterrupt or SystemExit would)."""
+
+
+@contextmanager
+def interrupted_at(point: int) -> Iterator[list[str]]:
+    """Raise Interrupted at the ``point``-th signal check of the body on this thread (counting
+    from 1); yields a list that names where, once it has been raised."""
+    seen = 0
+    last: dict[int, str] = {}
+    where: list[str] = []
+
+    def trace(frame: FrameType, event: str, arg: Any) -> Any:
+        nonlocal seen
+        frame.f_trace_opcodes = True
+        if event != "opcode":
+            return trace
+        name = dis.opname[frame.f_code.co_code[frame.f_lasti]]
+        before = last.get(id(frame))
+        last[id(frame)] = name
+        if name in CHECKED_AT or before in CHECKED_AFTER:
+            seen += 1
+            if seen == point:
+                where.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+                raise Interrupted
+        return trace
+
+    sys.settrace(trace)
+    try:
+        yield where
+    finally:
+        sys.settrace(None)
+
+
+def held_locks(instance: tracker.Tracker) -> list[object]:
+    return [lock for lock in instance._signal_locks() if lock._is_owned()]  # type: ignore[attr-defined]
+
+
+def test_an_interrupt_at_any_signal_check_of_the_writers_wake_leaves_its_lock_free(
+    db_dsn: str, tmp_path: Path
+) -> None:
+    # wake() is what the main thread calls at every subtask boundary and message: the writer's
+    # condition lock is the one lock a script's own code path takes that the writer needs.
+    with default_tracker_on(db_dsn, tmp_path / "spool") as instance:
+        run = instance.run("DAILY_signal_points")
+        point = 0
+        while True:
+            point += 1
+            with interrupted_at(point) as where, suppress(Interrupted):
+                instance.writer.wake()
+            assert held_locks(instance) == [], f"held after an interrupt at {where}"
+            if not where:
+                break
+        assert point > 1  # interrupted somewhere at least once
+        # The writer was never stopped: the run's end is written.
+        assert run.finish()
+        assert run.flush(30.0)
