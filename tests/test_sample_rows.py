@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tracker_support import fetch_run, snapshot
+from tests.tracker_support import bare_run, fetch_run, snapshot
 from tracker._model.columns import SAMPLE_COLUMNS, STATUS_COLUMNS, SUBTASK_COLUMNS, Kind
 from tracker._model.snapshot import Snapshot, utc
 from tracker._model.state import RunCore
@@ -48,15 +48,8 @@ class Clock:
             self._wall += seconds
 
 
-def bare_run(clock: Clock) -> RunCore:
-    core = RunCore(
-        run_id=str(uuid.uuid4()),
-        task_name="DAILY_six_hours",
-        task_stage="DAILY",
-        total_subtasks=None,
-        context={"hostname": "h", "process_id": 1},
-        max_pending=100,
-    )
+def six_hour_run(clock: Clock) -> RunCore:
+    core = bare_run("DAILY_six_hours")
     core.start_wall = clock.wall()
     with core._lock:
         core.begin_work()
@@ -76,7 +69,7 @@ def test_a_six_hour_run_keeps_its_rows_under_the_bound_and_its_first_and_last(db
     clock = Clock()
     settings = TrackerSettings(dsn=db_dsn, spool_dir=tmp_path / "spool", flush_interval=3600)
     writer = Writer(settings, clock=clock.mono, wall=clock.wall)
-    run = bare_run(clock)
+    run = six_hour_run(clock)
     started = clock.wall()
     step = 9.0  # the writer cycles when told; between cycles, 9 s pass
     try:

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from tests.tracker_support import (
+    bare_run,
     fetch_run,
     fetch_subtasks,
     make_tracker,
@@ -23,6 +24,7 @@ from tests.tracker_support import (
 )
 from tracker._model.snapshot import Snapshot
 from tracker._model.state import RunCore
+from tracker._model.subtask import SubtaskCore
 from tracker._record import store as store_module
 from tracker._record.store import Store, Unavailable
 from tracker._record.writer import Writer
@@ -415,3 +417,34 @@ def test_a_row_someone_else_wrote_misses_the_progress_update_and_is_written_whol
         3,
         newest.seq,
     )
+
+
+@pytest.mark.parametrize(
+    ("ending", "left_open_as"), [("CANCELLED", "FAILED"), ("FINISHED", "COMPLETED")]
+)
+def test_a_subtask_whose_closing_row_was_lost_is_closed_by_the_runs_final_row(
+    db_dsn, db, ending, left_open_as
+):
+    # A run of two steps, both written RUNNING; the snapshot with the second's end never reaches
+    # the database (refused, or a spool line cut short); the run's final snapshot follows.
+    run = bare_run("DAILY_lost_close")
+    first = run.enter(SubtaskCore, "first", None)
+    second = run.enter(SubtaskCore, "second", None)
+    store = Store(db_dsn)
+    try:
+        store.write(run.snapshot())
+        run.close(second, "COMPLETED")
+        run.snapshot()  # lost
+        run.end(ending)
+        final = run.snapshot()
+        assert [row[1] for row in final.subtasks] == [first.index]
+        store.write(final)
+    finally:
+        store.close()
+    status = fetch_run(db, run.run_id)
+    rows = {row["subtask_name"]: row for row in fetch_subtasks(db, run.run_id)}
+    assert rows["first"]["subtask_status"] == ("COMPLETED" if ending == "FINISHED" else "FAILED")
+    assert rows["first"]["seq"] == final.seq
+    assert rows["second"]["subtask_status"] == left_open_as
+    assert rows["second"]["ended_at"] == status["execution_end"]
+    assert rows["second"]["seq"] < final.seq  # closed by the database, not rewritten

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -262,16 +263,21 @@ def replay_spool(data_dir: Path, env: dict[str, str]) -> int:
     return spooled
 
 
-def snapshot(run_id: str, seq: int, status: str = "RUNNING", percent: float | None = None) -> Any:
-    """A snapshot of a bare run (task DAILY_seq), as the writer would take it at ``seq``."""
-    core = RunCore(
-        run_id=run_id,
-        task_name="DAILY_seq",
+def bare_run(task_name: str, run_id: str | None = None, max_pending: int = 100) -> RunCore:
+    """A run's state alone (no Tracker, no writer), of a task of the DAILY stage."""
+    return RunCore(
+        run_id=run_id or str(uuid.uuid4()),
+        task_name=task_name,
         task_stage="DAILY",
         total_subtasks=None,
         context={"hostname": "h", "process_id": 1},
-        max_pending=10,
+        max_pending=max_pending,
     )
+
+
+def snapshot(run_id: str, seq: int, status: str = "RUNNING", percent: float | None = None) -> Any:
+    """A snapshot of a bare run (task DAILY_seq), as the writer would take it at ``seq``."""
+    core = bare_run("DAILY_seq", run_id, max_pending=10)
     core.start_wall = 1_700_000_000.0
     core.status = status
     core.overall_explicit = percent

@@ -24,6 +24,7 @@ WRITER_MODULES = (
     "tracker._db.embedded",
     "tracker._db.migrate",
     "tracker._record.git",
+    "tracker._record.literals",
     "tracker._record.spool",
     "tracker._record.spool_files",
     "tracker._record.statements",

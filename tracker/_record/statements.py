@@ -1,14 +1,11 @@
 """The writer's statements: a batch of rows of one table in one upsert, derived from its columns.
 
 Rows travel column-wise, one array literal per column (a text parameter the server casts to the
-column's type); no temporary table, so a transaction-pooling proxy in front of the database is
-fine. psycopg can send a Python list as a binary array, but its list dumpers are Python code that
-visits every element (0.4 µs each in psycopg 3.3): 20 µs a snapshot, more than taking the
-snapshot, which left the writer at about half the database's own rate. An array literal is one
-``str.join`` per column (``_LITERALS``): every text element quoted and escaped, numbers and
-timestamps as Python spells them, so nothing needs checking. The statement updates the rows
-that exist and inserts the rest, both guarded by ``seq`` so that a late or replayed snapshot
-never regresses a row::
+column's type; ``tracker._record.literals``); no temporary table, so a transaction-pooling proxy
+in front of the database is fine. psycopg's own list dumpers cost 20 µs a snapshot, more than
+taking it, which left the writer at about half the database's own rate. The statement updates
+the rows that exist and inserts the rest, both guarded by ``seq`` so that a late or replayed
+snapshot never regresses a row::
 
     WITH v AS (SELECT * FROM unnest(%s::uuid[], …) AS v(run_id, …)),
          updated AS (UPDATE pipetrack.pipeline_status AS t SET … FROM v
@@ -36,7 +33,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from functools import cached_property
 from operator import itemgetter
 from typing import Any, NamedTuple
@@ -50,6 +46,7 @@ from tracker._model.columns import (
     Role,
 )
 from tracker._model.snapshot import Snapshot
+from tracker._record.literals import LITERAL_OF, number_array, text_array, timestamp_array
 
 SCHEMA = "pipetrack"
 # A JSON column travels as text: an insert-only one (the environment) is parsed for a new row
@@ -214,6 +211,20 @@ class ProgressUpdate:
         )
 
 
+# A run that has ended has no subtask running: the rows of its subtasks still open in the table
+# below its final snapshot's seq are closed as the run's end closes its open subtasks (COMPLETED if
+# it finished, else FAILED), at its end. The final snapshot's own rows are written first and carry
+# its seq; this catches a row whose closing was taken but never stored (a snapshot the database
+# refused, a spool line cut short), which would otherwise show RUNNING for ever. The reaper does the
+# same for a run it finds lost.
+CLOSE_LEFT_OPEN = (
+    f"UPDATE {SCHEMA}.pipeline_subtask AS t"
+    " SET subtask_status = CASE WHEN v.status = 'FINISHED' THEN 'COMPLETED' ELSE 'FAILED' END,"
+    " ended_at = greatest(v.ended_at, t.started_at)"
+    " FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::bigint[])"
+    " AS v(run_id, status, ended_at, seq)"
+    " WHERE t.run_id = v.run_id AND t.subtask_status IN ('STARTED', 'RUNNING') AND t.seq < v.seq"
+)
 STATUS = Upsert("pipeline_status", STATUS_COLUMNS)
 SUBTASK = Upsert("pipeline_subtask", SUBTASK_COLUMNS)
 STATUS_STATE = StateUpdate("pipeline_status", STATUS_COLUMNS)
@@ -280,11 +291,14 @@ def batch_statements(snapshots: Sequence[Snapshot], known: Known | None = None) 
         (SUBTASK_PROGRESS.sql, _SUBTASK_PROGRESS_LITERALS, None, True, rows.moved_subtasks),
         (SAMPLE.sql, _SAMPLE_LITERALS, None, False, rows.samples),
     )
-    return [
+    statements = [
         Statement(sql, _literals(encoders, batch, positions), checked)
         for sql, encoders, positions, checked, batch in plan
         if batch
     ]
+    if rows.ended:
+        statements.append(Statement(CLOSE_LEFT_OPEN, _literals(_ENDED_LITERALS, rows.ended), False))
+    return statements
 
 
 class _Sorted:
@@ -299,8 +313,11 @@ class _Sorted:
         self.known_subtasks: list[tuple[Any, ...]] = []
         self.moved_subtasks: list[tuple[Any, ...]] = []
         self.samples: list[tuple[Any, ...]] = []
+        self.ended: list[tuple[Any, ...]] = []  # final snapshots: (run, status, end, seq)
 
     def add(self, s: Snapshot) -> None:
+        if s.final:
+            self.ended.append((s.run_id, *_STATE_ENDED(s.state), s.seq))
         stored = self.known.runs.get(s.run_id)
         if stored is None or not (stored.identity is s.identity or stored.identity == s.identity):
             self.whole.append(s.identity + s.state)
@@ -322,57 +339,26 @@ class _Sorted:
             self.samples.extend(s.samples)
 
 
-def _text_array(values: Sequence[str | None]) -> str:
-    return (
-        "{"
-        + ",".join(
-            [
-                "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                for v in values
-            ]
-        )
-        + "}"
-    )
-
-
-def _number_array(values: Sequence[float | None]) -> str:
-    # repr spells ints and floats as PostgreSQL reads them (the model sends nothing else).
-    return "{" + ",".join(["NULL" if v is None else repr(v) for v in values]) + "}"
-
-
-def _timestamp_array(values: Sequence[datetime | None]) -> str:
-    # A batch's snapshots are taken at one time: each distinct time is spelled once (isoformat
-    # is ten times a dictionary lookup).
-    spelled: dict[datetime | None, str] = {
-        v: '"' + v.isoformat() + '"' for v in set(values) if v is not None
-    }
-    spelled[None] = "NULL"
-    return "{" + ",".join([spelled[v] for v in values]) + "}"
-
-
-_LITERAL_OF: dict[Kind, Callable[[Sequence[Any]], str]] = {
-    Kind.UUID: _text_array,
-    Kind.TEXT: _text_array,
-    Kind.JSON: _text_array,
-    Kind.INTEGER: _number_array,
-    Kind.BIGINT: _number_array,
-    Kind.NUMERIC: _number_array,
-    Kind.DOUBLE: _number_array,
-    Kind.TIMESTAMP: _timestamp_array,
-}
-_STATUS_LITERALS = [_LITERAL_OF[c.kind] for c in STATUS_COLUMNS]
-_SUBTASK_LITERALS = [_LITERAL_OF[c.kind] for c in SUBTASK_COLUMNS]
-_SAMPLE_LITERALS = [_LITERAL_OF[c.kind] for c in SAMPLE_COLUMNS]
+_STATUS_LITERALS = [LITERAL_OF[c.kind] for c in STATUS_COLUMNS]
+_SUBTASK_LITERALS = [LITERAL_OF[c.kind] for c in SUBTASK_COLUMNS]
+_SAMPLE_LITERALS = [LITERAL_OF[c.kind] for c in SAMPLE_COLUMNS]
 # A state update's rows are a snapshot's state tuple followed by the run id: where each column it
 # sends is in such a row (-1: the run id, last).
 _STATE_NAMES = [c.name for c in STATUS_COLUMNS if c.role is Role.STATE]
 _STATE_AT = [-1 if c.role is Role.KEY else _STATE_NAMES.index(c.name) for c in STATUS_STATE.sent]
-_STATE_LITERALS = [_LITERAL_OF[c.kind] for c in STATUS_STATE.sent]
+_STATE_LITERALS = [LITERAL_OF[c.kind] for c in STATUS_STATE.sent]
 # A progress update's rows: the progress columns' values, the key, then the stored seq.
 _STATE_COLUMNS = [c for c in STATUS_COLUMNS if c.role is Role.STATE]
 _STATE_STILL = itemgetter(*(i for i, c in enumerate(_STATE_COLUMNS) if not c.progress))
 _STATE_MOVING = itemgetter(*(i for i, c in enumerate(_STATE_COLUMNS) if c.progress))
-_STATUS_PROGRESS_LITERALS = [*(_LITERAL_OF[c.kind] for c in STATUS_PROGRESS.sent), _number_array]
+_STATE_ENDED = itemgetter(*(_STATE_NAMES.index(n) for n in ("execution_status", "execution_end")))
+_ENDED_LITERALS: list[Callable[[Sequence[Any]], str]] = [
+    text_array,
+    text_array,
+    timestamp_array,
+    number_array,
+]
+_STATUS_PROGRESS_LITERALS = [*(LITERAL_OF[c.kind] for c in STATUS_PROGRESS.sent), number_array]
 
 
 def _literals(
@@ -431,6 +417,6 @@ _RUN, _INDEX, _SEQ = (
 _SUBTASK_STILL = itemgetter(*(i for i, c in enumerate(SUBTASK_COLUMNS) if not c.progress))
 _SUBTASK_MOVING_KEYED = itemgetter(*(SUBTASK_COLUMNS.index(c) for c in SUBTASK_PROGRESS.sent))
 _SUBTASK_PROGRESS_LITERALS = [
-    *(_LITERAL_OF[c.kind] for c in SUBTASK_PROGRESS.sent),
-    _number_array,
+    *(LITERAL_OF[c.kind] for c in SUBTASK_PROGRESS.sent),
+    number_array,
 ]
