@@ -72,8 +72,9 @@ def plan(count: int) -> list[Child]:
     return children
 
 
-def live(child: Child, env: dict[str, str], seed: int) -> Outcome:
+def live(child: Child, env: dict[str, str], seed: int, logs: Path) -> Outcome:
     rng = random.Random(seed)  # noqa: S311 - random moments, reproducible by seed
+    env = {**env, "SIGNAL_STRESS_LOG": str(logs / f"{child.task}.log")}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -134,6 +135,8 @@ def test_signals_at_random_moments_end_every_child_as_untracked_with_its_run_can
         PIPETRACK_TELEMETRY_EXIT_TIMEOUT=str(TELEMETRY_EXIT_TIMEOUT),
         PYTHONFAULTHANDLER="1",
     )
+    logs = tmp_path / "logs"
+    logs.mkdir()
     started = time.monotonic()
     with running_receiver() as receiver:
         telemetry = {
@@ -146,7 +149,7 @@ def test_signals_at_random_moments_end_every_child_as_untracked_with_its_run_can
         with ThreadPoolExecutor(PARALLEL) as pool:
             outcomes = list(
                 pool.map(
-                    lambda c: live(c, telemetry if c.telemetry else base, seed + c.index),
+                    lambda c: live(c, telemetry if c.telemetry else base, seed + c.index, logs),
                     children,
                 )
             )
@@ -195,4 +198,19 @@ def test_signals_at_random_moments_end_every_child_as_untracked_with_its_run_can
     assert set(rows) == run_ids
     expected = {o.run_id: ("CANCELLED", True, 128 + o.child.signum) for o in outcomes}
     assert rows == expected
-    assert running_subtasks == []
+    # Where a run left a subtask open: what its process said, and its tracker's debug log.
+    by_run = {o.run_id: o for o in outcomes}
+    told = [
+        f"{by_run[run_id].child}: stderr:\n{by_run[run_id].stderr[-3000:]}\nlog:\n"
+        + _tail(logs / f"{by_run[run_id].child.task}.log")
+        for run_id in {r[0] for r in running_subtasks}
+        if run_id in by_run
+    ]
+    assert running_subtasks == [], "\n\n".join(told)
+
+
+def _tail(path: Path, lines: int = 80) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(no log: {exc})"

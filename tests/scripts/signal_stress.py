@@ -5,16 +5,26 @@ Prints ``ready <run_id>`` once its run is going, then loops until a signal ends 
 subtask, advance, gmessage, gexit, over and over, so that the signal lands anywhere in them.
 MODE ``default`` leaves the signals alone (the process dies of the signal); ``handler`` installs
 the script's own SIGTERM/SIGINT handler first, which exits with 100 + the signal's number.
+With ``SIGNAL_STRESS_LOG`` set, the tracker's debug log goes to that file (read when a run goes
+wrong).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import sys
 
 import tracker
 
 task, mode = sys.argv[1], sys.argv[2]
+if os.environ.get("SIGNAL_STRESS_LOG"):
+    logging.basicConfig(
+        filename=os.environ["SIGNAL_STRESS_LOG"],
+        level=logging.DEBUG,
+        format="%(relativeCreated)d %(threadName)s %(name)s %(levelname)s %(message)s",
+    )
 if mode == "handler":
 
     def on_signal(signum: int, frame: object) -> None:
