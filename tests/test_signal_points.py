@@ -13,11 +13,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 import tracker
 from tests.tracker_support import default_tracker_on
+from tracker._sampling import SharedSampler
 
 # Where CPython 3.11-3.13 runs pending signal handlers: after these instructions (a call
 # returned, a loop jumped back) and at a function's start (RESUME).
@@ -29,12 +30,25 @@ class Interrupted(BaseException):
     """What the handler raises (as KeyboardInterrupt or SystemExit would)."""
 
 
+def _handler_at(code: CodeType, offset: int) -> int | None:
+    """The exception handler covering ``offset`` in ``code`` (None: none)."""
+    for entry in dis.Bytecode(code).exception_entries:
+        if entry.start <= offset < entry.end:
+            return int(entry.target)
+    return None
+
+
 @contextmanager
 def interrupted_at(point: int) -> Iterator[list[str]]:
     """Raise Interrupted at the ``point``-th signal check of the body on this thread (counting
-    from 1); yields a list that names where, once it has been raised."""
+    from 1); yields a list that names where, once it has been raised.
+
+    A handler run after a call returns raises at that call, its effect done; a trace function
+    can raise only before the next instruction, so that stands in for it where the same
+    exception handler covers both (a ``with`` block's end is not such a place: its exit
+    sequence follows the block's last call, outside the block)."""
     seen = 0
-    last: dict[int, str] = {}
+    last: dict[int, tuple[str, int]] = {}
     where: list[str] = []
 
     def trace(frame: FrameType, event: str, arg: Any) -> Any:
@@ -42,13 +56,19 @@ def interrupted_at(point: int) -> Iterator[list[str]]:
         frame.f_trace_opcodes = True
         if event != "opcode":
             return trace
-        name = dis.opname[frame.f_code.co_code[frame.f_lasti]]
+        code, offset = frame.f_code, frame.f_lasti
+        name = dis.opname[code.co_code[offset]]
         before = last.get(id(frame))
-        last[id(frame)] = name
-        if name in CHECKED_AT or before in CHECKED_AFTER:
+        last[id(frame)] = (name, offset)
+        checked = name in CHECKED_AT or (
+            before is not None
+            and before[0] in CHECKED_AFTER
+            and _handler_at(code, before[1]) == _handler_at(code, offset)
+        )
+        if checked:
             seen += 1
             if seen == point:
-                where.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+                where.append(f"{code.co_filename}:{frame.f_lineno} {code.co_name}")
                 raise Interrupted
         return trace
 
@@ -82,3 +102,18 @@ def test_an_interrupt_at_any_signal_check_of_the_writers_wake_leaves_its_lock_fr
         # The writer was never stopped: the run's end is written.
         assert run.finish()
         assert run.flush(30.0)
+
+
+def test_an_interrupt_at_any_signal_check_of_a_sample_on_the_main_thread_leaves_its_lock_free():
+    # The writer's samples wait for this lock (bounded) and a run's end waits for them: one
+    # left held made each later sample wait out its bound, and the exit its timeout.
+    shared = SharedSampler()  # no sampler attached: the lock is taken all the same
+    point = 0
+    while True:
+        point += 1
+        with interrupted_at(point) as where, suppress(Interrupted):
+            shared.sample(timeout=0.1)
+        assert not shared._lock.locked(), f"held after an interrupt at {where}"
+        if not where:
+            break
+    assert point > 1

@@ -58,8 +58,9 @@ MIN_RATE_SECONDS = 1.0
 STATUS_RATE_SECONDS = 2.0  # the status row's figure: over the last 2 s or more,
 FIRST_RATE_SECONDS = 0.05  # and before the first 2 s, over what there is, if 50 ms or more
 CPU_PERCENT_MAX = 99_999.99
-# How long a run's start (or a subtask boundary) waits for a sample another thread is taking
-# (the writer's, or one a signal interrupted); past it the writer's next sample stands in.
+# How long a run's start (or a subtask boundary) off the main thread waits for a sample another
+# thread is taking; past it the writer's next sample stands in. (The main thread waits for it
+# whole: see SharedSampler.sample.)
 BASELINE_WAIT = 0.1
 # A subtask boundary reuses the previous boundary's sample when it is younger than this, or
 # than 50 times what a sample costs: boundaries in a tight loop spend at most about 2 % of it

@@ -44,21 +44,35 @@ class SharedSampler:
     def sample(self, timeout: float = -1) -> ResourceSample | None:
         """A sample taken now; the last one taken when every process of the tree is gone (the
         final figures); None before the first, when none can be taken, or when the lock is not
-        had within ``timeout`` seconds (-1: wait as long as it takes)."""
+        had within ``timeout`` seconds (-1: wait as long as it takes).
+
+        On the main thread the lock is taken by ``with`` and waited for as long as another
+        thread's sample takes: a signal handler that raises (KeyboardInterrupt, a script's
+        sys.exit) can run right after ``acquire`` returns and before any ``try`` begins, and would
+        leave the lock held for ever (every later sample of the writer then waited out its
+        bound, and the exit its timeout). Only the main thread runs handlers; the others keep the
+        bound, which a main thread frozen by a handler while sampling needs."""
+        if threading.current_thread() is threading.main_thread():
+            with self._lock:
+                return self._take()
         if not self._lock.acquire(timeout=timeout):
             return None
         try:
-            if self._sampler is None:
-                return None
-            started = time.monotonic()
-            sample = self._sampler.sample()
-            self._taken = time.monotonic()
-            self._cost = self._taken - started
-            if sample is not None:
-                self._last = sample
-            return self._last
+            return self._take()
         finally:
             self._lock.release()
+
+    def _take(self) -> ResourceSample | None:
+        """The sample (the caller holds the lock)."""
+        if self._sampler is None:
+            return None
+        started = time.monotonic()
+        sample = self._sampler.sample()
+        self._taken = time.monotonic()
+        self._cost = self._taken - started
+        if sample is not None:
+            self._last = sample
+        return self._last
 
     def recent(self, *, gap: float, share: float, timeout: float) -> ResourceSample | None:
         """A sample taken now, or the one this method gave last if it is younger than ``gap``
