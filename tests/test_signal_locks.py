@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -175,3 +176,44 @@ def test_a_run_ended_while_a_close_was_half_done_writes_the_subtasks_final_row(f
     assert sub.status == ("COMPLETED" if frozen_after == "status" else "FAILED")
     rows = run.snapshot().subtask_rows
     assert [(r["subtask_index"], r["subtask_status"]) for r in rows] == [(1, sub.status)]
+
+
+STARVED_WORKER = """
+import signal, sys, time
+import tracker
+import tracker._runtime.lifecycle as lifecycle
+
+recorded = lifecycle._record_signal
+
+def starved(signum):
+    lifecycle._step("starved on purpose", time.monotonic())
+    time.sleep(5)
+    return recorded(signum)
+
+lifecycle._record_signal = starved  # before the first run installs the hooks
+lifecycle.SPOOL_MARGIN = 0.5
+with tracker.run("DAILY_starved_worker") as run:
+    print("RUN", run.run_id, flush=True)
+    run.flush(10)
+    signal.raise_signal(signal.SIGTERM)
+    time.sleep(30)
+"""
+
+
+def test_a_final_state_the_worker_could_not_record_in_time_is_said_on_stderr(env, db):
+    # The handler's wait is bounded (a pipeline must never hang because it is tracked): when
+    # the worker cannot record in time, the process still ends by its signal, and says why.
+    result = subprocess.run(
+        [sys.executable, "-c", STARVED_WORKER],
+        env={**env, "PIPETRACK_EXIT_TIMEOUT": "0.5"},
+        capture_output=True,
+        text=True,
+        timeout=LIFE_BOUND,
+        check=False,
+    )
+    assert result.returncode == -signal.SIGTERM, result.stderr
+    run_id = result.stdout.split()[1]
+    assert "the final state was neither written nor spooled within 1.0 s" in result.stderr
+    assert "(the signal worker was starved on purpose" in result.stderr
+    row = fetch_run(db, run_id)  # not ended: the reaper's to mark lost
+    assert (row["execution_status"], row["execution_end"]) == ("STARTED", None)

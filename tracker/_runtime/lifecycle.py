@@ -35,6 +35,7 @@ thread held at the fork is held for ever in the child, so each lock it could nee
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -73,6 +74,13 @@ _arrived: list[int] = []  # signals that came while one was being handled
 # The Trackers that asked for the process hooks (the default one does). A WeakSet: iterating
 # it takes no lock, so the signal handler may too.
 _participants: weakref.WeakSet[Tracker] = weakref.WeakSet()
+# Where the signal worker is, for the handler's message should it give up waiting: one string,
+# replaced whole (no lock: the handler reads it).
+_worker_step = ["not started"]
+
+
+def _step(what: str, started: float) -> None:
+    _worker_step[0] = f"{what} ({time.monotonic() - started:.1f} s in)"
 
 
 def install(tracker: Tracker) -> None:
@@ -193,10 +201,25 @@ def _hand_over(signum: int) -> bool:
     locks = [lock for tracker in trackers for lock in tracker._signal_locks()]
     with handoff.handed_over(locks) as lent:
         token = worker.submit(signum)
-        if worker.wait(token, handoff.RECORDED, time.monotonic() + timeout + SPOOL_MARGIN):
+        bound = timeout + SPOOL_MARGIN
+        if worker.wait(token, handoff.RECORDED, time.monotonic() + bound):
             wait = max(observers.end_timeout(), OBSERVERS_MIN_WAIT)
             worker.wait(token, handoff.DONE, time.monotonic() + wait)
+        else:
+            _say_unrecorded(signum, bound)
     return lent.restored
+
+
+def _say_unrecorded(signum: int, bound: float) -> None:
+    """A final state lost must not be silent: say so on stderr, with the step the worker was
+    at. os.write, not logging or sys.stderr: the frozen main thread may hold their locks."""
+    text = (
+        f"pipetrack: signal {signum}: the final state was neither written nor spooled within "
+        f"{bound:.1f} s (the signal worker was {_worker_step[0]}); the run stays RUNNING until "
+        "the reaper marks it lost\n"
+    )
+    with contextlib.suppress(OSError):
+        os.write(2, text.encode("utf-8", "replace"))
 
 
 def _has_work(tracker: Any) -> bool:
@@ -207,13 +230,18 @@ def _has_work(tracker: Any) -> bool:
 
 def _record_signal(signum: int) -> Callable[[], None]:
     """On the worker thread: CANCELLED, written or spooled; returns the observers' turn."""
+    started = time.monotonic()
+    _step("cancelling the runs", started)
     name = signal.Signals(signum).name
     trackers = _trackers()
     ended = [run for tracker in trackers for run in tracker._cancel_for_signal(signum, name)]
     if trackers:
         deadline = time.monotonic() + max(t.settings.exit_timeout for t in trackers)
         for tracker in trackers:
-            tracker._flush_for_signal(deadline)
+            _step("writing the final states", started)
+            if not tracker._flush_for_signal(deadline, spooling=lambda: _step("spooling", started)):
+                _step("spooled", started)
+    _step("done recording", started)
 
     def tell() -> None:
         for run in ended:

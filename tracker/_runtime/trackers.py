@@ -336,13 +336,18 @@ class Tracker:
                 writer.register(run)
         return ended
 
-    def _flush_for_signal(self, deadline: float) -> bool:
-        """Write the final states by ``deadline``; else spool them (the process is ending)."""
+    def _flush_for_signal(
+        self, deadline: float, spooling: Callable[[], None] | None = None
+    ) -> bool:
+        """Write the final states by ``deadline``; else spool them (the process is ending),
+        calling ``spooling`` first."""
         writer = self._writer
         if writer is None:
             return True
         if writer.force_flush(max(deadline - time.monotonic(), 0.0)):
             return True
+        if spooling is not None:
+            spooling()
         writer.spool_unwritten()
         return False
 
