@@ -9,6 +9,7 @@ its whole timeout and spooled a final state the database already had.
 from __future__ import annotations
 
 import dis
+import functools
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -30,9 +31,14 @@ class Interrupted(BaseException):
     """What the handler raises (as KeyboardInterrupt or SystemExit would)."""
 
 
+@functools.cache
+def _exception_table(code: CodeType) -> list[Any]:
+    return list(dis.Bytecode(code).exception_entries)
+
+
 def _handler_at(code: CodeType, offset: int) -> int | None:
     """The exception handler covering ``offset`` in ``code`` (None: none)."""
-    for entry in dis.Bytecode(code).exception_entries:
+    for entry in _exception_table(code):
         if entry.start <= offset < entry.end:
             return int(entry.target)
     return None
