@@ -6,13 +6,13 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from tests.fix_db import libpq_params
 from tests.secrets import CLI_PASSWORD
+from tests.tracker_support import silent_port
 from tracker.cli import build_parser
 from tracker.cli._common import EXIT_NOT_OK, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 
@@ -90,29 +90,8 @@ def test_unreachable_database_is_one_line_and_exit_3_without_the_password():
 
 @pytest.fixture
 def silent_server() -> Iterator[int]:
-    """A TCP port that accepts connections and never answers (a hung database host)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    listener.close()
+    with silent_port() as port:
+        yield port
 
 
 def test_a_host_that_never_answers_fails_after_the_connect_timeout(silent_server):

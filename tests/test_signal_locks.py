@@ -4,16 +4,25 @@ signal themselves inside a lock the run's end needs, or fork while a thread hold
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.otlp_receiver import running_receiver
-from tests.tracker_support import child_env, fetch_run, fetch_subtasks, run_script
+from tests.tracker_support import (
+    child_env,
+    fetch_run,
+    fetch_subtasks,
+    run_script,
+    silent_port,
+    spool_files,
+)
 from tracker._model.state import RunCore, SubtaskCore
 from tracker._runtime import handoff
 from tracker._runtime.handoff import handed_over
@@ -217,3 +226,64 @@ def test_a_final_state_the_worker_could_not_record_in_time_is_said_on_stderr(env
     assert "(the signal worker was starved on purpose" in result.stderr
     row = fetch_run(db, run_id)  # not ended: the reaper's to mark lost
     assert (row["execution_status"], row["execution_end"]) == ("STARTED", None)
+
+
+SPOOLED_AT_THE_END = """
+import os, signal, sys, time
+import tracker
+
+synced = os.fsync
+
+def told(fd):
+    os.write(2, b"FSYNC\\n")  # said before the sync: the process may die right after
+    synced(fd)
+
+os.fsync = told
+with tracker.run("DAILY_spooled_at_the_end") as run:
+    print("RUN", run.run_id, flush=True)
+    if sys.argv[1] == "signal":
+        signal.raise_signal(signal.SIGTERM)
+        time.sleep(30)
+"""
+
+
+def spooled_status(spool: Path, run_id: str) -> str:
+    """The status in ``run_id``'s last snapshot in the spool files."""
+    statuses = [
+        record["run"]["execution_status"]
+        for path in spool_files(spool)
+        for line in path.read_text("utf-8").splitlines()[1:]  # after the header
+        if (record := json.loads(line))["run"]["run_id"] == run_id
+    ]
+    assert statuses, f"run {run_id} is not in the spool"
+    return str(statuses[-1])
+
+
+@pytest.mark.parametrize(
+    ("how", "status", "durable"),
+    [("signal", "CANCELLED", False), ("exit", "FINISHED", True)],
+)
+def test_a_final_state_spooled_on_a_signal_is_not_synced_to_disk(tmp_path, how, status, durable):
+    # A database that never answers: the final state is spooled once the exit timeout is out.
+    # On a signal the handler's wait is bounded, and an fsync on a disk busy with others' writes
+    # can outlast it (the stress test lost final states so): the kernel keeps the file once the
+    # process is gone, which is all a stopped process needs. A normal exit still syncs it.
+    with silent_port() as port:
+        env = child_env(
+            f"host=127.0.0.1 port={port} connect_timeout=20",
+            tmp_path / "data",
+            PIPETRACK_EXIT_TIMEOUT="0.5",
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", SPOOLED_AT_THE_END, how],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=LIFE_BOUND,
+            check=False,
+        )
+    assert result.returncode == (-signal.SIGTERM if how == "signal" else 0), result.stderr
+    assert "neither written nor spooled" not in result.stderr
+    run_id = result.stdout.split()[1]
+    assert spooled_status(tmp_path / "data" / "spool", run_id) == status
+    assert ("FSYNC" in result.stderr.splitlines()) is durable, result.stderr

@@ -285,3 +285,32 @@ def snapshot(run_id: str, seq: int, status: str = "RUNNING", percent: float | No
     if status in TERMINAL:
         core.end_mono = core.start_mono + 1
     return core.snapshot(now_wall=1_700_000_000.0 + seq)
+
+
+@contextmanager
+def silent_port() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers (a hung database host)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        listener.close()

@@ -268,9 +268,16 @@ class Delivery:
         self._spool_pending = True
         self._on_out(snapshots)
 
-    def spool_all(self, final: list[Snapshot]) -> None:
+    def spool_all(
+        self,
+        final: list[Snapshot],
+        *,
+        durable: bool = True,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
         """At exit, when the writer thread is stuck (e.g. connecting): spool what it holds and
-        the ``final`` states from the calling thread."""
+        the ``final`` states from the calling thread (``Spool.append`` says what ``durable``
+        and ``say`` are for)."""
         store, spool = self._stores()
         key = store.resolve()
         # What the stuck thread holds first (older seqs), then the final states; replay is
@@ -278,7 +285,7 @@ class Delivery:
         held = [snapshot for batch in self._in_flight for snapshot in batch]
         snapshots = [*held, *final]
         if snapshots:
-            spool.append(key, snapshots)
+            spool.append(key, snapshots, durable=durable, say=say)
             self.spooled += len(snapshots)
             self._on_out(snapshots)
         # Release the file's lock now, so that it can be replayed even before this process ends.

@@ -86,6 +86,10 @@ class SpoolFile:
     problem: str | None = None  # why it is not read (replay moves it aside)
 
 
+def _silent(step: str) -> None:
+    """No one to tell."""
+
+
 class Spool:
     """The spool folder, and this process's own file in it."""
 
@@ -103,9 +107,24 @@ class Spool:
         self._warned: set[str] = set()  # files that could not be moved aside, warned about
 
     # -- appending --------------------------------------------------------------------------
-    def append(self, key: str, snapshots: list[Snapshot]) -> int:
-        """Append ``snapshots`` (in order); returns how many were kept (the rest were dropped)."""
+    def append(
+        self,
+        key: str,
+        snapshots: list[Snapshot],
+        *,
+        durable: bool = True,
+        say: Callable[[str], None] | None = None,
+    ) -> int:
+        """Append ``snapshots`` (in order); returns how many were kept (the rest were dropped).
+
+        ``durable``: a final snapshot is synced to disk (``fsync``). A process ending on a signal
+        passes False: its final state needs to be in the kernel, which keeps it once the process
+        is gone, and an ``fsync`` on a disk busy with other writers can take seconds, longer than
+        the handler may wait. ``say`` is told each step, for a handler that gives up waiting.
+        """
+        say = say or _silent
         kept = 0
+        say("waiting for the spool's lock")
         with self._lock:
             for snapshot in snapshots:
                 line = json.dumps(snapshot.to_json(), separators=(",", ":"), default=str) + "\n"
@@ -114,11 +133,14 @@ class Spool:
                     self._drop()
                     continue
                 try:
+                    say("opening the spool file")
                     handle = self._open(key)
+                    say("writing the spool file")
                     handle.write(line)
                     handle.flush()
-                    if snapshot.final:
+                    if snapshot.final and durable:
                         # A process that ends while the database is down leaves this behind.
+                        say("syncing the spool file")
                         os.fsync(handle.fileno())
                 except OSError as exc:
                     self._lose(snapshot, exc)

@@ -215,14 +215,18 @@ class Writer:
         locks = [r._lock for r in (*runs, *mine)]
         return [self._cond_lock, self.delivery.lock, *locks, self._runs_lock]
 
-    def spool_unwritten(self) -> None:
+    def spool_unwritten(self, say: Callable[[str], None] | None = None) -> None:
         """Spool what is not written yet, from the calling thread, leaving the writer going
-        (a signal's flush that ran out of time: the process is about to end)."""
-        self._spool_all()
+        (a signal's flush that ran out of time: the process is about to end, so the kernel
+        keeping the file is enough: no ``fsync``). ``say`` is told each step."""
+        self._spool_all(durable=False, say=say)
 
-    def _spool_all(self) -> None:
+    def _spool_all(self, *, durable: bool = True, say: Callable[[str], None] | None = None) -> None:
         """At exit, when the thread is stuck (e.g. connecting): spool the final states here."""
-        self.delivery.spool_all([run.snapshot() for run in self._pending_runs()])
+        if say is not None:
+            say("taking the final states")
+        final = [run.snapshot() for run in self._pending_runs()]
+        self.delivery.spool_all(final, durable=durable, say=say)
 
     @property
     def dropped(self) -> int:

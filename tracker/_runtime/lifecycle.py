@@ -231,6 +231,10 @@ def _has_work(tracker: Any) -> bool:
 def _record_signal(signum: int) -> Callable[[], None]:
     """On the worker thread: CANCELLED, written or spooled; returns the observers' turn."""
     started = time.monotonic()
+
+    def spooling(what: str) -> None:
+        _step(f"spooling: {what}", started)
+
     _step("cancelling the runs", started)
     name = signal.Signals(signum).name
     trackers = _trackers()
@@ -239,7 +243,7 @@ def _record_signal(signum: int) -> Callable[[], None]:
         deadline = time.monotonic() + max(t.settings.exit_timeout for t in trackers)
         for tracker in trackers:
             _step("writing the final states", started)
-            if not tracker._flush_for_signal(deadline, spooling=lambda: _step("spooling", started)):
+            if not tracker._flush_for_signal(deadline, spooling=spooling):
                 _step("spooled", started)
     _step("done recording", started)
 

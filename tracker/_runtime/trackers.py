@@ -337,18 +337,16 @@ class Tracker:
         return ended
 
     def _flush_for_signal(
-        self, deadline: float, spooling: Callable[[], None] | None = None
+        self, deadline: float, spooling: Callable[[str], None] | None = None
     ) -> bool:
         """Write the final states by ``deadline``; else spool them (the process is ending),
-        calling ``spooling`` first."""
+        telling ``spooling`` each step."""
         writer = self._writer
         if writer is None:
             return True
         if writer.force_flush(max(deadline - time.monotonic(), 0.0)):
             return True
-        if spooling is not None:
-            spooling()
-        writer.spool_unwritten()
+        writer.spool_unwritten(say=spooling)
         return False
 
     def _after_fork(self) -> None:
