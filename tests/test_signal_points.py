@@ -17,9 +17,15 @@ from pathlib import Path
 from types import CodeType, FrameType
 from typing import Any
 
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 import tracker
 from tests.tracker_support import default_tracker_on
 from tracker._sampling import SharedSampler
+from tracker._telemetry._spans import RunSpans
 
 # Where CPython 3.11-3.13 runs pending signal handlers: after these instructions (a call
 # returned, a loop jumped back) and at a function's start (RESUME).
@@ -45,9 +51,10 @@ def _handler_at(code: CodeType, offset: int) -> int | None:
 
 
 @contextmanager
-def interrupted_at(point: int) -> Iterator[list[str]]:
+def interrupted_at(point: int, within: str = "") -> Iterator[list[str]]:
     """Raise Interrupted at the ``point``-th signal check of the body on this thread (counting
-    from 1); yields a list that names where, once it has been raised.
+    from 1), of code in files whose path ends with ``within``; yields a list that names where,
+    once it has been raised.
 
     A handler run after a call returns raises at that call, its effect done; a trace function
     can raise only before the next instruction, so that stands in for it where the same
@@ -63,6 +70,8 @@ def interrupted_at(point: int) -> Iterator[list[str]]:
         if event != "opcode":
             return trace
         code, offset = frame.f_code, frame.f_lasti
+        if not code.co_filename.endswith(within):
+            return trace
         name = dis.opname[code.co_code[offset]]
         before = last.get(id(frame))
         last[id(frame)] = (name, offset)
@@ -123,3 +132,39 @@ def test_an_interrupt_at_any_signal_check_of_a_sample_on_the_main_thread_leaves_
         if not where:
             break
     assert point > 1
+
+
+@pytest.mark.parametrize("call", ["start", "end"])
+def test_an_interrupt_at_any_signal_check_of_a_subtask_span_leaves_the_run_able_to_end(call):
+    # SIGINT inside a subtask's start or end (its KeyboardInterrupt unwinds the script) while
+    # the signal worker ends the run's spans: the run span and every subtask span the run
+    # holds still end. A subtask half-registered (in one of two lists) made the run's end
+    # raise KeyError, and its span was lost.
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test_signal_points")
+    point = 0
+    while True:
+        point += 1
+        exporter.clear()
+        spans = RunSpans(tracer, run_id=f"run-{point}", task_name="T", stage="DAILY")
+        spans.subtask_started(1, "outer")
+        if call == "end":
+            spans.subtask_started(2, "inner", parent_index=1)
+        here = "tracker/_telemetry/_spans.py"
+        with interrupted_at(point, within=here) as where, suppress(Interrupted):
+            if call == "start":
+                spans.subtask_started(2, "inner", parent_index=1)
+            else:
+                spans.subtask_ended(2, "COMPLETED")
+        spans.message("after the interrupt", index=2)
+        spans.run_ended("CANCELLED", message="SIGINT received")
+        ended = [span.name for span in exporter.get_finished_spans()]
+        assert {"T", "outer"} <= set(ended), f"interrupted at {where}: {ended}"
+        assert sorted(ended) == sorted(set(ended)), f"a span ended twice: {ended}"
+        assert not spans._subtasks, f"interrupted at {where}: a subtask span left open"
+        if not where:
+            break
+    assert point > 1
+    provider.shutdown()

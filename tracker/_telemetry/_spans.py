@@ -120,8 +120,10 @@ class RunSpans:
                 }
             ),
         )
+        # The open subtasks' spans, outermost (first started) first. One dict, each change one
+        # operation: a handler that raises (KeyboardInterrupt) between two steps of a change
+        # must not leave a subtask half-registered for the signal worker's run_ended to meet.
         self._subtasks: dict[int, Span] = {}
-        self._order: list[int] = []  # open subtasks, outermost first
         self._events: dict[int, _Events] = {RUN_KEY: _Events()}
 
     @property
@@ -152,6 +154,9 @@ class RunSpans:
             # the subtask is a direct child of the run.
             parent = self._subtasks.get(parent_index) if parent_index is not None else None
             context = trace.set_span_in_context(parent if parent is not None else self._run)
+            # Its events first: a subtask is open once its span is in _subtasks, and message()
+            # then finds its events.
+            self._events[index] = _Events()
             self._subtasks[index] = self._tracer.start_span(
                 name,
                 context=context,
@@ -167,8 +172,6 @@ class RunSpans:
                     }
                 ),
             )
-            self._order.append(index)
-            self._events[index] = _Events()
 
     def subtask_ended(
         self,
@@ -185,7 +188,6 @@ class RunSpans:
             span = self._subtasks.pop(index, None)
             if span is None:
                 return
-            self._order.remove(index)
             self._end_subtask_locked(
                 index,
                 span,
@@ -347,16 +349,16 @@ class RunSpans:
             # once, on the innermost, where it was raised.
             sub_status = {"success": "COMPLETED", "cancellation": "CANCELLED"}.get(result, "FAILED")
             innermost = True
-            for index in reversed(self._order):
+            while self._subtasks:
+                index, span = self._subtasks.popitem()  # the last started: innermost first
                 self._end_subtask_locked(
                     index,
-                    self._subtasks.pop(index),
+                    span,
                     sub_status,
                     error=error if innermost else None,
                     message=message,
                 )
                 innermost = False
-            self._order.clear()
             run_events = self._events.pop(RUN_KEY, _Events())
             self._flush_pending(self._run, run_events)
             self._run.set_attributes(
