@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -138,6 +139,8 @@ def test_an_ordinary_user_gets_a_server_of_their_own():
         assert started.returncode == 0, started.stderr
         owners = {p.username() for p in postmasters(embedded.pgdata_dir(home / "data"))}
         assert owners == {"nobody"}
+        # Its data folder (the server, its lock, the spool) is the user's alone.
+        assert stat.S_IMODE((home / "data").stat().st_mode) == 0o700
         stopped = pipetrack(
             "db", "stop", data_dir=home / "data", extra_env=env, user="nobody", python=python
         )

@@ -251,6 +251,7 @@ def test_the_spool_is_private_whatever_the_umask(tmp_path):
         env = child_env(proxy.dsn, data)
         tracked(env, umask=0o022)
     spool = data / "spool"
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700  # made by the process, as its spool
     assert stat.S_IMODE(spool.stat().st_mode) == 0o700
     (path,) = spool_files(spool)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -7,6 +7,7 @@ import pty
 import random
 import select
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -96,6 +97,7 @@ def test_exit_zero_finishes_the_run_with_the_subtasks_the_protocol_reported(db, 
     assert done.stdout == b"before\nloaded file 1\nloaded file 2\nloaded file 3\n"
     assert b"a warning on stderr\n" in done.stderr
     assert log.read_bytes().count(b"loaded file") == 3
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600  # the command's output is its user's
     run = the_run(db, "wrap_steps")
     assert run["status"] == "FINISHED"
     assert run["exit_code"] == 0

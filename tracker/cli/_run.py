@@ -180,7 +180,9 @@ def _wrap(  # noqa: PLR0915 - the wrapper's whole life, start to end, reads best
     log_fd = None
     if log_path:
         try:
-            log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            # The command's output may hold what its user only may read: private, as pipetrack's
+            # own files.
+            log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             complain(f"cannot open the log {log_path}: {exc.strerror}")
             return EXIT_USAGE
