@@ -224,6 +224,8 @@ def test_a_final_state_the_worker_could_not_record_in_time_is_said_on_stderr(env
     run_id = result.stdout.split()[1]
     assert "the final state was neither written nor spooled within 1.0 s" in result.stderr
     assert "(the signal worker was starved on purpose" in result.stderr
+    # Every thread's stack follows: the worker's shows where it waited.
+    assert "in starved" in result.stderr, result.stderr
     row = fetch_run(db, run_id)  # not ended: the reaper's to mark lost
     assert (row["execution_status"], row["execution_end"]) == ("STARTED", None)
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
@@ -212,14 +213,16 @@ def _hand_over(signum: int) -> bool:
 
 def _say_unrecorded(signum: int, bound: float) -> None:
     """A final state lost must not be silent: say so on stderr, with the step the worker was
-    at. os.write, not logging or sys.stderr: the frozen main thread may hold their locks."""
+    at and every thread's stack (what a bug report needs: which lock it waited for). os.write
+    and faulthandler, not logging or sys.stderr: the frozen main thread may hold their locks."""
     text = (
         f"pipetrack: signal {signum}: the final state was neither written nor spooled within "
         f"{bound:.1f} s (the signal worker was {_worker_step[0]}); the run stays RUNNING until "
-        "the reaper marks it lost\n"
+        "the reaper marks it lost. The threads' stacks:\n"
     )
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, ValueError, RuntimeError):
         os.write(2, text.encode("utf-8", "replace"))
+        faulthandler.dump_traceback(2, all_threads=True)
 
 
 def _has_work(tracker: Any) -> bool:
