@@ -9,6 +9,9 @@ boundaries: µs per subtask (enter and close, nothing inside) in a loop, while t
             no socket and while it holds one TCP connection (then a sample asks the kernel's
             socket table), with the writer writing to the database; and µs per subtask of
             1 ms and of 10 ms of work
+starved:    ms for the writer to end 1,000 / 4,000 / 16,000 empty steps that all began and ended
+            on one reused boundary sample (what a tight loop leaves a starved writer; made so
+            here by a boundary gap of an hour), then write them: linear, not quadratic
 
 Uses only the public API, so the same command measures a version without resource samples
 (run it from that version's tree) for the difference. Without --dsn a temporary embedded
@@ -75,14 +78,45 @@ def boundaries(t: tracker.Tracker, count: int, rounds: int, work: float) -> floa
     return statistics.median(results)
 
 
+def starved(t: tracker.Tracker, count: int, rounds: int) -> float:
+    """Median ms for the flush that ends ``count`` steps left to the writer."""
+    from tracker._record import measure
+
+    gap, measure.BOUNDARY_GAP = measure.BOUNDARY_GAP, 3600.0
+    results = []
+    try:
+        for _ in range(rounds):
+            with t.run("BENCH_starved") as run:
+                for _ in range(count):
+                    with run.subtask("step"):
+                        pass
+                began = time.perf_counter()
+                t.flush(600)
+                results.append((time.perf_counter() - began) * 1000)
+            t.flush(600)
+    finally:
+        measure.BOUNDARY_GAP = gap
+    return statistics.median(results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dsn")
     parser.add_argument("--subtasks", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", choices=["starved"], help="run only this part")
     args = parser.parse_args()
     compiled_like_an_install()
     with bench_database(args.dsn) as dsn, tempfile.TemporaryDirectory() as spool:
+        if args.only == "starved":
+            t = tracker.Tracker(dsn=dsn, lifecycle=False, console=False, spool_dir=spool)
+            try:
+                for count in (1000, 4000, 16000):
+                    took = starved(t, count, args.rounds)
+                    print(f"starved: {took:.0f} ms to end {count:,} steps on one sample")
+            finally:
+                t.shutdown(10)
+            return
         first, second = start(dsn, args.rounds, spool)
         print(f"start: first run {first:.2f} ms, second run {second:.2f} ms (median)")
         t = tracker.Tracker(dsn=dsn, lifecycle=False, console=False, spool_dir=spool)

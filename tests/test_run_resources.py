@@ -343,3 +343,37 @@ def test_a_step_begun_on_a_reused_sample_never_counts_the_step_before_it(
         write["disk_write_bytes"] + after["disk_write_bytes"]
         <= (fetch_run(db, run.run_id)["disk_write_bytes"])
     )
+
+
+def test_thousands_of_steps_on_one_reused_sample_are_each_measured_and_count_each_byte_once(
+    db, db_dsn, tmp_path, monkeypatch
+):
+    # A tight loop whose steps all begin and end on one reused sample, as when the writer is
+    # starved: the writer's next sample ends them all. Each gets figures, and what the first
+    # step wrote counts once. (Ending them walked every step held, at each end: quadratic, and
+    # under the run's lock, which a signal's final state then waited for.)
+    from tracker._record import measure
+
+    monkeypatch.setattr(measure, "BOUNDARY_GAP", 60.0)
+    steps = 5000
+    t = make_tracker(db_dsn, tmp_path / "spool")
+    try:
+        run = t.run("DAILY_many_on_one_sample", total_subtasks=steps + 1)
+        with run.subtask("write"), open(tmp_path / "out.bin", "wb") as out:
+            for _ in range(4):
+                out.write(os.urandom(MIB))
+                out.flush()
+                os.fsync(out.fileno())
+        for index in range(steps):
+            with run.subtask(f"step {index}"):
+                pass
+        run.finish()
+        assert t.flush(60)
+        assert not t.writer._measure._runs  # every step let go with its run
+    finally:
+        t.shutdown(10)
+    write, *rest = fetch_subtasks(db, run.run_id)
+    assert len(rest) == steps
+    assert write["disk_write_bytes"] >= 4 * MIB, write
+    assert all(row["disk_write_bytes"] is not None for row in rest)
+    assert sum(row["disk_write_bytes"] for row in rest) < MIB

@@ -36,7 +36,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tracker._model.columns import SAMPLE_NAMES
@@ -44,9 +43,16 @@ from tracker._model.snapshot import utc
 from tracker._model.state import RunCore
 from tracker._model.subtask import SubtaskCore
 from tracker._model.usage import Usage
+from tracker._record.step_figures import (
+    RunFigures,
+    end_step,
+    measure_steps,
+    track_open,
+    usage_of,
+)
 
 if TYPE_CHECKING:
-    from tracker._sampling import ResourceSample, SampleCadence, SampleSchedule, SharedSampler
+    from tracker._sampling import ResourceSample, SampleCadence, SharedSampler
 
 logger = logging.getLogger("tracker")
 
@@ -71,44 +77,6 @@ BOUNDARY_SHARE = 0.02
 # The writer's own samples wait at most this long for another thread's: a thread frozen by a
 # signal handler while sampling must not stop the final states from being written.
 TAKE_WAIT = 1.0
-
-
-@dataclass
-class _Open:
-    """A subtask being measured: the run's totals at its start, the memory seen since."""
-
-    subtask: SubtaskCore
-    start: Usage
-    peak: int
-    sampler_peak: int  # the sampler's peak at its start: a higher one at its end was its own
-    started_by: ResourceSample  # the sample its start was (its end must be a later one)
-    # Its start was moved to the sample that ended the step before it (see _end): ended too
-    # by then, it did nothing that sample did not give to that step.
-    rebased: bool = False
-
-
-@dataclass
-class _RunFigures:
-    schedule: SampleSchedule
-    base: Usage | None  # None: taken from the run's first sample
-    final_done: bool = False
-    last_row: tuple[float, float] | None = None  # (sampled_at, cpu_seconds) of the last row
-    rate_from: tuple[float, float] | None = None  # (sampled_at, cpu_seconds)
-    open: dict[int, _Open] = field(default_factory=dict)
-    # Ended subtasks whose end waits for a sample other than their start's.
-    deferred: list[_Open] = field(default_factory=list)
-    # The last sample put on the run and the run's totals it gave (boundaries reuse samples).
-    seen: ResourceSample | None = None
-    usage: Usage | None = None
-
-    def totals(self, sample: ResourceSample) -> Usage:
-        """The run's totals at ``sample`` (worked out once per sample)."""
-        if sample is not self.seen or self.usage is None:
-            now = _usage(sample)
-            if self.base is None:
-                self.base = now
-            self.seen, self.usage = sample, now.since(self.base)
-        return self.usage
 
 
 class Measure:
@@ -137,7 +105,7 @@ class Measure:
         self._source: SharedSampler | None = None
         self._own = True  # the source samples this process: made here, told the database
         self._database_known = False
-        self._runs: dict[str, _RunFigures] = {}
+        self._runs: dict[str, RunFigures] = {}
         self._lock = threading.Lock()
 
     # -- the caller's thread ----------------------------------------------------------------
@@ -163,9 +131,9 @@ class Measure:
                 made = False
         if not made and source.attached:  # (a tree sampler still to come counts from its start)
             sample = source.recent(gap=BOUNDARY_GAP, share=BOUNDARY_SHARE, timeout=BASELINE_WAIT)
-            base = None if sample is None else _usage(sample)
+            base = None if sample is None else usage_of(sample)
         schedule = SampleSchedule(self._cadence, clock=self._clock)
-        self._runs[run.run_id] = _RunFigures(schedule=schedule, base=base)
+        self._runs[run.run_id] = RunFigures(schedule=schedule, base=base)
 
     def boundary_sample(self) -> ResourceSample | None:
         """A sample for a subtask entered or ended now, on the caller's thread, before it takes
@@ -194,8 +162,8 @@ class Measure:
         for sub in ended:
             measuring = held.get(sub.index)
             if measuring is not None and measuring.subtask is sub:
-                _end(run, figures, measuring, usage, sample)
-        _track_open(run, figures, usage, sample)
+                end_step(run, figures, measuring, usage, sample)
+        track_open(run, figures, usage, sample)
 
     # -- the writer's thread ----------------------------------------------------------------
     def wanted(self, run: RunCore, *, heartbeat: bool) -> bool:
@@ -278,13 +246,13 @@ class Measure:
         if sample is figures.seen and not ending:
             # A boundary's sample, reused (a tight loop of subtasks): already on the run, and
             # no deferred end can be measured with it; only starts not measured yet are.
-            _track_open(run, figures, figures.totals(sample), sample)
+            track_open(run, figures, figures.totals(sample), sample)
             return
         usage = figures.totals(sample)
         _put_on_run(run, usage, sample)
         cpu = usage.cpu_seconds or 0.0
         run.cpu_percent = _rate(figures, sample.sampled_at, cpu, run.cpu_percent, ending=ending)
-        _measure_subtasks(run, figures, usage, sample, every=ending)
+        measure_steps(run, figures, usage, sample, every=ending)
         if figures.schedule.due(final=ending) and (
             figures.last_row is None or sample.sampled_at > figures.last_row[0]
         ):
@@ -307,18 +275,8 @@ def _put_on_run(run: RunCore, usage: Usage, sample: ResourceSample) -> None:
     run.other_connections = sample.other_connections
 
 
-def _usage(sample: ResourceSample) -> Usage:
-    return Usage(
-        sample.cpu_seconds,
-        sample.disk_read_bytes,
-        sample.disk_write_bytes,
-        sample.tcp_received_bytes,
-        sample.tcp_sent_bytes,
-    )
-
-
 def _rate(
-    figures: _RunFigures, at: float, cpu: float, previous: float | None, *, ending: bool
+    figures: RunFigures, at: float, cpu: float, previous: float | None, *, ending: bool
 ) -> float | None:
     """The status row's CPU figure: CPU seconds per second x100 over the last
     ``STATUS_RATE_SECONDS`` or more (at the run's end, over what is left if a second or more);
@@ -343,71 +301,8 @@ def _per_second(cpu: float, seconds: float, *, over: float = MIN_RATE_SECONDS) -
     return min(percent, CPU_PERCENT_MAX) if math.isfinite(percent) else None
 
 
-def _measure_subtasks(
-    run: RunCore, figures: _RunFigures, usage: Usage, sample: ResourceSample, *, every: bool
-) -> None:
-    """The subtasks the writer has to measure: the deferred ends (``every``: each ended one,
-    at the run's end), then the open ones."""
-    if every:
-        ended = [m for m in figures.open.values() if m.subtask.ended is not None]
-        figures.deferred = []
-    else:
-        ended, figures.deferred = figures.deferred, []
-    for measuring in ended:
-        if figures.open.get(measuring.subtask.index) is measuring:
-            _end(run, figures, measuring, usage, sample)
-    _track_open(run, figures, usage, sample)
-
-
-def _end(
-    run: RunCore,
-    figures: _RunFigures,
-    measuring: _Open,
-    usage: Usage,
-    sample: ResourceSample,
-) -> None:
-    """An ended subtask's figures: ``sample`` minus its start; left to the writer's next
-    sample when ``sample`` is the one its start was (a boundary reused it)."""
-    if measuring.started_by is sample and not measuring.rebased:
-        figures.deferred.append(measuring)
-        return
-    sub = measuring.subtask
-    del figures.open[sub.index]
-    sub.usage = usage.since(measuring.start)
-    peak = max(measuring.peak, sample.rss_bytes)
-    if sample.peak_rss_bytes > measuring.sampler_peak:
-        peak = max(peak, sample.peak_rss_bytes)  # the kernel's peak, reached meanwhile
-    sub.peak_rss_bytes = peak
-    if sub.index not in run._pending:
-        run.rewrite(sub)  # its row went out before this sample: again, with its figures
-    stale, ended = measuring.started_by, sub.ended
-    if ended is None:
-        return
-    for later in figures.open.values():
-        # A step that began after this one ended, on the same reused sample (an end deferred
-        # to this sample): its start is this sample too, or it would count this step's work
-        # again. What it did before this sample is counted here instead: approximate, as
-        # short steps are, but each byte once.
-        if later.started_by is stale and later.subtask.started >= ended:
-            later.start, later.started_by = usage, sample
-            later.peak, later.sampler_peak = sample.rss_bytes, sample.peak_rss_bytes
-            later.rebased = True
-
-
-def _track_open(run: RunCore, figures: _RunFigures, usage: Usage, sample: ResourceSample) -> None:
-    """Open subtasks: a start for the new ones, the memory seen for the others."""
-    held = figures.open
-    rss = sample.rss_bytes
-    for sub in run.open:
-        measuring = held.get(sub.index)
-        if measuring is None:
-            held[sub.index] = _Open(sub, usage, rss, sample.peak_rss_bytes, sample)
-        elif rss > measuring.peak:
-            measuring.peak = rss
-
-
 def _row(
-    run: RunCore, figures: _RunFigures, usage: Usage, sample: ResourceSample
+    run: RunCore, figures: RunFigures, usage: Usage, sample: ResourceSample
 ) -> tuple[Any, ...]:
     """The ``pipeline_run_sample`` row of ``sample`` for ``run``, in SAMPLE_COLUMNS order."""
     cpu = usage.cpu_seconds or 0.0
