@@ -23,6 +23,8 @@ import pytest
 from tests.tracker_support import SCRIPTS, child_env, make_tracker, spool_files, wait_for
 
 STEADY = SCRIPTS / "ops_steady_run.py"
+# SHOW POOLS columns that count server connections (PgBouncer 1.18).
+SERVER_STATES = ("sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login")
 
 
 def _runs(dsn: str, prefix: str) -> dict[str, tuple[Any, ...]]:
@@ -38,6 +40,13 @@ def _runs(dsn: str, prefix: str) -> dict[str, tuple[Any, ...]]:
                 (prefix + "%",),
             ).fetchall()
         }
+
+
+def _pooled_servers(pool: dict[str, Any] | None) -> int:
+    """The server connections PgBouncer holds for a pool (SHOW POOLS), whatever their state."""
+    if pool is None:
+        return 0
+    return sum(int(pool[state]) for state in SERVER_STATES)
 
 
 def _server_connections(dsn: str, database: str) -> int:
@@ -157,7 +166,13 @@ def test_300_processes_through_a_pool_of_10_write_every_row_on_bounded_connectio
     prefix = f"DAILY_fleet_{uuid.uuid4().hex[:6]}_"
     count = int(os.environ.get("PIPETRACK_POOLER_PROCESSES", "300"))
     children: list[subprocess.Popen[bytes]] = []
-    most_servers = 0
+    most_servers = most_pooled = 0
+
+    def look() -> None:
+        nonlocal most_servers, most_pooled
+        most_servers = max(most_servers, _server_connections(pg15_db.dsn, pg15_db.name))
+        most_pooled = max(most_pooled, _pooled_servers(bouncer.pool(pg15_db.name)))
+
     try:
         # Started over the first ~15 s, each living ~6 s or more: hundreds at once.
         for index in range(count):
@@ -170,11 +185,11 @@ def test_300_processes_through_a_pool_of_10_write_every_row_on_bounded_connectio
                 )
             )
             if index % 20 == 0:
-                most_servers = max(most_servers, _server_connections(pg15_db.dsn, pg15_db.name))
+                look()
         deadline = time.monotonic() + 600
         while any(child.poll() is None for child in children):
             assert time.monotonic() < deadline, "tracked processes still running after 10 min"
-            most_servers = max(most_servers, _server_connections(pg15_db.dsn, pg15_db.name))
+            look()
             time.sleep(0.5)
         failed = [child.stderr.read() for child in children if child.returncode != 0]
         assert not failed, failed[:3]
@@ -188,7 +203,10 @@ def test_300_processes_through_a_pool_of_10_write_every_row_on_bounded_connectio
     rows = _runs(pg15_db.dsn, prefix)
     assert len(rows) == count
     assert set(rows.values()) == {("FINISHED", 100, 3)}
-    assert most_servers <= 10  # the pool, whatever the number of scripts
+    assert most_pooled <= 10  # the pool, whatever the number of scripts
+    # The server's own count: the pool, and a connection the pooler closed (and replaced)
+    # while its backend is still exiting (11 once, on a busy machine): never one per script.
+    assert most_servers <= 2 * 10
     assert not spool_files(tmp_path / "data" / "spool")
 
 

@@ -21,6 +21,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from operator import attrgetter, itemgetter
 from types import MappingProxyType
@@ -123,6 +124,9 @@ class RunCore(StatusRow):
         self._moved = False
         self._urgent = True
         self._pending: dict[int, SubtaskCore] = {}
+        # Those of them the bound may drop (closed, never written), oldest queued first: found
+        # at once, where a walk of _pending past the rows it must keep was quadratic.
+        self._droppable: OrderedDict[int, SubtaskCore] = OrderedDict()
         self._cleaned: dict[str, tuple[str, str | None]] = {}  # column -> (value as given, cleaned)
         self._identity: tuple[Any, ...] | None = None  # built by the next snapshot
         self._state: tuple[Any, ...] | None = None  # the last snapshot's state
@@ -257,17 +261,22 @@ class RunCore(StatusRow):
 
     def _queue_row(self, sub: SubtaskCore) -> None:
         self._pending.pop(sub.index, None)
+        self._droppable.pop(sub.index, None)
         if len(self._pending) >= self.max_pending:
-            self._drop_a_pending_row(sub)
+            self._drop_a_pending_row()
         self._pending[sub.index] = sub
+        if sub.ended is not None and not sub.was_written:
+            self._droppable[sub.index] = sub
 
-    def _drop_a_pending_row(self, keep: SubtaskCore) -> None:
+    def _drop_a_pending_row(self) -> None:
         """Bounded: drop the oldest closed row waiting that was never written (open ones are
-        written again anyway with their latest state). A closed subtask written before while
-        open is kept whatever the bound, or the database would show it RUNNING for ever; there
-        are at most as many of those as were open at the last snapshot."""
-        for index, waiting in self._pending.items():
-            if waiting.ended is not None and waiting is not keep and not waiting.was_written:
+        written again anyway with their latest state). A subtask written before is kept
+        whatever the bound: the database would show it RUNNING for ever, or without the
+        figures the writer measured after (a starved writer's many rewrites)."""
+        while self._droppable:
+            index, waiting = self._droppable.popitem(last=False)
+            # (Checked again: a signal's worker may run while the main thread is in here.)
+            if self._pending.get(index) is waiting and not waiting.was_written:
                 del self._pending[index]
                 break
         else:
@@ -338,6 +347,7 @@ class RunCore(StatusRow):
                 # Entered or closed since the last snapshot, then open ones that moved.
                 rows = [sub.next_row(seq) for sub in self._pending.values()]
                 self._pending.clear()
+                self._droppable.clear()
                 for sub in open_subtasks:
                     row = sub.moved_row(seq)
                     if row is not None:
